@@ -1,0 +1,10 @@
+"""Model definitions and the Lightning modules that train them; every module here is imported so models register."""
+
+import sys
+
+from harness.discovery import import_submodules
+from baselines.registry import MODELS, build_model, list_models, register_model
+
+import_submodules(sys.modules[__name__])
+
+__all__ = ["MODELS", "build_model", "list_models", "register_model"]

@@ -1,0 +1,72 @@
+"""The Lightning module that trains every baseline (and, subclassed, every fine-tune and distillation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+@dataclass
+class TrainConfig:
+    """A training budget from the suite file (`train:` for baselines, `finetune:` for methods)."""
+
+    epochs: int = 3
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    label_smoothing: float = 0.0
+    max_train_batches: int | None = None  # cap per epoch (smoke runs); None = the whole split
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy classification; subclasses override `training_loss` (e.g. distillation)."""
+
+    def __init__(self, model: nn.Module, num_classes: int, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), y, label_smoothing=self.cfg.label_smoothing)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.training_loss(*batch)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.val_acc.update(logits, y)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True)
+        self.log("val_acc", self.val_acc, prog_bar=True, on_epoch=True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):  # noqa: ANN201  (Lightning's own return type)
+        cfg, params = self.cfg, self.trainable_parameters()
+        if cfg.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+        else:
+            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.schedule == "constant":
+            return opt
+        steps = int(self.trainer.estimated_stepping_batches)
+        if cfg.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.25)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,37 @@
+"""The model registry: `@register_model("name")` on a builder `(spec, num_classes, params) -> nn.Module`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from harness.registry import Registry, parse_params
+from tasks.base import InputSpec
+
+MODELS: Registry[Any] = Registry("model")
+register_model = MODELS.register
+
+
+def build_model(name: str, spec: InputSpec, num_classes: int, params: dict[str, Any] | None = None) -> nn.Module:
+    """A freshly initialised model for this input spec; a `timm/<arch>` name builds any timm architecture."""
+    if name.startswith("timm/") and name not in MODELS:
+        from baselines.timm_models import build_timm
+
+        return build_timm(name.removeprefix("timm/"), spec, num_classes, params or {})
+    builder = MODELS.get(name)
+    model = builder(spec, num_classes, parse_params(MODELS, name, params))
+    return wrap_for_input(model, spec)
+
+
+def wrap_for_input(backbone: nn.Module, spec: InputSpec) -> nn.Module:
+    """Text tasks feed token ids; prepend the embedding so it is counted and compressed with the model."""
+    if spec.token_vocab:
+        from baselines.layers import TokenEmbeddingMap
+
+        return nn.Sequential(TokenEmbeddingMap(spec.token_vocab, spec.width), backbone)
+    return backbone
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    return MODELS.names(pattern)

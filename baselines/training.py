@@ -1,0 +1,100 @@
+"""Fit a model on a task with Lightning and keep the epoch with the best validation accuracy."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from baselines.classifier import ClassifierModule, TrainConfig
+from tasks.base import Task
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    selected_epoch: int            # 0-based epoch whose weights are returned (best validation accuracy)
+    val_acc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class KeepBestWeights(Callback):
+    """Remember the best-validation weights in memory.
+
+    Lightning's ModelCheckpoint writes a file per improvement; we only need the state to hand back, and our
+    cache stores its own `weights_only` checkpoint, so an in-memory copy is simpler and leaves no files.
+    """
+
+    def __init__(self) -> None:
+        self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
+        self.history: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: round(float(v), 5) for k, v in trainer.callback_metrics.items()
+                   if k in ("val_acc", "val_loss", "train_loss_epoch")}
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
+        acc = metrics.get("val_acc", -1.0)
+        if acc > self.best_acc:
+            self.best_acc, self.best_epoch = acc, trainer.current_epoch
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    logger: Any = False,
+    module: ClassifierModule | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train `model` (in place) for `cfg.epochs`; return it loaded with its best-validation weights."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    task.batch_size = cfg.batch_size
+    module = module or ClassifierModule(model, task.num_classes, cfg)
+    keep = KeepBestWeights()
+    if progress is None:  # bars on a terminal, quiet in logs; SLIMBENCH_PROGRESS=0/1 forces either
+        progress = os.environ.get("SLIMBENCH_PROGRESS", "1" if sys.stderr.isatty() else "0") != "0"
+    model.train()
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator="auto",
+        devices=1,
+        logger=logger,
+        callbacks=[keep],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_train_batches=cfg.max_train_batches or 1.0,
+        deterministic="warn",
+        log_every_n_steps=10,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=task)
+    model = module.model.cpu()
+    if keep.best_state is not None:
+        model.load_state_dict(keep.best_state)
+    model.eval()
+    return FitResult(model, keep.best_epoch, keep.best_acc, keep.history, time.perf_counter() - start)
+
+
+torch.set_float32_matmul_precision("high")

@@ -1,0 +1,88 @@
+"""Trained-baseline cache: each (task, model, seed, training budget) is trained once and reused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from baselines import build_model
+from baselines.classifier import TrainConfig
+from baselines.training import fit
+from harness.errors import CheckpointError
+from harness.measure import evaluate
+from harness.records import atomic_write_bytes
+from harness.suite import Named, config_hash
+from tasks.base import Task
+
+log = logging.getLogger("slimbench")
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    meta: dict[str, Any]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def key(self, task: Named, model: Named, train: TrainConfig, seed: int) -> str:
+        return config_hash({"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed})
+
+    def path(self, task: Named, model: Named, train: TrainConfig, seed: int) -> Path:
+        safe = model.name.replace("/", "_")
+        return self.root / f"{task.name}__{safe}__s{seed}__{self.key(task, model, train, seed)}.pt"
+
+    def get_or_train(
+        self, task: Task, task_cfg: Named, model_cfg: Named, train: TrainConfig, seed: int,
+        logger_factory: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> TrainedModel:
+        path = self.path(task_cfg, model_cfg, train, seed)
+        if path.exists():
+            return self._load(path, task, model_cfg)
+        log.info("training %s on %s (seed %d, %d epochs) -> %s", model_cfg.name, task.name, seed, train.epochs, path.name)
+        torch.manual_seed(seed)
+        model = build_model(model_cfg.name, task.spec, task.num_classes, model_cfg.params)
+        result = fit(model, task, train, seed=seed, logger=logger_factory(model_cfg.to_dict()) if logger_factory else False)
+        accuracy, macro_f1 = evaluate(result.model, task)
+        meta = {
+            "task": task_cfg.to_dict(), "model": model_cfg.to_dict(), "train": asdict(train), "seed": seed,
+            "selected_epoch": result.selected_epoch, "epochs": train.epochs, "val_acc": result.val_acc,
+            "test_accuracy": accuracy, "test_macro_f1": macro_f1, "train_seconds": round(result.seconds, 2),
+            "history": result.history,
+        }
+        buf = io.BytesIO()
+        torch.save({"state_dict": result.model.state_dict(), "meta_json": json.dumps(meta)}, buf)
+        atomic_write_bytes(path, buf.getvalue())
+        return TrainedModel(result.model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)})
+
+    def _load(self, path: Path, task: Task, model_cfg: Named) -> TrainedModel:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            meta = json.loads(payload["meta_json"])
+            model = build_model(model_cfg.name, task.spec, task.num_classes, model_cfg.params)
+            model.load_state_dict(payload["state_dict"])
+        except Exception as exc:
+            raise CheckpointError(
+                f"cached checkpoint {path} is corrupt or does not match {model_cfg.name} on {task.name} "
+                f"({exc.__class__.__name__}: {str(exc)[:200]}); delete it to retrain"
+            ) from None
+        model.eval()
+        return TrainedModel(model, {**meta, "checkpoint": str(path), "sha256": sha256_file(path)})

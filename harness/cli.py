@@ -1,0 +1,126 @@
+"""`slimbench` command line: run suites, rebuild reports, list what is registered."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import SlimbenchError
+
+log = logging.getLogger("slimbench")
+
+EPILOG = """examples:
+  slimbench list methods 'prune.*'        registered methods matching a pattern
+  slimbench run configs/quick.yaml        run (or resume) the quick suite, then rebuild its report
+  slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="slimbench",
+        description="Reproducible benchmarks of neural-network compression: every method × task × model, "
+                    "measured for accuracy, size, compute and CPU latency.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a suite file; finished cells are skipped, so an interrupted run resumes",
+                         description="Expand the suite's task × model × method × seed grid, train each baseline once "
+                                     "(cached), apply each method, measure it and write one JSON record per cell.")
+    run.add_argument("suite", type=Path, help="suite YAML file, e.g. configs/quick.yaml")
+    run.add_argument("--results", type=Path, default=Path("results"),
+                     help="results root; records go to RESULTS/<suite>/runs (default: results)")
+    run.add_argument("--cache", type=Path, default=None,
+                     help="trained-model cache (default: RESULTS/.cache/models)")
+    run.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline",
+                     help="Weights & Biases mode (default offline: no key or network needed; logs in RESULTS/<suite>/wandb)")
+    run.add_argument("--only", default=None, metavar="GLOB",
+                     help="run only cells whose label matches, e.g. 'fashion-mnist/mobilenetv2/prune.*'")
+    run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done, run nothing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+
+    rep = sub.add_parser("report", help="rebuild leaderboard.md, leaderboard.csv and pareto_<task>.png from records")
+    rep.add_argument("suite_dir", type=Path, help="a suite's results folder, e.g. results/quick")
+
+    lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
+    lst.add_argument("kind", choices=["models", "tasks", "methods"])
+    lst.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'quant.*'")
+    return p
+
+
+def cmd_list(kind: str, pattern: str) -> int:
+    if kind == "models":
+        from baselines import MODELS as registry
+    elif kind == "tasks":
+        from tasks import TASKS as registry
+    else:
+        from methods import METHODS as registry
+    entries = registry.entries(pattern)
+    if not entries:
+        print(f"no {kind} match {pattern!r}; registered: {', '.join(registry.names())}", file=sys.stderr)
+        return 1
+    width = max(len(e.name) for e in entries)
+    for e in entries:
+        print(f"{e.name:<{width}}  {e.description}")
+    if kind == "models":
+        print(f"{'timm/<arch>':<{width}}  any timm architecture, built for the task's input spec")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.records import has_record
+    from harness.report import build_report
+    from harness.runner import SuiteRunner
+    from harness.suite import load_suite
+
+    if args.no_progress:
+        os.environ["SLIMBENCH_PROGRESS"] = "0"
+    suite = load_suite(args.suite)
+    runner = SuiteRunner(suite, args.results, args.cache, args.wandb, progress=not args.no_progress)
+    if args.dry_run:
+        for cell in suite.cells:
+            done = has_record(runner.paths.runs, cell.run_id)
+            print(f"{cell.run_id}  {'done   ' if done else 'pending'}  {cell.label}")
+        return 0
+    start = time.perf_counter()
+    outcome = runner.run(only=args.only)
+    rows = build_report(runner.paths.root)
+    runner.log_leaderboard(rows)
+    log.info("suite %s: %d run, %d already done, %d failed in %.1f s; leaderboard: %s",
+             suite.name, len(outcome.done), len(outcome.skipped), len(outcome.failed),
+             time.perf_counter() - start, runner.paths.root / "leaderboard.md")
+    for label, err in outcome.failed.items():
+        print(f"FAILED {label}: {err}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list(args.kind, args.pattern)
+        if args.command == "report":
+            from harness.report import build_report
+
+            if not (args.suite_dir / "runs").is_dir():
+                raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
+            rows = build_report(args.suite_dir)
+            print(f"{len(rows)} leaderboard rows -> {args.suite_dir / 'leaderboard.md'}, leaderboard.csv")
+            return 0
+        return cmd_run(args)
+    except SlimbenchError as exc:
+        print(f"slimbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("slimbench: interrupted; finished cells are recorded, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Name → factory registries (one per kind of thing), in the style of timm's `register_model`."""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from harness.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    """A flat namespace of registered objects; names are unique and looked up exactly."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._entries:
+                prev = self._entries[name].obj
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered (by {_qualname(prev)}); "
+                    f"cannot register {_qualname(obj)} under the same name"
+                )
+            doc = description or (inspect.getdoc(obj) or "").strip().splitlines()
+            desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
+            self._entries[name] = Entry(name, obj, desc)
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self, pattern: str = "*") -> list[Entry[T]]:
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def unregister(self, name: str) -> None:
+        """For tests that register throw-away entries."""
+        self._entries.pop(name, None)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def params_type(obj: Any) -> type | None:
+    """The dataclass that validates an entry's parameters: the class itself, or a factory's `params` hint."""
+    import dataclasses
+    import typing
+
+    if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+        return obj
+    hints = typing.get_type_hints(obj) if callable(obj) else {}
+    tp = hints.get("params")
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def parse_params(registry: Registry[Any], name: str, values: dict[str, Any] | None) -> Any:
+    """Validate `values` against the entry's dataclass; raises one ConfigError naming the valid fields."""
+    from harness.params import build_dataclass
+    from harness.errors import ConfigError
+
+    obj = registry.get(name)
+    cls = params_type(obj)
+    if cls is None:
+        if values:
+            raise ConfigError(f"{registry.kind} {name!r} takes no parameters, got {sorted(values)}")
+        return None
+    return build_dataclass(cls, values, f"{registry.kind} {name!r}")

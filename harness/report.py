@@ -1,0 +1,197 @@
+"""Leaderboards (Markdown + CSV via tabulate/csv) and Pareto plots, built only from run records."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+
+COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accuracy_std", "macro_f1", "params",
+           "nonzero_params", "stored_bytes", "gzip_bytes", "compression_x", "macs", "latency_b1_ms",
+           "latency_bn_ms", "speedup_b1_x", "label", "requested", "achieved", "run_ids"]
+FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_dict(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Average numeric entries across seeds; keep the first value of anything else."""
+    out: dict[str, Any] = {}
+    for key in dicts[0] if dicts else []:
+        vals = [d.get(key) for d in dicts]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            out[key] = round(_mean([float(v) for v in vals]), 6)
+        else:
+            out[key] = vals[0]
+    return out
+
+
+def method_params_json(record: RunRecord) -> str:
+    return json.dumps(record.config["method"]["params"], sort_keys=True)
+
+
+def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str, str], list[RunRecord]] = defaultdict(list)
+    families: dict[tuple[str, str, str, str], str] = {}
+    for rec in records:
+        if rec.status != "ok":
+            continue
+        key = (rec.task, rec.model, rec.method, method_params_json(rec))
+        groups[key].append(rec)
+        families[key] = rec.family
+    rows = []
+    for key, recs in groups.items():
+        recs.sort(key=lambda r: r.seed)
+        m = [r.metrics for r in recs]
+        ref = [r.reference for r in recs]
+        acc = [x["accuracy"] for x in m]
+        rows.append({
+            "task": key[0], "model": key[1], "method": key[2], "params_json": key[3],
+            "seeds": " ".join(str(r.seed) for r in recs),
+            "accuracy": _mean(acc), "accuracy_std": _std(acc),
+            "macro_f1": _mean([x["macro_f1"] for x in m]),
+            "params": round(_mean([x["params"] for x in m])),
+            "nonzero_params": round(_mean([x["nonzero_params"] for x in m])),
+            "stored_bytes": round(_mean([x["stored_bytes"] for x in m])),
+            "gzip_bytes": round(_mean([x["gzip_bytes"] for x in m])),
+            "compression_x": _mean([r["stored_bytes"] / x["stored_bytes"] for x, r in zip(m, ref)]),
+            "macs": round(_mean([x["macs"] for x in m])),
+            "latency_b1_ms": _mean([x["latency_b1_ms"] for x in m]),
+            "latency_bn_ms": _mean([x["latency_bn_ms"] for x in m]),
+            "speedup_b1_x": _mean([r["latency_b1_ms"] / x["latency_b1_ms"] for x, r in zip(m, ref)]),
+            "label": "/".join(sorted({r.compression["label"] for r in recs})),
+            "requested": json.dumps(recs[0].compression.get("requested", {}), sort_keys=True),
+            "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
+            "run_ids": " ".join(r.run_id for r in recs),
+            "_family": families[key],
+            "_speedup_bn_x": _mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
+            "_latency_batch": m[0].get("latency_batch"),
+        })
+    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    rows.sort(key=lambda r: (r["task"], r["model"], order.get(r["_family"], 99), r["method"], r["params_json"]))
+    return rows
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _short_params(params_json: str) -> str:
+    params = json.loads(params_json)
+    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else ""
+
+
+def _achieved_short(row: dict[str, Any]) -> str:
+    req, ach = json.loads(row["requested"]), json.loads(row["achieved"])
+    parts = []
+    for key, value in ach.items():
+        if key in req:
+            parts.append(f"{key} {req[key]:g}→{value:.3f}" if isinstance(value, float) else f"{key} {req[key]}→{value}")
+    return "; ".join(parts)
+
+
+def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: str) -> str:
+    lines = [f"# slimbench leaderboard — suite `{suite}`", ""]
+    if records:
+        r0 = records[0]
+        hw = r0.hardware
+        lines += [
+            f"{len(records)} run records; measured on {hw.get('cpu')} ({hw.get('logical_cpus')} logical CPUs), "
+            f"latency with {r0.config['measure']['threads']} thread(s), torch {r0.versions.get('torch')}, "
+            f"commit `{(r0.git.get('commit') or 'unknown')[:10]}`.",
+            "Accuracy and macro-F1 on the test split (mean ± std over seeds); sizes are the stored (packed) "
+            "representation; speedup is the baseline's latency over this model's, both measured in the same process.",
+            "Labels: `reference` = trained baseline; `physical` = really smaller or int8 kernels; "
+            "`compressed-storage` = the stored file really shrinks but dense kernels run; `simulated` = nothing physical.",
+            "",
+        ]
+    for task in sorted({r["task"] for r in rows}):
+        table = []
+        for r in (r for r in rows if r["task"] == task):
+            table.append([
+                r["model"], r["method"], _short_params(r["params_json"]), r["seeds"],
+                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{r['macro_f1']:.4f}",
+                f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
+                f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
+                f"{r['latency_b1_ms']:.2f}", f"{r['latency_bn_ms']:.1f}", f"{r['speedup_b1_x']:.2f}×",
+                r["label"], _achieved_short(r),
+            ])
+        batch = next((r["_latency_batch"] for r in rows if r["task"] == task), "N")
+        headers = ["model", "method", "params", "seeds", "accuracy", "macro-F1", "parameters", "non-zero",
+                   "stored KiB", "gzip KiB", "compression", "MMACs", "latency b1 ms", f"latency b{batch} ms",
+                   "speedup b1", "label", "requested→achieved"]
+        lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+    return "\n".join(lines)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten on both axes (smaller x, higher y), sorted by x."""
+    front, best = [], float("-inf")
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    task_rows = [r for r in rows if r["task"] == task]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, xlabel in ((axes[0], "stored_bytes", "stored size (KiB, log)"),
+                            (axes[1], "latency_b1_ms", "CPU latency, batch 1 (ms, log)")):
+        scale = 1024 if key == "stored_bytes" else 1
+        pts = [(r[key] / scale, r["accuracy"]) for r in task_rows]
+        for r, (x, y) in zip(task_rows, pts):
+            ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3)
+            label = f"{r['model']} · {r['method']}" + (f" ({_short_params(r['params_json'])})" if r["params_json"] != "{}" else "")
+            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        front = pareto_front(pts)
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{task}: accuracy vs size and latency (from run records)")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def build_report(suite_dir: Path) -> list[dict[str, Any]]:
+    """Rebuild leaderboard.md/.csv and pareto_<task>.png from `suite_dir/runs/*.json`."""
+    suite_dir = Path(suite_dir)
+    records = load_records(suite_dir / "runs")
+    rows = leaderboard_rows(records)
+    suite = records[0].suite if records else suite_dir.name
+    atomic_write_text(suite_dir / "leaderboard.csv", csv_text(rows))
+    atomic_write_text(suite_dir / "leaderboard.md", markdown_text(rows, records, suite) + "\n")
+    for task in sorted({r["task"] for r in rows}):
+        plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
+    return rows

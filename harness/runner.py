@@ -1,0 +1,223 @@
+"""Run a suite: every cell not already recorded is trained/loaded, optimised, measured and recorded."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import fnmatch
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from baselines.classifier import ClassifierModule, TrainConfig
+from baselines.training import fit
+from harness.cache import ModelCache, TrainedModel
+from harness.environment import git_state, hardware, versions
+from harness.errors import SlimbenchError
+from harness.measure import Metrics, count_macs, count_params, evaluate, latency_ms, peak_memory_bytes, serialized_sizes
+from harness.records import RunRecord, atomic_write_bytes, has_record, write_record
+from harness.suite import Cell, Named, Suite
+from harness.tracking import Tracker
+from methods import METHODS, MethodContext, Outcome, build_method
+from methods.packing import Packed, pack_state_dict
+from tasks import Task, build_task
+
+log = logging.getLogger("slimbench")
+STORAGE_SHRINK = 0.98   # stored bytes below 98 % of the baseline's count as really compressed
+
+
+@dataclass
+class SuitePaths:
+    root: Path                       # results/<suite>
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def wandb(self) -> Path:
+        return self.root / "wandb"   # W&B itself adds the `wandb/` folder under the suite folder
+
+
+@dataclass
+class SuiteOutcome:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def compression_label(family: str, compute: str, stored_bytes: int, reference_bytes: int) -> str:
+    """What is physically real about a result: reference, physical, compressed-storage or simulated."""
+    if family == "baseline":
+        return "reference"
+    if compute == "physical":
+        return "physical"
+    if stored_bytes < STORAGE_SHRINK * reference_bytes:
+        return "compressed-storage"
+    return "simulated" if compute == "simulated" else "dense"
+
+
+class SuiteRunner:
+    def __init__(self, suite: Suite, results_root: Path, cache_root: Path | None = None, wandb_mode: str = "offline",
+                 progress: bool = True):
+        self.suite = suite
+        self.paths = SuitePaths(Path(results_root) / suite.name)
+        self.cache = ModelCache(cache_root or Path(results_root) / ".cache" / "models")
+        self.tracker = Tracker(wandb_mode, self.paths.root, suite.wandb_project, suite.name)
+        self.progress = progress
+        self._tasks: dict[str, Task] = {}
+
+    # -- pieces shared by cells ------------------------------------------------------------------------
+    def task(self, cfg: Named) -> Task:
+        key = cfg.name + cfg.params_json
+        if key not in self._tasks:
+            self._tasks[key] = build_task(cfg.name, cfg.params)
+        return self._tasks[key]
+
+    def trained(self, task: Task, cell: Cell, model: Named, train: TrainConfig, role: str) -> TrainedModel:
+        path = self.cache.path(cell.task, model, train, cell.seed)
+        if path.exists():
+            return self.cache.get_or_train(task, cell.task, model, train, cell.seed)
+        with self.tracker.run(f"{role}/{task.name}/{model.name}/s{cell.seed}", f"train-{role}",
+                              {"task": cell.task.to_dict(), "model": model.to_dict(), "train": asdict(train),
+                               "seed": cell.seed}, [task.name, model.name, role]) as run:
+            trained = self.cache.get_or_train(task, cell.task, model, train, cell.seed,
+                                              logger_factory=lambda _cfg: self.tracker.lightning_logger(run))
+            run.summary.update({"test_accuracy": trained.meta["test_accuracy"], "val_acc": trained.meta["val_acc"]})
+        return trained
+
+    def log_leaderboard(self, rows: list[dict[str, Any]]) -> None:
+        """The leaderboard as a W&B table in a run of its own."""
+        if self.tracker.mode == "disabled" or not rows:
+            return
+        import wandb
+
+        from harness.report import COLUMNS
+
+        with self.tracker.run("leaderboard", "report", {"suite": self.suite.name}, ["leaderboard"]) as run:
+            run.log({"leaderboard": wandb.Table(columns=COLUMNS, data=[[row[c] for c in COLUMNS] for row in rows])})
+
+    # -- the suite ----------------------------------------------------------------------------------------
+    def run(self, only: str | None = None) -> SuiteOutcome:
+        outcome = SuiteOutcome()
+        cells = [c for c in self.suite.cells if only is None or fnmatch.fnmatchcase(c.label, only)]
+        bar = tqdm(cells, desc=f"suite {self.suite.name}", unit="cell", disable=not self.progress)
+        for cell in bar:
+            bar.set_postfix_str(cell.label)
+            if has_record(self.paths.runs, cell.run_id):
+                outcome.skipped.append(cell.run_id)
+                continue
+            try:
+                record = self.run_cell(cell)
+            except SlimbenchError as exc:
+                log.error("cell %s failed: %s", cell.label, exc)
+                outcome.failed[cell.label] = str(exc)
+                continue
+            except Exception as exc:  # one broken cell must not lose the rest of the suite
+                log.exception("cell %s crashed", cell.label)
+                outcome.failed[cell.label] = f"{exc.__class__.__name__}: {exc}"
+                continue
+            outcome.done.append(record.run_id)
+            log.info("%s: accuracy %.4f, stored %d B, %.2f ms (b1)", cell.label, record.metrics["accuracy"],
+                     record.metrics["stored_bytes"], record.metrics["latency_b1_ms"])
+        return outcome
+
+    def run_cell(self, cell: Cell) -> RunRecord:
+        t_start = time.perf_counter()
+        task = self.task(cell.task)
+        base = self.trained(task, cell, cell.model, cell.train, "baseline")
+        method = build_method(cell.method.name, cell.method.params)
+        family = METHODS.get(cell.method.name).family
+        config = cell.config()
+        with self.tracker.run(cell.label, "cell", {"run_id": cell.run_id, **config},
+                              [task.name, cell.model.name, cell.method.name, family]) as run:
+            logger = self.tracker.lightning_logger(run)
+            ctx = MethodContext(
+                task=task,
+                finetune=lambda model, module=None, cfg=None: fit(
+                    model, task, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module,
+                ).model,
+                teacher=lambda: self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher").model,
+                seed=cell.seed,
+                budget=cell.finetune,
+                baseline=base.model,
+                log=lambda metrics: run.log(metrics),
+            )
+            L.seed_everything(cell.seed, verbose=False)
+            t_apply = time.perf_counter()
+            result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
+            apply_seconds = time.perf_counter() - t_apply
+            t_measure = time.perf_counter()
+            metrics, reference, packed, data = self.measure(result, base.model, task, cell)
+            reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
+            artifact = self.save_artifact(cell, data)
+            measure_seconds = time.perf_counter() - t_measure
+            label = compression_label(family, result.compute, metrics.stored_bytes, reference["stored_bytes"])
+            record = RunRecord(
+                run_id=cell.run_id, suite=cell.suite, status="ok", task=task.name, model=cell.model.name,
+                method=cell.method.name, family=family, seed=cell.seed, config=config, metrics=metrics.to_dict(),
+                reference=reference,
+                compression={"label": label, "compute": result.compute, "storage_formats": packed.formats(),
+                             "requested": result.requested, "achieved": result.achieved},
+                details={**result.details, "task": task.describe()},
+                baseline_training={k: v for k, v in base.meta.items() if k != "history"},
+                artifact=artifact, versions=versions(), git=git_state(), hardware=hardware(),
+                wall_seconds={"apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
+                              "total": round(time.perf_counter() - t_start, 2)},
+                wandb=Tracker.describe(run),
+                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            )
+            run.summary.update({**{f"metrics/{k}": v for k, v in metrics.to_dict().items()},
+                                "label": label, "run_id": cell.run_id})
+        write_record(self.paths.runs, record)
+        return record
+
+    def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell
+                ) -> tuple[Metrics, dict[str, Any], Packed, bytes]:
+        model = result.model.eval()
+        cfg = cell.measure
+        t0 = time.perf_counter()
+        accuracy, macro_f1 = evaluate(model, task)
+        eval_seconds = time.perf_counter() - t0
+        packed = getattr(result, "packed", None) or pack_state_dict(model.state_dict())
+        data, gz = serialized_sizes(packed)
+        ref_packed = pack_state_dict(reference_model.state_dict())
+        ref_data, ref_gz = serialized_sizes(ref_packed)
+        x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
+        lat1 = latency_ms({"model": model, "reference": reference_model}, x1, cfg)
+        latn = latency_ms({"model": model, "reference": reference_model}, xn, cfg)
+        params, nonzero = count_params(model)
+        ref_params, ref_nonzero = count_params(reference_model)
+        metrics = Metrics(
+            accuracy=accuracy, macro_f1=macro_f1, params=params, nonzero_params=nonzero,
+            stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=count_macs(model, x1),
+            latency_b1_ms=lat1["model"], latency_bn_ms=latn["model"], latency_batch=cfg.latency_batch,
+            peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory else None,
+            eval_seconds=round(eval_seconds, 2),
+        )
+        reference = {
+            "params": ref_params, "nonzero_params": ref_nonzero, "stored_bytes": ref_packed.nbytes,
+            "gzip_bytes": ref_gz, "file_bytes": len(ref_data), "macs": count_macs(reference_model, x1),
+            "latency_b1_ms": lat1["reference"], "latency_bn_ms": latn["reference"],
+        }
+        return metrics, reference, packed, data
+
+    def save_artifact(self, cell: Cell, data: bytes) -> dict[str, Any]:
+        """The deployed form of the model, loadable with `torch.load(weights_only=True)`; git-ignored."""
+        path = self.paths.artifacts / cell.run_id / "model.pt"
+        atomic_write_bytes(path, data)
+        return {"path": str(path.relative_to(self.paths.root)), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                "format": "slimbench-packed-v1"}
+

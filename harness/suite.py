@@ -1,0 +1,184 @@
+"""Suite files: one YAML file = one experiment grid (torchdistill-style), expanded into hashed cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from baselines import MODELS
+from baselines.classifier import TrainConfig
+from harness.errors import ConfigError
+from harness.measure import MeasureConfig
+from harness.params import build_dataclass
+from harness.registry import Registry, parse_params
+from methods import METHODS
+from tasks import TASKS
+
+SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
+              "measure", "wandb_project", "exclude"}
+DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
+
+
+@dataclass(frozen=True)
+class Named:
+    """A registry name plus its resolved parameters (every default filled in, so hashes are stable)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params}
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One task × model × method × seed; its run_id is a hash of everything that determines its result."""
+
+    suite: str
+    task: Named
+    model: Named
+    method: Named
+    seed: int
+    train: TrainConfig
+    finetune: TrainConfig
+    teacher: Named
+    teacher_train: TrainConfig
+    measure: MeasureConfig
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "task": self.task.to_dict(),
+            "model": self.model.to_dict(),
+            "method": self.method.to_dict(),
+            "seed": self.seed,
+            "train": dataclasses.asdict(self.train),
+            "finetune": dataclasses.asdict(self.finetune),
+            "teacher": {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)},
+            "measure": dataclasses.asdict(self.measure),
+        }
+
+    @property
+    def run_id(self) -> str:
+        return config_hash(self.config())
+
+    @property
+    def label(self) -> str:
+        params = ",".join(f"{k}={v}" for k, v in self.method.params.items()) if self.method.params else ""
+        return f"{self.task.name}/{self.model.name}/{self.method.name}" + (f"[{params}]" if params else "") + f"/s{self.seed}"
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    cells: list[Cell]
+    path: Path | None
+    wandb_project: str = "slimbench"
+
+
+def config_hash(config: dict[str, Any], length: int = 12) -> str:
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def _named_list(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+    if raw is None:
+        raise ConfigError(f"suite file: `{key}:` is required (a list of names or {{name, params}} mappings)")
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError(f"suite file: `{key}:` must be a list, got {type(raw).__name__}")
+    out = []
+    for item in raw:
+        if isinstance(item, str):
+            out.append((item, {}))
+        elif isinstance(item, dict) and "name" in item and set(item) <= {"name", "params"}:
+            params = item.get("params") or {}
+            if not isinstance(params, dict):
+                raise ConfigError(f"suite file: `{key}` entry {item['name']!r}: params must be a mapping")
+            out.append((str(item["name"]), params))
+        else:
+            raise ConfigError(
+                f"suite file: each `{key}` entry must be a name or a mapping with `name` and optional `params`; got {item!r}"
+            )
+    return out
+
+
+def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Named:
+    if registry is MODELS and name.startswith("timm/") and name not in MODELS:
+        return Named(name, dict(params))  # any timm architecture: params go to timm.create_model
+    parsed = parse_params(registry, name, params)
+    if parsed is None:
+        return Named(name, {})
+    resolved = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.init}
+    return Named(name, json.loads(json.dumps(resolved, default=list)))
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file completely before anything runs (bad input writes nothing)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"suite file {path} does not exist; suites in configs/: "
+                          f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml'))) or '(none)'}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"suite file {path} is not valid YAML: {exc}") from None
+    return parse_suite(raw, path)
+
+
+def parse_suite(raw: Any, path: Path | None = None) -> Suite:
+    where = f"suite file {path}" if path else "suite"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SUITE_KEYS))}")
+    name = str(raw.get("suite") or (path.stem if path else "suite"))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{where}: `seeds:` must be a non-empty list of integers, got {seeds!r}")
+    tasks = [_resolve(TASKS, n, p) for n, p in _named_list(raw.get("tasks"), "tasks")]
+    models = [_resolve(MODELS, n, p) for n, p in _named_list(raw.get("models"), "models")]
+    methods = [_resolve(METHODS, n, p) for n, p in _named_list(raw.get("methods"), "methods")]
+    train = build_dataclass(TrainConfig, raw.get("train"), f"{where}: train")
+    finetune = build_dataclass(TrainConfig, raw.get("finetune") or {"epochs": 1, "lr": 1e-3}, f"{where}: finetune")
+    teacher_raw = raw.get("teacher") or DEFAULT_TEACHER
+    if not isinstance(teacher_raw, dict):
+        raise ConfigError(f"{where}: `teacher:` must be a mapping with name, params and train, got {teacher_raw!r}")
+    teacher_raw = dict(teacher_raw)
+    teacher_train = build_dataclass(TrainConfig, teacher_raw.pop("train", None) or raw.get("train"),
+                                    f"{where}: teacher.train")
+    teacher = [_resolve(MODELS, n, p) for n, p in _named_list(teacher_raw, "teacher")][0]
+    measure = build_dataclass(MeasureConfig, raw.get("measure"), f"{where}: measure")
+    exclude = raw.get("exclude") or []
+    cells = [
+        Cell(name, t, m, meth, seed, train, finetune, teacher, teacher_train, measure)
+        for t, m, meth, seed in itertools.product(tasks, models, methods, seeds)
+        if not _excluded(exclude, t, m, meth)
+    ]
+    return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")))
+
+
+def _excluded(rules: list[dict[str, str]], task: Named, model: Named, method: Named) -> bool:
+    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (glob patterns)."""
+    import fnmatch
+
+    values = {"task": task.name, "model": model.name, "method": method.name}
+    for rule in rules:
+        if not isinstance(rule, dict) or not set(rule) <= set(values):
+            raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern, got {rule!r}")
+        if all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items()):
+            return True
+    return False

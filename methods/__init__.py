@@ -1,0 +1,10 @@
+"""Compression methods, one registry entry each; every module here is imported so its entries register."""
+
+import sys
+
+from harness.discovery import import_submodules
+from methods.base import METHODS, Method, MethodContext, Outcome, build_method, list_methods, register_method
+
+import_submodules(sys.modules[__name__])
+
+__all__ = ["METHODS", "Method", "MethodContext", "Outcome", "build_method", "list_methods", "register_method"]

@@ -1,0 +1,158 @@
+"""The Task: a LightningDataModule plus what a model needs to be built for it (input spec, classes)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a baseline consumes, independent of modality.
+
+    The backbone always sees an image-like `[B, channels, height, width]` tensor. For text, the model
+    receives token ids `[B, height]` and its first layer embeds them into a `1 × height × width` map
+    (`token_vocab` tokens, `width` = embedding dimension), so the embedding is part of the model.
+    """
+
+    channels: int
+    height: int
+    width: int
+    modality: str = "image"
+    token_vocab: int | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model input (without the batch dimension)."""
+        return (self.height,) if self.token_vocab else (self.channels, self.height, self.width)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.long if self.token_vocab else torch.float32
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TaskParams:
+    """Parameters every task accepts; tasks subclass this to add their own."""
+
+    root: str | None = None          # where the dataset lives (or is downloaded to); None = task default
+    train_size: int | None = None    # subsample the training split (stratified), None = all
+    val_size: int = 5000             # carved from the training data; never the test split
+    test_size: int | None = None     # subsample the test split, None = all
+    batch_size: int = 128
+    split_seed: int = 0              # fixed, so every run seed sees the same split
+
+
+@dataclass
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Task(L.LightningDataModule):
+    """In-memory train / validation / test splits, already normalised; loaders come from Lightning hooks."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: InputSpec,
+        class_names: list[str],
+        train: Split,
+        val: Split,
+        test: Split,
+        batch_size: int = 128,
+        info: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.name, self.spec, self.class_names = name, spec, list(class_names)
+        self.train, self.val, self.test = train, val, test
+        self.batch_size = batch_size
+        self.info: dict[str, Any] = info or {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _loader(self, split: Split, shuffle: bool, batch_size: int | None = None, seed: int = 0) -> DataLoader:
+        gen = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(
+            TensorDataset(split.x, split.y), batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=gen
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, shuffle=True, seed=torch.initial_seed() % 2**31)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, shuffle=False, batch_size=512)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test, shuffle=False, batch_size=512)
+
+    def calibration_dataloader(self, num_samples: int, batch_size: int = 64, seed: int = 0) -> DataLoader:
+        """Calibration data for quantization: drawn from the training split only, never test."""
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self.train), generator=gen)[:num_samples]
+        return self._loader(Split(self.train.x[idx], self.train.y[idx]), shuffle=False, batch_size=batch_size)
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        """Real training inputs (repeated if needed) for latency and FLOP counting."""
+        reps = -(-batch_size // len(self.train))
+        x = self.train.x if reps == 1 else self.train.x.repeat(reps, *([1] * (self.train.x.dim() - 1)))
+        return x[:batch_size].clone()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_spec": self.spec.to_dict(),
+            "num_classes": self.num_classes,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            **self.info,
+        }
+
+
+def stratified_subset(y: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    """Indices of a class-balanced random subset of size n (all indices when n is None or too big)."""
+    gen = torch.Generator().manual_seed(seed)
+    if n is None or n >= len(y):
+        return torch.randperm(len(y), generator=gen)
+    classes = torch.unique(y)
+    picks = []
+    for i, c in enumerate(classes):
+        idx = (y == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        share = n // len(classes) + (1 if i < n % len(classes) else 0)
+        picks.append(idx[:share])
+    out = torch.cat(picks)
+    return out[torch.randperm(len(out), generator=gen)]
+
+
+def split_train_val(x: torch.Tensor, y: torch.Tensor, params: TaskParams) -> tuple[Split, Split]:
+    """Carve a validation split out of the training data (stratified), then subsample training."""
+    order = stratified_subset(y, None, params.split_seed)
+    val_n = min(params.val_size, len(y) // 5)
+    val_idx = stratified_subset(y, val_n, params.split_seed)
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[val_idx] = False
+    rest = order[mask[order]]
+    train_idx = rest[stratified_subset(y[rest], params.train_size, params.split_seed + 1)]
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def normalise_images(train: Split, *others: Split) -> dict[str, list[float]]:
+    """Per-channel mean/std from the training split only, applied to every split in place."""
+    dims = [0] + list(range(2, train.x.dim()))
+    mean = train.x.float().mean(dim=dims, keepdim=True)
+    std = train.x.float().std(dim=dims, keepdim=True).clamp_min(1e-6)
+    for s in (train, *others):
+        s.x = ((s.x.float() - mean) / std).contiguous()
+    return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
