@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision import models as tvm
 
-from baselines.layers import replace_conv, small_input
+from baselines.layers import relax_last_strides, replace_conv, small_input
 from baselines.registry import register_model
 from tasks.base import InputSpec
 
@@ -20,12 +20,13 @@ class MobileNetV2Params:
 
 @register_model("mobilenetv2")
 def mobilenetv2(spec: InputSpec, num_classes: int, params: MobileNetV2Params) -> nn.Module:
-    """MobileNetV2 (Sandler et al. 2018, torchvision); stride-1 stem for small inputs; width_mult for students."""
+    """MobileNetV2 (Sandler et al. 2018, torchvision); small inputs keep a 2×2 final map; width_mult for students."""
     model = tvm.mobilenet_v2(num_classes=num_classes, width_mult=params.width_mult, dropout=params.dropout)
     stem: nn.Conv2d = model.features[0][0]
-    stride = 1 if small_input(spec.height, spec.width) else stem.stride[0]
-    if stride != stem.stride[0] or spec.channels != stem.in_channels:
-        model.features[0][0] = replace_conv(stem, in_channels=spec.channels, stride=stride)
+    if spec.channels != stem.in_channels:
+        model.features[0][0] = replace_conv(stem, in_channels=spec.channels)
+    if small_input(spec.height, spec.width):
+        relax_last_strides(model, spec.height, spec.width)
     return model
 
 

