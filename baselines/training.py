@@ -20,6 +20,7 @@ from baselines.classifier import ClassifierModule, TrainConfig
 from tasks.base import Task
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -31,6 +32,14 @@ class FitResult:
     val_acc: float
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+@dataclass
+class TrainedModel:
+    """A trained model plus what is known about its training (epochs, selected epoch, test accuracy, checkpoint)."""
+
+    model: nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class KeepBestWeights(Callback):

@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from baselines import build_model
 from baselines.classifier import TrainConfig
-from baselines.training import fit
+from baselines.training import TrainedModel, fit
 from harness.errors import CheckpointError
 from harness.measure import evaluate
 from harness.records import atomic_write_bytes
@@ -23,12 +23,6 @@ from harness.suite import Named, config_hash
 from tasks.base import Task
 
 log = logging.getLogger("slimbench")
-
-
-@dataclass
-class TrainedModel:
-    model: nn.Module
-    meta: dict[str, Any]
 
 
 def sha256_file(path: Path) -> str:

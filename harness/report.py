@@ -78,6 +78,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
             "run_ids": " ".join(r.run_id for r in recs),
             "_family": families[key],
+            "_delta_accuracy": _mean([x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]),
             "_speedup_bn_x": _mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
             "_latency_batch": m[0].get("latency_batch"),
         })
@@ -118,7 +119,8 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             f"{len(records)} run records; measured on {hw.get('cpu')} ({hw.get('logical_cpus')} logical CPUs), "
             f"latency with {r0.config['measure']['threads']} thread(s), torch {r0.versions.get('torch')}, "
             f"commit `{(r0.git.get('commit') or 'unknown')[:10]}`.",
-            "Accuracy and macro-F1 on the test split (mean ± std over seeds); sizes are the stored (packed) "
+            "Accuracy and macro-F1 on the test split (mean ± std over seeds); Δ acc is the change against the same "
+            "model's trained baseline (same seed and budget), in points; sizes are the stored (packed) "
             "representation; speedup is the baseline's latency over this model's, both measured in the same process.",
             "Labels: `reference` = trained baseline; `physical` = really smaller or int8 kernels; "
             "`compressed-storage` = the stored file really shrinks but dense kernels run; `simulated` = nothing physical.",
@@ -129,14 +131,14 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
         for r in (r for r in rows if r["task"] == task):
             table.append([
                 r["model"], r["method"], _short_params(r["params_json"]), r["seeds"],
-                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{r['macro_f1']:.4f}",
+                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{100 * r['_delta_accuracy']:+.2f}", f"{r['macro_f1']:.4f}",
                 f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
                 f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
                 f"{r['latency_b1_ms']:.2f}", f"{r['latency_bn_ms']:.1f}", f"{r['speedup_b1_x']:.2f}×",
                 r["label"], _achieved_short(r),
             ])
         batch = next((r["_latency_batch"] for r in rows if r["task"] == task), "N")
-        headers = ["model", "method", "params", "seeds", "accuracy", "macro-F1", "parameters", "non-zero",
+        headers = ["model", "method", "params", "seeds", "accuracy", "Δ acc (pts)", "macro-F1", "parameters", "non-zero",
                    "stored KiB", "gzip KiB", "compression", "MMACs", "latency b1 ms", f"latency b{batch} ms",
                    "speedup b1", "label", "requested→achieved"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]

@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from baselines.classifier import ClassifierModule, TrainConfig
 from baselines.training import fit
-from harness.cache import ModelCache, TrainedModel
+from baselines import build_model
+from baselines.training import TrainedModel
+from harness.cache import ModelCache
 from harness.environment import git_state, hardware, versions
 from harness.errors import SlimbenchError
 from harness.measure import Metrics, count_macs, count_params, evaluate, latency_ms, peak_memory_bytes, serialized_sizes
@@ -149,10 +151,12 @@ class SuiteRunner:
                 finetune=lambda model, module=None, cfg=None: fit(
                     model, task, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module,
                 ).model,
-                teacher=lambda: self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher").model,
+                teacher=lambda: self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher"),
                 seed=cell.seed,
                 budget=cell.finetune,
-                baseline=base.model,
+                train_budget=cell.train,
+                baseline=base,
+                fresh_model=lambda: build_model(cell.model.name, task.spec, task.num_classes, cell.model.params),
                 log=lambda metrics: run.log(metrics),
             )
             L.seed_everything(cell.seed, verbose=False)
@@ -191,7 +195,7 @@ class SuiteRunner:
         t0 = time.perf_counter()
         accuracy, macro_f1 = evaluate(model, task)
         eval_seconds = time.perf_counter() - t0
-        packed = getattr(result, "packed", None) or pack_state_dict(model.state_dict())
+        packed = result.packed or pack_state_dict(model.state_dict())
         data, gz = serialized_sizes(packed)
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed)

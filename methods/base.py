@@ -10,7 +10,9 @@ from typing import Any, ClassVar, Literal
 from torch import nn
 
 from baselines.classifier import TrainConfig
+from baselines.training import TrainedModel
 from harness.registry import Registry, parse_params
+from methods.packing import Packed
 from tasks.base import Task
 
 Compute = Literal["dense", "simulated", "physical"]
@@ -33,18 +35,21 @@ class Outcome:
     requested: dict[str, Any] = field(default_factory=dict)
     achieved: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)   # e.g. fine-tune epochs, selected epoch
+    packed: Packed | None = None     # stored form when it is not `pack_state_dict(model.state_dict())`
 
 
 @dataclass
 class MethodContext:
-    """Everything a method may use besides the model: data, a fine-tune loop, a teacher, the budget."""
+    """Everything a method may use besides the model: data, a fine-tune loop, a teacher, the budgets."""
 
     task: Task
-    finetune: Callable[..., nn.Module]      # finetune(model, module=None, cfg=None) -> best-val model
-    teacher: Callable[[], nn.Module]        # a trained, cached teacher for this task
+    finetune: Callable[..., nn.Module]      # finetune(model, module=None, cfg=None) -> best-validation model
+    teacher: Callable[[], TrainedModel]     # the suite's teacher, trained once per task and seed (cached)
     seed: int
     budget: TrainConfig                     # the suite's `finetune:` budget
-    baseline: nn.Module | None = None       # the trained model before this method (read-only)
+    train_budget: TrainConfig               # the suite's `train:` budget (the baseline's, e.g. for KD from scratch)
+    baseline: TrainedModel                  # the trained model this cell starts from (do not modify)
+    fresh_model: Callable[[], nn.Module]    # an untrained model of the cell's architecture
     log: Callable[[dict[str, Any]], None] = lambda _metrics: None
 
 
