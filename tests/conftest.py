@@ -1,0 +1,44 @@
+"""Shared test setup: no network, W&B offline, no progress bars, small deterministic fixtures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["SLIMBENCH_PROGRESS"] = "0"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+SMOKE = {
+    "suite": "smoke",
+    "seeds": [0],
+    "tasks": [{"name": "digits"}],
+    "models": [{"name": "tiny-cnn"}],
+    "methods": ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}],
+    "train": {"epochs": 2, "batch_size": 64, "lr": 0.01},
+    "finetune": {"epochs": 1, "batch_size": 64, "lr": 0.002},
+    "teacher": {"name": "tiny-cnn", "params": {"width": 32}},
+    "measure": {"latency_batch": 8, "min_run_time": 0.01, "rounds": 1, "warmup": 1},
+}
+
+
+@pytest.fixture
+def smoke_config() -> dict:
+    """A fresh copy of a seconds-long suite (digits + tiny-cnn) that tests may modify."""
+    return yaml.safe_load(yaml.safe_dump(SMOKE))
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    def _write(config: dict, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return _write

@@ -1,0 +1,196 @@
+"""End to end on a seconds-long suite: records, skipping, resuming, leaderboard, W&B, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
+from harness.records import RunRecord, load_records, read_record
+from harness.report import build_report
+from harness.runner import SuiteRunner
+from harness.suite import load_suite, parse_suite
+from harness.tracking import read_offline_summary
+from methods.packing import Packed, unpack_state_dict
+from methods.pruning import MagnitudePruning
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    from tests.conftest import SMOKE
+
+    root = tmp_path_factory.mktemp("results")
+    suite = parse_suite(json.loads(json.dumps(SMOKE)))
+    runner = SuiteRunner(suite, root, wandb_mode="offline", progress=False)
+    outcome = runner.run()
+    rows = build_report(runner.paths.root)
+    return runner, outcome, rows
+
+
+def test_every_cell_writes_one_record(smoke_run):
+    runner, outcome, _ = smoke_run
+    assert not outcome.failed and len(outcome.done) == 2
+    records = {r.method: r for r in load_records(runner.paths.runs)}
+    assert set(records) == {"baseline", "prune.magnitude"}
+    base = records["baseline"]
+    assert base.status == "ok" and base.compression["label"] == "reference"
+    assert 0.3 < base.metrics["accuracy"] <= 1.0  # learned something on 10 classes
+    for key in ("python", "torch", "lightning", "timm", "torchmetrics"):
+        assert key in base.versions
+    assert base.hardware["logical_cpus"] >= 1 and "commit" in base.git
+    assert base.config["seed"] == 0 and base.seed == 0
+    assert base.metrics["params"] == base.reference["params"] > 0
+    assert base.metrics["macs"] > 0 and base.metrics["latency_b1_ms"] > 0 and base.metrics["latency_bn_ms"] > 0
+
+
+def test_pruned_cell_has_requested_sparsity_and_honest_label(smoke_run):
+    runner, _, _ = smoke_run
+    rec = next(r for r in load_records(runner.paths.runs) if r.method == "prune.magnitude")
+    assert rec.compression["requested"] == {"sparsity": 0.5}
+    assert abs(rec.compression["achieved"]["sparsity"] - 0.5) < 0.005
+    # The artifact really is the pruned model: load it back (weights_only) and count zeros ourselves.
+    payload = torch.load(runner.paths.root / rec.artifact["path"], weights_only=True)
+    state = unpack_state_dict(Packed.from_payload(payload))
+    weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert abs(zeros - 0.5) < 0.005
+    assert rec.metrics["stored_bytes"] < 0.7 * rec.reference["stored_bytes"]
+    assert rec.compression["label"] == "compressed-storage" and rec.compression["compute"] == "simulated"
+    assert rec.metrics["nonzero_params"] < rec.metrics["params"]
+
+
+def test_record_round_trips(smoke_run):
+    runner, _, _ = smoke_run
+    for path in runner.paths.runs.glob("*.json"):
+        rec = read_record(path)
+        assert RunRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+        assert path.stem == rec.run_id
+
+
+def test_leaderboard_row_equals_its_record(smoke_run):
+    runner, _, rows = smoke_run
+    with open(runner.paths.root / "leaderboard.csv") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert len(csv_rows) == len(rows) == 2
+    for row in csv_rows:
+        rec = read_record(runner.paths.runs / f"{row['run_ids']}.json")
+        assert (row["task"], row["model"], row["method"]) == (rec.task, rec.model, rec.method)
+        assert float(row["accuracy"]) == pytest.approx(rec.metrics["accuracy"], rel=1e-5)
+        assert int(row["stored_bytes"]) == rec.metrics["stored_bytes"]
+        assert int(row["nonzero_params"]) == rec.metrics["nonzero_params"]
+        assert float(row["compression_x"]) == pytest.approx(rec.reference["stored_bytes"] / rec.metrics["stored_bytes"], rel=1e-5)
+        assert row["label"] == rec.compression["label"]
+    md = (runner.paths.root / "leaderboard.md").read_text()
+    assert "## digits" in md and "prune.magnitude" in md
+    assert (runner.paths.root / "pareto_digits.png").stat().st_size > 10_000
+
+
+def test_wandb_offline_run_has_the_summary(smoke_run):
+    runner, _, _ = smoke_run
+    rec = next(r for r in load_records(runner.paths.runs) if r.method == "prune.magnitude")
+    assert rec.wandb["mode"] == "offline"
+    run_dir = Path(rec.wandb["dir"])
+    assert run_dir.is_dir() and run_dir.is_relative_to(runner.paths.root / "wandb")
+    summary = read_offline_summary(run_dir)
+    assert summary["metrics/accuracy"] == pytest.approx(rec.metrics["accuracy"])
+    assert summary["run_id"] == rec.run_id
+
+
+def test_rerun_skips_finished_cells(smoke_run):
+    runner, _, _ = smoke_run
+    before = {p.name: p.stat().st_mtime_ns for p in runner.paths.runs.glob("*.json")}
+    again = SuiteRunner(runner.suite, runner.paths.root.parent, wandb_mode="disabled", progress=False).run()
+    assert again.done == [] and len(again.skipped) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in runner.paths.runs.glob("*.json")} == before
+
+
+def test_interrupted_suite_resumes_where_it_stopped(tmp_path, smoke_config, monkeypatch):
+    suite = parse_suite(smoke_config)
+    original = MagnitudePruning.apply
+
+    def crash(self, model, ctx):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(MagnitudePruning, "apply", crash)
+    first = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False).run()
+    assert len(first.done) == 1 and len(first.failed) == 1
+    assert [r.method for r in load_records(tmp_path / "smoke" / "runs")] == ["baseline"]
+    monkeypatch.setattr(MagnitudePruning, "apply", original)
+    second = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False).run()
+    assert len(second.done) == 1 and len(second.skipped) == 1
+    assert sorted(r.method for r in load_records(tmp_path / "smoke" / "runs")) == ["baseline", "prune.magnitude"]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, smoke_config):
+    smoke_config["methods"] = ["baseline"]
+    suite = parse_suite(smoke_config)
+    runner = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False)
+    cell = suite.cells[0]
+    path = runner.cache.path(cell.task, cell.model, cell.train, cell.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.*delete it to retrain"):
+        runner.run_cell(cell)
+    assert not (tmp_path / "smoke" / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "mutate, error, message",
+    [
+        (lambda c: c.update(tasks=["no-such-task"]), UnknownNameError, "valid tasks: .*fashion-mnist"),
+        (lambda c: c.update(models=["resnet-9000"]), UnknownNameError, "valid models: .*mobilenetv2"),
+        (lambda c: c.update(methods=["prune.random"]), UnknownNameError, "valid methods: .*prune.magnitude"),
+        (lambda c: c.update(methods=[{"name": "prune.magnitude", "params": {"sparsity": "lots"}}]),
+         ConfigError, "must be a number"),
+        (lambda c: c.update(methods=[{"name": "prune.magnitude", "params": {"amount": 0.5}}]),
+         ConfigError, "unknown parameter.*amount.*valid parameters: sparsity"),
+        (lambda c: c.update(train={"epochs": "three"}), ConfigError, "must be an integer"),
+        (lambda c: c.update(seeds="0"), ConfigError, "seeds"),
+        (lambda c: c.update(extra_key=1), ConfigError, "unknown key.*extra_key.*valid keys"),
+    ],
+)
+def test_bad_suites_fail_before_anything_runs(tmp_path, smoke_config, write_suite, capsys, mutate, error, message):
+    mutate(smoke_config)
+    path = write_suite(smoke_config)
+    with pytest.raises(error, match=message):
+        load_suite(path)
+    assert main(["run", str(path), "--results", str(tmp_path / "out"), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slimbench: error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("suite: x\nmethods: [baseline\n")
+    assert main(["run", str(path), "--results", str(tmp_path / "out")]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path):
+    from tasks import build_task
+
+    with pytest.raises(DatasetMissingError) as err:
+        build_task("fashion-mnist", {"root": str(tmp_path / "empty"), "download": False})
+    assert str(tmp_path / "empty") in str(err.value) and "apt-get install dataset-fashion-mnist" in str(err.value)
+
+
+def test_missing_dataset_cell_writes_no_record(tmp_path, smoke_config):
+    smoke_config["tasks"] = [{"name": "fashion-mnist", "params": {"root": str(tmp_path / "nowhere"), "download": False}}]
+    smoke_config["methods"] = ["baseline"]
+    outcome = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False).run()
+    assert len(outcome.failed) == 1 and "not found" in next(iter(outcome.failed.values()))
+    assert not (tmp_path / "smoke" / "runs").exists()
+
+
+def test_online_wandb_without_a_key_is_refused(tmp_path, smoke_config, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with pytest.raises(ConfigError, match="needs an API key"):
+        SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="online")
