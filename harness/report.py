@@ -13,6 +13,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+from harness.replication import load_claims, replication_markdown
 
 COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accuracy_std", "macro_f1", "params",
            "nonzero_params", "stored_bytes", "gzip_bytes", "compression_x", "macs", "latency_b1_ms",
@@ -196,4 +197,7 @@ def build_report(suite_dir: Path) -> list[dict[str, Any]]:
     atomic_write_text(suite_dir / "leaderboard.md", markdown_text(rows, records, suite) + "\n")
     for task in sorted({r["task"] for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
+    claims = load_claims()
+    if claims and rows:
+        atomic_write_text(suite_dir / "replication.md", replication_markdown(claims, rows, records))
     return rows
