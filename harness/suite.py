@@ -57,16 +57,21 @@ class Cell:
     measure: MeasureConfig
 
     def config(self) -> dict[str, Any]:
-        return {
+        """Only what can change this cell's result, so editing e.g. the teacher reruns distillation cells alone."""
+        method = METHODS.get(self.method.name)
+        config: dict[str, Any] = {
             "task": self.task.to_dict(),
             "model": self.model.to_dict(),
             "method": self.method.to_dict(),
             "seed": self.seed,
             "train": dataclasses.asdict(self.train),
-            "finetune": dataclasses.asdict(self.finetune),
-            "teacher": {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)},
-            "measure": dataclasses.asdict(self.measure),
         }
+        if method.uses_finetune:
+            config["finetune"] = dataclasses.asdict(self.finetune)
+        if method.uses_teacher:
+            config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
+        config["measure"] = dataclasses.asdict(self.measure)
+        return config
 
     @property
     def run_id(self) -> str:

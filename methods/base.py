@@ -57,6 +57,8 @@ class Method(abc.ABC):
     """Subclasses are dataclasses: their fields are the method's parameters, validated from the suite YAML."""
 
     family: ClassVar[str]
+    uses_finetune: ClassVar[bool] = True    # does the suite's `finetune:` budget affect the result?
+    uses_teacher: ClassVar[bool] = False    # does the suite's `teacher:` affect the result?
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
