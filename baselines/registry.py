@@ -18,7 +18,7 @@ def build_model(name: str, spec: InputSpec, num_classes: int, params: dict[str, 
     if name.startswith("timm/") and name not in MODELS:
         from baselines.timm_models import build_timm
 
-        return build_timm(name.removeprefix("timm/"), spec, num_classes, params or {})
+        return wrap_for_input(build_timm(name.removeprefix("timm/"), spec, num_classes, params or {}), spec)
     builder = MODELS.get(name)
     model = builder(spec, num_classes, parse_params(MODELS, name, params))
     return wrap_for_input(model, spec)
