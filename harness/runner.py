@@ -24,8 +24,9 @@ from baselines.training import TrainedModel
 from harness.cache import ModelCache
 from harness.environment import git_state, hardware, versions
 from harness.errors import SlimbenchError
-from harness.measure import Metrics, count_macs, count_params, evaluate, latency_ms, peak_memory_bytes, serialized_sizes
+from harness.measure import Metrics, count_macs, count_params, evaluate, peak_memory_bytes, serialized_sizes
 from harness.records import RunRecord, atomic_write_bytes, has_record, write_record
+from harness.runtimes import DeployedMetrics, check_runtime, deploy, latency_by_runtime, stored_form, torch_form
 from harness.suite import Cell, Named, Suite
 from harness.tracking import Tracker
 from methods import METHODS, MethodContext, Outcome, build_method
@@ -190,31 +191,36 @@ class SuiteRunner:
 
     def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell
                 ) -> tuple[Metrics, dict[str, Any], Packed, bytes]:
-        model = result.model.eval()
+        """Accuracy of the deployed model itself; latency in every runtime it runs in, beside the reference."""
         cfg = cell.measure
+        runtime = check_runtime(result.runtime)
+        model = result.model.eval()
+        x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
         t0 = time.perf_counter()
-        accuracy, macro_f1 = evaluate(model, task)
+        accuracy, macro_f1 = evaluate(deploy(model, runtime, xn, threads=None), task)
         eval_seconds = time.perf_counter() - t0
-        packed = result.packed or pack_state_dict(model.state_dict())
+        packed = result.packed or stored_form(model)
         data, gz = serialized_sizes(packed)
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed)
-        x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
-        lat1 = latency_ms({"model": model, "reference": reference_model}, x1, cfg)
-        latn = latency_ms({"model": model, "reference": reference_model}, xn, cfg)
-        params, nonzero = count_params(model)
+        latency = latency_by_runtime(model, reference_model, runtime, {"b1": x1, "bn": xn}, cfg)
+        counted = torch_form(model)
+        params, nonzero = count_params(counted)
         ref_params, ref_nonzero = count_params(reference_model)
-        metrics = Metrics(
+        metrics = DeployedMetrics(
             accuracy=accuracy, macro_f1=macro_f1, params=params, nonzero_params=nonzero,
-            stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=count_macs(model, x1),
-            latency_b1_ms=lat1["model"], latency_bn_ms=latn["model"], latency_batch=cfg.latency_batch,
-            peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory else None,
-            eval_seconds=round(eval_seconds, 2),
+            stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=count_macs(counted, x1),
+            latency_b1_ms=latency["model"][runtime]["b1_ms"], latency_bn_ms=latency["model"][runtime]["bn_ms"],
+            latency_batch=cfg.latency_batch,
+            peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
+            eval_seconds=round(eval_seconds, 2), runtime=runtime, latency=latency["model"],
         )
         reference = {
             "params": ref_params, "nonzero_params": ref_nonzero, "stored_bytes": ref_packed.nbytes,
             "gzip_bytes": ref_gz, "file_bytes": len(ref_data), "macs": count_macs(reference_model, x1),
-            "latency_b1_ms": lat1["reference"], "latency_bn_ms": latn["reference"],
+            "latency_b1_ms": latency["reference"][runtime]["b1_ms"],
+            "latency_bn_ms": latency["reference"][runtime]["bn_ms"], "runtime": runtime,
+            "latency": latency["reference"],
         }
         return metrics, reference, packed, data
 

@@ -36,6 +36,7 @@ class Outcome:
     achieved: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)   # e.g. fine-tune epochs, selected epoch
     packed: Packed | None = None     # stored form when it is not `pack_state_dict(model.state_dict())`
+    runtime: str = "eager"           # where the model is deployed: accuracy and headline latency are measured there
 
 
 @dataclass

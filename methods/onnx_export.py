@@ -1,0 +1,193 @@
+"""ONNX export and ONNX Runtime execution: the deployment form of int8 and fp16 models.
+
+`export_onnx` turns a torch model into ONNX bytes (torch.export-based exporter, fixed opset, dynamic batch
+axis); `OnnxModel` runs such bytes in an ONNX Runtime session behind the `nn.Module` call interface, so the
+harness evaluates and times it exactly like a torch model; `onnx_packed` is its stored form (the graph's
+initializers, i.e. the real weight storage, plus the weight-free graph so the artifact can be rebuilt).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from harness.errors import NotApplicableError
+from methods.packing import Packed, pack_state_dict, unpack_state_dict
+
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+# Kernels that compute on int8 data in ONNX Runtime's CPU provider (after its graph optimisations fuse QDQ).
+INT8_KERNELS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm", "QLinearGlobalAveragePool",
+                "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax",
+                "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention",
+                "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "QLinearWhere"}
+_EXPORT_CACHE: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+_EXPORT_CACHE_SIZE = 4
+
+for _name in ("torch.onnx", "onnxscript", "onnx_ir"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+
+
+def _export_key(model: nn.Module, example: torch.Tensor) -> str:
+    """Architecture (repr), weights and input signature: the same trained baseline exports once per process."""
+    h = hashlib.sha256(repr(model).encode())
+    h.update(f"{tuple(example.shape[1:])}{example.dtype}{OPSET}".encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(tensor.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
+    """ONNX bytes of `model` in eval mode with a dynamic batch axis; NotApplicableError says why export failed."""
+    model = model.eval()
+    example = example[:2] if len(example) >= 2 else example.repeat(2, *([1] * (example.dim() - 1)))
+    key = _export_key(model, example)
+    if key in _EXPORT_CACHE:
+        _EXPORT_CACHE.move_to_end(key)
+        return _EXPORT_CACHE[key]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            )
+        data = program.model_proto.SerializeToString()
+    except Exception as exc:  # the exporter raises many types; the message is what the user needs
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__
+        raise NotApplicableError(
+            f"{type(model).__name__} cannot be exported to ONNX (opset {OPSET}): {exc.__class__.__name__}: {first}"
+        ) from None
+    _EXPORT_CACHE[key] = data
+    while len(_EXPORT_CACHE) > _EXPORT_CACHE_SIZE:
+        _EXPORT_CACHE.popitem(last=False)
+    return data
+
+
+def session_options(threads: int | None, optimized_path: str | None = None) -> ort.SessionOptions:
+    """Fixed intra-op threads and sequential execution, so ORT and torch timings compare like for like."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    return so
+
+
+class OnnxModel(nn.Module):
+    """An ONNX Runtime CPU session with the `nn.Module` call interface (float tensor in, torch tensor out).
+
+    `float_model` is the torch model the graph was made from (same architecture); it is kept out of the module
+    tree because the ONNX graph, not those float weights, is what is deployed. It serves MAC and parameter counts.
+    """
+
+    def __init__(self, onnx_bytes: bytes, float_model: nn.Module | None = None, threads: int | None = None,
+                 precision: str = "float32"):
+        super().__init__()
+        self.onnx_bytes, self.threads, self.precision = onnx_bytes, threads, precision
+        self.__dict__["float_model"] = float_model
+        self._session: ort.InferenceSession | None = None
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        if self._session is None:
+            self._session = ort.InferenceSession(self.onnx_bytes, session_options(self.threads),
+                                                 providers=["CPUExecutionProvider"])
+        return self._session
+
+    def with_threads(self, threads: int | None) -> "OnnxModel":
+        return OnnxModel(self.onnx_bytes, self.float_model, threads, self.precision)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp = self.session.get_inputs()[0].name
+        return torch.from_numpy(self.session.run(None, {inp: x.detach().cpu().numpy()})[0])
+
+    def __getstate__(self) -> dict[str, Any]:  # sessions do not pickle or deep-copy; they are rebuilt lazily
+        state = dict(self.__dict__)
+        state["_session"] = None
+        return state
+
+    def initializers(self) -> dict[str, np.ndarray]:
+        return initializer_arrays(self.onnx_bytes)
+
+    def kernel_ops(self) -> dict[str, int]:
+        return optimized_op_counts(self.onnx_bytes)
+
+    def extra_repr(self) -> str:
+        return f"precision={self.precision}, bytes={len(self.onnx_bytes)}, threads={self.threads}"
+
+
+def initializer_arrays(onnx_bytes: bytes) -> dict[str, np.ndarray]:
+    model = onnx.load_from_string(onnx_bytes)
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def optimized_op_counts(onnx_bytes: bytes) -> dict[str, int]:
+    """Operator types ONNX Runtime actually executes after its graph optimisations (e.g. QDQ -> QLinearConv)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(onnx_bytes, session_options(1, path), providers=["CPUExecutionProvider"])
+        graph = onnx.load(path).graph
+    return dict(collections.Counter(node.op_type for node in graph.node))
+
+
+def int8_kernel_count(op_counts: dict[str, int]) -> int:
+    return sum(n for op, n in op_counts.items() if op in INT8_KERNELS)
+
+
+# -- stored form -----------------------------------------------------------------------------------------
+ONNX_PAYLOAD_KEY = "onnx_graph"
+
+
+@dataclass
+class OnnxPacked(Packed):
+    """Packed ONNX initializers (the weight storage `nbytes` counts) plus the weight-free graph.
+
+    The graph is the counterpart of a torch model's constructor code, so it is not counted as weight storage,
+    but it goes into the artifact file (and its file/gzip size) so the exact ONNX model can be rebuilt.
+    """
+
+    graph: bytes = field(default=b"")
+
+    def to_payload(self) -> dict[str, Any]:
+        return {**super().to_payload(), ONNX_PAYLOAD_KEY: self.graph}
+
+
+def onnx_packed(onnx_bytes: bytes) -> OnnxPacked:
+    model = onnx.load_from_string(onnx_bytes)
+    tensors = {init.name: torch.from_numpy(np.array(numpy_helper.to_array(init))) for init in model.graph.initializer}
+    del model.graph.initializer[:]
+    base = pack_state_dict(tensors)
+    return OnnxPacked(base.tensors, base.meta, graph=model.SerializeToString())
+
+
+def onnx_from_payload(payload: dict[str, Any]) -> bytes:
+    """Rebuild the ONNX model bytes from a saved artifact payload (loaded with `weights_only=True`)."""
+    if ONNX_PAYLOAD_KEY not in payload:
+        raise ValueError("artifact has no ONNX graph (it stores a torch state dict)")
+    model = onnx.load_from_string(payload[ONNX_PAYLOAD_KEY])
+    for name, tensor in unpack_state_dict(Packed.from_payload(payload)).items():
+        model.graph.initializer.append(numpy_helper.from_array(tensor.numpy(), name))
+    return model.SerializeToString()

@@ -1,0 +1,366 @@
+"""Quantization: int8 static PTQ and QAT, dynamic int8, and 16-bit floats, deployed where their kernels run.
+
+int8 models are ONNX Runtime QDQ graphs (per-channel symmetric int8 weights, calibrated per-tensor activations)
+that ONNX Runtime fuses into int8 kernels (QLinearConv, QGemm, ...): the measured model stores int8 weights
+and runs int8 arithmetic. QAT trains with torchao's PT2E fake quantization of the same scheme, then goes
+through the same converter as PTQ, so the two differ only by the training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
+from torch.utils.data import DataLoader
+
+from harness.errors import ConfigError, NotApplicableError
+from methods.base import Method, MethodContext, Outcome, register_method
+from methods.onnx_export import OnnxModel, export_onnx, initializer_arrays, int8_kernel_count, optimized_op_counts
+from tasks.base import Task
+
+logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+logging.getLogger("root").setLevel(logging.ERROR)
+
+OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}
+ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+DYNAMIC_OPS = ("MatMul", "Gemm", "Gather", "Conv")
+INT8_DTYPES = (np.int8, np.uint8)
+MOSTLY_INT8 = 0.5        # below this share of int8 weights the model is mostly float: not labelled physical
+
+
+class LoaderCalibrationReader(CalibrationDataReader):
+    """Feeds ONNX Runtime's calibrator the batches of a DataLoader (the task's training-split calibration loader)."""
+
+    def __init__(self, loader: DataLoader, input_name: str):
+        self.loader, self.input_name = loader, input_name
+        self._batches: Iterator[Any] | None = None
+        self.samples_seen = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._batches is None:
+            self._batches = iter(self.loader)
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        x = batch[0]
+        self.samples_seen += len(x)
+        return {self.input_name: x.numpy()}
+
+    def rewind(self) -> None:
+        self._batches = None
+
+
+@dataclass
+class WeightSummary:
+    """What the ONNX graph really stores: weight elements by dtype and how weights are quantized."""
+
+    int8_weights: int = 0
+    float_weights: int = 0
+    per_channel_weights: int = 0       # int8 weight tensors with one scale per output channel
+    symmetric: bool = True             # every int8 weight has zero point 0
+    float_weight_names: list[str] = field(default_factory=list)
+
+    @property
+    def int8_fraction(self) -> float:
+        return self.int8_weights / max(self.int8_weights + self.float_weights, 1)
+
+
+def weight_summary(onnx_bytes: bytes) -> WeightSummary:
+    """Classify weight initializers (inputs of Conv/Gemm/MatMul/Gather or of a weight DequantizeLinear)."""
+    model = onnx.load_from_string(onnx_bytes)
+    arrays = initializer_arrays(onnx_bytes)
+    out = WeightSummary()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in arrays and arrays[node.input[0]].ndim >= 2:
+            w, scale = arrays[node.input[0]], arrays[node.input[1]]
+            zp = arrays.get(node.input[2]) if len(node.input) > 2 else None
+            out.int8_weights += w.size
+            out.per_channel_weights += int(scale.size == w.shape[0] and scale.size > 1)
+            out.symmetric &= zp is None or not np.any(zp)
+        elif node.op_type in ("Conv", "Gemm", "MatMul", "Gather", "ConvTranspose"):
+            idx = 0 if node.op_type == "Gather" else 1
+            name = node.input[idx] if len(node.input) > idx else ""
+            arr = arrays.get(name)
+            if arr is None or arr.ndim < 2:
+                continue
+            if arr.dtype in INT8_DTYPES:
+                out.int8_weights += arr.size
+            else:
+                out.float_weights += arr.size
+                out.float_weight_names.append(name)
+    # dynamic quantization keeps int8 weights as direct inputs of MatMulInteger / ConvInteger / Gather
+    for node in model.graph.node:
+        if node.op_type in ("MatMulInteger", "ConvInteger"):
+            arr = arrays.get(node.input[1])
+            if arr is not None:
+                zp = arrays.get(node.input[3]) if len(node.input) > 3 else None
+                out.int8_weights += arr.size
+                out.per_channel_weights += int(zp is not None and zp.size > 1)
+                out.symmetric &= zp is None or not np.any(zp)
+    return out
+
+
+def _ort_file(tmp: Path, name: str, data: bytes) -> str:
+    path = tmp / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def preprocess(fp32: bytes, tmp: Path) -> tuple[str, str]:
+    """ONNX Runtime's recommended pre-quantization pass (shape inference, graph fusions); the path to quantize."""
+    src, dst = _ort_file(tmp, "fp32.onnx", fp32), str(tmp / "pre.onnx")
+    try:
+        quant_pre_process(src, dst)
+        return dst, "quant_pre_process"
+    except Exception as exc:  # optional pass: quantizing the exported graph directly still works
+        return src, f"skipped ({exc.__class__.__name__}: {str(exc)[:120]})"
+
+
+@dataclass
+class StaticInt8Params:
+    """Static int8 settings shared by PTQ and QAT (ONNX Runtime QDQ, per-channel symmetric int8 weights)."""
+
+    calibration_samples: int = 512       # drawn from the training split only
+    observer: Literal["minmax", "percentile", "entropy"] = "minmax"   # percentile/entropy are histogram-based
+    percentile: float = 99.999           # for observer: percentile
+    activations: Literal["uint8", "int8"] = "uint8"   # uint8 x int8 is ONNX Runtime's fast x86 path (U8S8)
+    reduce_range: bool = False           # 7-bit weights, for CPUs without VNNI
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+        if not 90.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (90, 100], got {self.percentile}")
+
+
+def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) -> tuple[OnnxModel, dict[str, Any]]:
+    """Export, calibrate on training data and quantize to a QDQ int8 ONNX model; the model plus a report."""
+    fp32 = export_onnx(model, task.example_input(2))
+    loader = task.calibration_dataloader(p.calibration_samples)
+    reader = LoaderCalibrationReader(loader, onnx.load_from_string(fp32).graph.input[0].name)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        src, pre = preprocess(fp32, tmp)
+        out = tmp / "int8.onnx"
+        quantize_static(
+            src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=p.reduce_range,
+            activation_type=ACTIVATION_TYPES[p.activations], weight_type=QuantType.QInt8,
+            calibrate_method=OBSERVERS[p.observer],
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": p.activations == "int8",
+                           "CalibPercentile": p.percentile},
+        )
+        int8 = out.read_bytes()
+    return _int8_outcome_parts(int8, model, name, {
+        "calibration": {"split": "train", "samples": reader.samples_seen, "observer": p.observer,
+                        **({"percentile": p.percentile} if p.observer == "percentile" else {})},
+        "preprocess": pre, "format": "QDQ", "activations": p.activations, "reduce_range": p.reduce_range,
+    })
+
+
+def _int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details: dict[str, Any]
+                        ) -> tuple[OnnxModel, dict[str, Any]]:
+    summary = weight_summary(int8)
+    if summary.int8_weights == 0:
+        raise NotApplicableError(
+            f"{name}: ONNX Runtime quantized no weights of {type(float_model).__name__} (no Conv/Gemm/MatMul/"
+            f"Gather layer it can quantize); refusing to report a float model as int8"
+        )
+    ops = optimized_op_counts(int8)
+    return OnnxModel(int8, float_model=float_model, precision="int8"), {
+        **details,
+        "summary": summary,
+        "kernels": ops,
+        "int8_kernels": int8_kernel_count(ops),
+    }
+
+
+def _int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[str, Any]) -> Outcome:
+    """`physical` only when int8 kernels run and hold most weights; otherwise the label says what really runs."""
+    summary: WeightSummary = info.pop("summary")
+    fraction = summary.int8_fraction
+    if info["int8_kernels"] == 0:
+        compute, deployed = "simulated", "ONNX Runtime QDQ graph without fused int8 kernels (dequantize + float compute)"
+    elif fraction < MOSTLY_INT8:
+        compute, deployed = "dense", f"ONNX Runtime: int8 kernels for {fraction:.1%} of weights, float kernels for the rest"
+    else:
+        compute, deployed = "physical", f"ONNX Runtime int8 kernels ({fraction:.1%} of weights int8)"
+    return Outcome(
+        onnx_model,
+        compute=compute,
+        runtime="onnxruntime",
+        requested=requested,
+        achieved={"weight_bits": 8, "int8_weight_fraction": round(fraction, 6),
+                  "per_channel_weight_tensors": summary.per_channel_weights, "symmetric_weights": summary.symmetric,
+                  "int8_kernels": info["int8_kernels"]},
+        details={**info, "float_weights": summary.float_weight_names, "runtime": "onnxruntime", "deployed": deployed},
+    )
+
+
+@register_method("quant.ptq_int8")
+@dataclass
+class PtqInt8(StaticInt8Params, Method):
+    """Static post-training int8 quantization (ONNX Runtime QDQ), calibrated on training batches."""
+
+    family: ClassVar[str] = "quantization"
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        onnx_model, info = static_int8(model, ctx.task, self, "quant.ptq_int8")
+        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
+                                                "calibration_samples": self.calibration_samples})
+
+
+def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """torchao PT2E QAT graph: fake-quantized per-channel symmetric int8 weights (conv-BN folding simulated)
+    and uint8 per-tensor activations, the scheme ONNX Runtime's QDQ int8 kernels run."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    model.train()
+    try:
+        exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    except Exception as exc:
+        raise NotApplicableError(
+            f"quant.qat_int8: torch.export cannot capture {type(model).__name__} for PT2E QAT: "
+            f"{exc.__class__.__name__}: {str(exc).strip()[:200]}"
+        ) from None
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    prepared = prepare_qat_pt2e(exported, quantizer)
+    allow_exported_model_train_eval(prepared)
+    return prepared
+
+
+@register_method("quant.qat_int8")
+@dataclass
+class QatInt8(StaticInt8Params, Method):
+    """Quantization-aware fine-tuning from the trained baseline, then the same int8 conversion as PTQ."""
+
+    family: ClassVar[str] = "quantization"
+    epochs: int | None = None            # None = the suite's fine-tune budget
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        budget = dataclasses.replace(ctx.budget, epochs=self.epochs or ctx.budget.epochs)
+        qat = prepare_qat(model, ctx.task.example_input(8))
+        trained = ctx.finetune(qat, cfg=budget)
+        state = trained.state_dict()
+        missing = [k for k in model.state_dict() if k not in state]
+        if missing:
+            raise NotApplicableError(f"quant.qat_int8: QAT graph lost parameters {missing[:5]}")
+        model.load_state_dict({k: state[k] for k in model.state_dict()})  # trained float weights, no observers
+        onnx_model, info = static_int8(model.eval(), ctx.task, self, "quant.qat_int8")
+        info["qat"] = {"epochs": budget.epochs, "lr": budget.lr, "fake_quant": "torchao PT2E (X86InductorQuantizer)"}
+        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
+                                                "calibration_samples": self.calibration_samples,
+                                                "qat_epochs": budget.epochs})
+
+
+@register_method("quant.dynamic_int8")
+@dataclass
+class DynamicInt8(Method):
+    """Dynamic int8 (ONNX Runtime): int8 weights, activations quantized per batch at run time; no calibration.
+
+    Meant for Linear/Embedding-heavy parts (MatMul, Gemm, Gather); add "Conv" to quantize convolutions too
+    (ConvInteger, usually slower than float on CPU).
+    """
+
+    family: ClassVar[str] = "quantization"
+    op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Gather"])
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.op_types) - set(DYNAMIC_OPS))
+        if bad or not self.op_types:
+            raise ConfigError(f"quant.dynamic_int8: op_types {bad or '[]'} not supported; choose from {list(DYNAMIC_OPS)}")
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        fp32 = export_onnx(model, ctx.task.example_input(2))
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir)
+            out = tmp / "dynamic.onnx"
+            quantize_dynamic(_ort_file(tmp, "fp32.onnx", fp32), out, op_types_to_quantize=list(self.op_types),
+                             per_channel=self.per_channel, weight_type=QuantType.QInt8)
+            int8 = out.read_bytes()
+        onnx_model, info = _int8_outcome_parts(int8, model, "quant.dynamic_int8", {"format": "dynamic (IntegerOps)"})
+        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "op_types": list(self.op_types)})
+
+
+class CastBoundary(nn.Module):
+    """Runs a 16-bit model behind a float32 interface: float inputs are cast down, outputs cast back up."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model.to(dtype), dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype) if x.is_floating_point() else x).float()
+
+
+@dataclass
+class ReducedPrecision(Method):
+    """16-bit float weights and compute (casts at the model boundary), in torch eager or ONNX Runtime."""
+
+    family: ClassVar[str] = "quantization"
+    dtype: ClassVar[torch.dtype]
+    runtime: Literal["eager", "onnxruntime"] = "eager"
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        bits = {"weight_bits": 16, "dtype": str(self.dtype).removeprefix("torch.")}
+        if self.runtime == "eager":
+            return Outcome(CastBoundary(model.eval(), self.dtype), compute="physical", runtime="eager",
+                           requested=bits, achieved=bits, details={"runtime": "eager", "compute_dtype": bits["dtype"]})
+        if self.dtype != torch.float16:
+            raise NotApplicableError(
+                f"{bits['dtype']} in ONNX Runtime: the float16 converter (onnxruntime.transformers.float16) has no "
+                f"{bits['dtype']} mode; use runtime: eager"
+            )
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        fp32 = export_onnx(model, ctx.task.example_input(2))
+        fp16 = convert_float_to_float16(onnx.load_from_string(fp32), keep_io_types=True).SerializeToString()
+        ops = optimized_op_counts(fp16)
+        boundary = sum(1 for n in onnx.load_from_string(fp16).graph.node if n.op_type == "Cast")
+        return Outcome(
+            OnnxModel(fp16, float_model=model, precision="float16"), compute="physical", runtime="onnxruntime",
+            requested=bits, achieved=bits,
+            details={"runtime": "onnxruntime", "kernels": ops,
+                     "casts_inserted_by_runtime": max(ops.get("Cast", 0) - boundary, 0)},
+        )
+
+
+@register_method("quant.fp16")
+@dataclass
+class Float16(ReducedPrecision):
+    """IEEE float16 weights; ONNX Runtime by default (torch eager float16 convolutions are very slow on CPU)."""
+
+    dtype: ClassVar[torch.dtype] = torch.float16
+    runtime: Literal["eager", "onnxruntime"] = "onnxruntime"
+
+
+@register_method("quant.bf16")
+@dataclass
+class BFloat16(ReducedPrecision):
+    """bfloat16 weights and compute in torch eager (float32's range, 8-bit mantissa)."""
+
+    dtype: ClassVar[torch.dtype] = torch.bfloat16
