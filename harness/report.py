@@ -12,6 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.distill_report import distillation_markdown
 from harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from harness.replication import load_claims, replication_markdown
 
@@ -143,6 +144,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
                    "stored KiB", "gzip KiB", "compression", "MMACs", "latency b1 ms", f"latency b{batch} ms",
                    "speedup b1", "label", "requested→achieved"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+    lines += distillation_markdown(rows, records)
     return "\n".join(lines)
 
 
