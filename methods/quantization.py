@@ -69,6 +69,11 @@ class LoaderCalibrationReader(CalibrationDataReader):
         self._batches = None
 
 
+def even_batch(samples: int, largest: int = 64) -> int:
+    """The largest batch size <= `largest` dividing `samples`: ORT's histogram calibrators need equal batches."""
+    return next(b for b in range(min(largest, samples), 0, -1) if samples % b == 0)
+
+
 @dataclass
 class WeightSummary:
     """What the ONNX graph really stores: weight elements by dtype and how weights are quantized."""
@@ -155,7 +160,7 @@ class StaticInt8Params:
 def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) -> tuple[OnnxModel, dict[str, Any]]:
     """Export, calibrate on training data and quantize to a QDQ int8 ONNX model; the model plus a report."""
     fp32 = export_onnx(model, task.example_input(2))
-    loader = task.calibration_dataloader(p.calibration_samples)
+    loader = task.calibration_dataloader(p.calibration_samples, batch_size=even_batch(p.calibration_samples))
     reader = LoaderCalibrationReader(loader, onnx.load_from_string(fp32).graph.input[0].name)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
