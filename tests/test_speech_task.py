@@ -1,0 +1,204 @@
+"""Speech tasks: log-mel adapter, the espeak-ng generator (determinism, cache), synth-kws, Speech Commands fixture."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.registry import build_model
+from harness.errors import ConfigError, DatasetMissingError
+from tasks import build_task, list_tasks
+from tasks import espeak_synth
+from tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
+from tasks.espeak_synth import SILENCE, UNKNOWN, SynthSettings, generate
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
+TINY = SynthSettings(keywords=("yes", "no", "up"), unknown_words=("cat", "dog"), clips_per_class=2, seed=5)
+
+
+def test_registered():
+    assert {"synth-kws", "speech-commands"} <= set(list_tasks())
+
+
+def test_mel_filterbank_is_triangular_on_the_mel_scale():
+    fb = mel_filterbank(n_fft=512, n_mels=20, sample_rate=16000, f_min=0.0)
+    assert fb.shape == (257, 20) and fb.dtype == torch.float32
+    assert float(fb.min()) == 0.0 and float(fb.max()) <= 1.0
+    assert (fb.max(dim=0).values > 0.5).all()               # every filter catches some bins
+    peaks = fb.argmax(dim=0)
+    assert (peaks[1:] > peaks[:-1]).all()                   # ascending centres
+    assert torch.allclose(mel_to_hz(hz_to_mel(torch.tensor([440.0, 4000.0]))), torch.tensor([440.0, 4000.0],
+                          dtype=torch.float64))
+    assert abs(float(hz_to_mel(1000.0)) - 1000.0) < 1.0    # HTK scale: 1000 Hz is ~1000 mel
+
+
+def test_log_mel_shape_and_a_tone_lands_in_its_band():
+    cfg = LogMelConfig()
+    t = torch.arange(16000) / 16000
+    tones = torch.stack([torch.sin(2 * torch.pi * f * t) for f in (300.0, 1000.0, 3000.0)])
+    feats = LogMel(cfg)(tones, chunk=2)                     # chunking must not change the result
+    assert feats.shape == (3, 1, 32, 51) and feats.dtype == torch.float32
+    assert torch.allclose(feats, LogMel(cfg)(tones))
+    fb = mel_filterbank(cfg.n_fft, cfg.n_mels, cfg.sample_rate, cfg.f_min)
+    bin_hz = lambda f: round(f / (cfg.sample_rate / cfg.n_fft))  # noqa: E731
+    for row, f in enumerate((300.0, 1000.0, 3000.0)):
+        band = int(feats[row, 0, :, 25].argmax())
+        assert fb[bin_hz(f), band] > 0.3, (f, band)
+    with pytest.raises(ValueError, match="win_length"):
+        LogMelConfig(win_length=1024)
+
+
+def test_fit_length_centres_pads_and_crops():
+    w = np.arange(1, 5, dtype=np.float32)
+    assert fit_length(w, 8).tolist() == [0, 0, 1, 2, 3, 4, 0, 0]
+    assert fit_length(w, 8, offset=3).tolist() == [0, 0, 0, 0, 0, 1, 2, 3]
+    assert fit_length(np.arange(10, dtype=np.float32), 4).tolist() == [3, 4, 5, 6]
+
+
+def test_clip_plan_is_deterministic_and_varied():
+    a, b = espeak_synth.plan_clips(TINY), espeak_synth.plan_clips(TINY)
+    assert a == b and len(a) == 5 * 2
+    assert TINY.classes == ["yes", "no", "up", UNKNOWN, SILENCE]
+    assert {p.word for p in a if p.label == 3} <= {"cat", "dog"} and all(p.word is None for p in a if p.label == 4)
+    many = espeak_synth.plan_clips(SynthSettings(clips_per_class=40))
+    assert len({p.voice for p in many}) > 30 and len({p.pitch for p in many}) > 30
+    assert espeak_synth.plan_clips(SynthSettings(clips_per_class=40, seed=1)) != many
+
+
+@needs_espeak
+def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    real = espeak_synth.run_espeak
+
+    def counting(args: list[str]) -> bytes:
+        calls.append(args)
+        return real(args)
+
+    monkeypatch.setattr(espeak_synth, "run_espeak", counting)
+    first = generate(TINY, tmp_path / "a", workers=2)
+    spoken = [c for c in calls if "--stdout" in c]
+    assert len(spoken) == 8 and not first.meta["cached"]    # 4 word classes x 2 clips; silence needs no espeak
+    assert first.waves.shape == (10, 16000) and first.waves.dtype == np.float32
+    assert first.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    rms = np.sqrt((first.waves**2).mean(axis=1))
+    assert (rms > 1e-3).all() and np.abs(first.waves).max() <= 1.0
+    assert rms[:8].mean() > rms[8:].mean()                   # spoken clips are louder than noise-only ones
+
+    calls.clear()
+    again = generate(TINY, tmp_path / "a", workers=1)
+    assert again.meta["cached"] and not [c for c in calls if "--stdout" in c]  # only `--version` was asked
+    np.testing.assert_array_equal(again.waves, first.waves)
+
+    fresh = generate(TINY, tmp_path / "b", workers=1)          # regenerated elsewhere, one worker: same clips
+    np.testing.assert_array_equal(fresh.waves, first.waves)
+    other = generate(dataclasses.replace(TINY, seed=6), tmp_path / "a", workers=2)
+    assert not np.array_equal(other.waves, first.waves)
+    assert len(list((tmp_path / "a").iterdir())) == 2         # one cache folder per settings
+
+
+def test_missing_espeak_says_what_to_install(tmp_path):
+    with pytest.raises(DatasetMissingError, match=r"apt-get install espeak-ng"):
+        generate(TINY, tmp_path, binary=str(tmp_path / "no-such" / "espeak-ng"))
+    with pytest.raises(DatasetMissingError, match=r"apt-get install espeak-ng"):
+        build_task("synth-kws", {"root": str(tmp_path), "espeak": "/nonexistent/espeak-ng"})
+
+
+@needs_espeak
+def test_unknown_voice_variant_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no-such-variant"):
+        generate(dataclasses.replace(TINY, variants=("m1", "no-such-variant")), tmp_path)
+
+
+@needs_espeak
+def test_synth_kws_task_shapes_and_normalisation(tmp_path):
+    params = {"root": str(tmp_path), "keywords": ["yes", "no", "up"], "unknown": False, "clips_per_class": 10,
+              "val_size": 6, "test_size": 6, "n_mels": 24, "hop_length": 400}
+    task = build_task("synth-kws", params)
+    assert task.class_names == ["yes", "no", "up", SILENCE]
+    assert (len(task.train), len(task.val), len(task.test)) == (28, 6, 6)
+    assert (task.spec.channels, task.spec.height, task.spec.width, task.spec.modality) == (1, 24, 41, "audio")
+    for split in (task.train, task.val, task.test):
+        assert split.x.shape[1:] == (1, 24, 41) and split.x.dtype == torch.float32 and split.y.dtype == torch.long
+    assert abs(float(task.train.x.mean())) < 1e-4 and abs(float(task.train.x.std()) - 1) < 1e-3
+    assert torch.bincount(task.test.y).tolist() == [2, 2, 1, 1]        # stratified: 6 clips over 4 classes
+    assert task.info["generator"]["clips"] == 40 and task.info["features"]["log_mel"]["n_mels"] == 24
+    model = build_model("tiny-cnn", task.spec, task.num_classes)
+    assert model(task.example_input(3)).shape == (3, 4)
+    with pytest.raises(ConfigError, match="val_size"):
+        build_task("synth-kws", {**params, "test_size": 40})
+
+
+# --- Speech Commands fixture in the official layout ------------------------------------------------------
+
+def _tone(freq: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture
+def speech_commands_dir(tmp_path: Path) -> Path:
+    import soundfile as sf
+
+    root = tmp_path / "SpeechCommands" / "speech_commands_v0.02"
+    lists: dict[str, list[str]] = {"validation_list.txt": [], "testing_list.txt": []}
+    for word, freq in (("yes", 400.0), ("no", 1200.0), ("cat", 2500.0)):
+        (root / word).mkdir(parents=True)
+        for i in range(6):
+            name = f"spk{i}_nohash_0.wav"
+            seconds = 0.5 if i == 0 else 1.0                  # a short clip gets padded
+            sf.write(root / word / name, _tone(freq + 10 * i, seconds), 16000, subtype="PCM_16")
+            if i == 4:
+                lists["validation_list.txt"].append(f"{word}/{name}")
+            if i == 5:
+                lists["testing_list.txt"].append(f"{word}/{name}")
+    (root / "_background_noise_").mkdir()
+    sf.write(root / "_background_noise_" / "white_noise.wav",
+             np.random.default_rng(0).uniform(-0.5, 0.5, 48000).astype(np.float32), 16000, subtype="PCM_16")
+    for name, rows in lists.items():
+        (root / name).write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_speech_commands_12_class_fixture(speech_commands_dir):
+    task = build_task("speech-commands", {"root": str(speech_commands_dir)})
+    assert task.class_names[:2] == ["yes", "no"] and task.class_names[-2:] == [UNKNOWN, SILENCE]
+    assert task.num_classes == 12
+    # known + ceil(10 %) unknown + ceil(10 %) silence per split
+    assert (len(task.train), len(task.val), len(task.test)) == (10, 4, 4)
+    counts = torch.bincount(task.train.y, minlength=12).tolist()
+    assert counts[0] == 4 and counts[1] == 4 and counts[10] == 1 and counts[11] == 1
+    assert task.train.x.shape == (10, 1, 32, 51) and task.train.x.dtype == torch.float32
+    assert task.spec.input_shape == (1, 32, 51) and task.spec.modality == "audio"
+    # the test "yes" clip's features are the log-mel of its wav file (undoing the training normalisation)
+    import soundfile as sf
+
+    wave, _ = sf.read(Path(task.info["source"]) / "yes" / "spk5_nohash_0.wav", dtype="float32")
+    expected = LogMel(LogMelConfig())(torch.from_numpy(wave)[None])
+    stats = task.info["features"]["normalisation"]
+    row = int((task.test.y == 0).nonzero()[0, 0])
+    restored = task.test.x[row] * stats["std"][0] + stats["mean"][0]
+    assert torch.allclose(restored, expected[0], atol=1e-3)
+
+
+def test_speech_commands_35_class_fixture_and_padding(speech_commands_dir):
+    task = build_task("speech-commands", {"root": str(speech_commands_dir), "classes": 35})
+    assert task.class_names == ["cat", "no", "yes"]           # every word folder present becomes a class
+    assert (len(task.train), len(task.val), len(task.test)) == (12, 3, 3)
+    assert torch.bincount(task.train.y).tolist() == [4, 4, 4]
+    stats = task.info["features"]["normalisation"]
+    quiet = task.train.x * stats["std"][0] + stats["mean"][0]
+    # spk0's half-second clip was padded at the end: its last frames are silent (log floor), others are not
+    short = [i for i in range(len(task.train)) if quiet[i, 0, :, -5:].max() < -10]
+    assert len(short) == 3
+
+
+def test_speech_commands_missing_folder_and_bad_classes(tmp_path, speech_commands_dir):
+    with pytest.raises(DatasetMissingError, match="download: true"):
+        build_task("speech-commands", {"root": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="12 or 35"):
+        build_task("speech-commands", {"root": str(speech_commands_dir), "classes": 20})
