@@ -43,6 +43,7 @@ class Distillation(Method):
     """Shared mechanism: pick the student's start and budget, train it in a DistillationModule, report."""
 
     family: ClassVar[str] = "distillation"
+    uses_teacher: ClassVar[bool] = True
     alpha: float = 0.9          # weight of the soft-target term
     temperature: float = 4.0
     init: Init = "scratch"      # scratch: fresh init + the `train:` budget; baseline: trained student + `finetune:`

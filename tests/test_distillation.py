@@ -20,9 +20,12 @@ from baselines.distillation import (DistillationModule, DistillLoss, FeaturePair
 from baselines.training import TrainedModel, fit
 from harness.errors import ConfigError
 from harness.measure import evaluate
+from harness.suite import load_suite
 from methods import MethodContext, build_method
 from tasks import Task, build_task
 from tasks.base import Split
+
+pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")   # the frozen teacher
 
 STUDENT = {"width": 16}
 TEACHER = {"width": 32}
@@ -256,3 +259,13 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     text = (runner.paths.root / "leaderboard.md").read_text()
     assert "Distillation against the student alone" in text
     assert Path(runner.paths.root / "leaderboard.csv").exists()
+
+
+def test_distill_suite_file_is_valid():
+    suite = load_suite(Path(__file__).resolve().parent.parent / "configs" / "distill.yaml")
+    methods = {c.method.name for c in suite.cells}
+    assert methods == {"baseline", "distill.logit", "distill.feature"}
+    assert {c.seed for c in suite.cells} == {0, 1, 2}
+    assert all(c.teacher.name != c.model.name or c.teacher.params != c.model.params for c in suite.cells)
+    distilled = [c for c in suite.cells if c.method.name.startswith("distill.")]
+    assert all("teacher" in c.config() for c in distilled)   # editing the teacher reruns these cells
