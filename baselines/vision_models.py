@@ -30,6 +30,7 @@ def mobilenetv2(spec: InputSpec, num_classes: int, params: MobileNetV2Params) ->
 class SqueezeNetParams:
     version: float = 1.1   # 1.0: the paper's original (7×7 stem, 2.4× the MACs); 1.1: same accuracy, cheaper
     dropout: float = 0.5
+    final_relu: bool = True  # the paper's ReLU on the logits; false avoids all-zero logits that stop learning
 
     def __post_init__(self) -> None:
         if self.version not in (1.0, 1.1):
@@ -41,6 +42,8 @@ def squeezenet(spec: InputSpec, num_classes: int, params: SqueezeNetParams) -> n
     """SqueezeNet (Iandola et al. 2016, torchvision); its classifier is a 1×1 conv to num_classes after dropout."""
     model = tvm.SqueezeNet(version="1_1" if params.version == 1.1 else "1_0",
                            num_classes=num_classes, dropout=params.dropout)
+    if not params.final_relu:
+        model.classifier[2] = nn.Identity()  # no parameters or MACs: the published sizes hold either way
     return fit_to_input(model, spec, stem="features.0")
 
 

@@ -146,6 +146,10 @@ def test_squeezenet_classifier_follows_params() -> None:
     dropout, final_conv = model.classifier[0], model.classifier[1]
     assert isinstance(dropout, nn.Dropout) and dropout.p == 0.3
     assert final_conv.out_channels == 5 and model.features[0].in_channels == 1
+    assert isinstance(model.classifier[2], nn.ReLU)  # the paper's classifier: dropout, 1×1 conv, ReLU, pool
+    linear_logits = build_model("squeezenet", SMALL_SPECS["gray28"], 5, {"final_relu": False})
+    assert isinstance(linear_logits.classifier[2], nn.Identity)
+    assert (linear_logits.eval()(torch.randn(64, 1, 28, 28)) < 0).any()
     assert build_model("squeezenet", IMAGENET, 10, {"version": 1.0}).features[0].kernel_size == (7, 7)
     with pytest.raises(ConfigError, match="version must be 1.0 or 1.1"):
         build_model("squeezenet", IMAGENET, 10, {"version": 1.2})
