@@ -208,11 +208,16 @@ class DistillationModule(ClassifierModule):
             self._attach_features(example)
 
     def _attach_features(self, example: torch.Tensor | None) -> None:
-        self.student_taps = [FeatureTap(self.model, p.student, "student") for p in self.loss.pairs]
-        self.teacher_taps = [FeatureTap(self.teacher, p.teacher, "teacher") for p in self.loss.pairs]
         if example is None:
             raise ConfigError("feature distillation needs example inputs to size its adapters")
-        student_feats, teacher_feats = self._probe(example)
+        try:
+            for p in self.loss.pairs:
+                self.student_taps.append(FeatureTap(self.model, p.student, "student"))
+                self.teacher_taps.append(FeatureTap(self.teacher, p.teacher, "teacher"))
+            student_feats, teacher_feats = self._probe(example)
+        except Exception:
+            self.remove_hooks()   # a bad path leaves both models as they were
+            raise
         for pair, fs, ft in zip(self.loss.pairs, student_feats, teacher_feats):
             if self.loss.feature_kind == "attention":
                 if fs.dim() != 4 or ft.dim() != 4:

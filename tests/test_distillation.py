@@ -175,9 +175,11 @@ def test_unknown_module_path_is_one_clear_error(task, teacher, student_alone):
     message = str(err.value)
     assert "'features.13' names no module" in message and "Valid module paths" in message
     assert "0, 1, 2, 3, 4, 5, 6, 7, 8" in message
+    student = tiny(task, STUDENT)
     with pytest.raises(ConfigError, match="teacher .*'9' names no module"):
-        DistillationModule(tiny(task, STUDENT), tiny(task, TEACHER), task.num_classes, BUDGET,
+        DistillationModule(student, tiny(task, TEACHER), task.num_classes, BUDGET,
                            DistillLoss(beta=1.0, pairs=[FeaturePair("4", "9")]), example=task.train.x[:4])
+    assert not any(m._forward_hooks for m in student.modules())   # the student's hook came off again
 
 
 @pytest.mark.parametrize("params, match", [
