@@ -122,6 +122,9 @@ def _named_list(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
 
 def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Named:
     if registry is MODELS and name.startswith("timm/") and name not in MODELS:
+        from baselines.timm_models import check_timm_arch
+
+        check_timm_arch(name.removeprefix("timm/"))
         return Named(name, dict(params))  # any timm architecture: params go to timm.create_model
     parsed = parse_params(registry, name, params)
     if parsed is None:

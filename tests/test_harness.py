@@ -145,6 +145,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, smoke_config):
         (lambda c: c.update(tasks=["no-such-task"]), UnknownNameError, "valid tasks: .*fashion-mnist"),
         (lambda c: c.update(models=["resnet-9000"]), UnknownNameError, "valid models: .*mobilenetv2"),
         (lambda c: c.update(methods=["prune.random"]), UnknownNameError, "valid methods: .*prune.magnitude"),
+        (lambda c: c.update(models=["timm/resnet181"]), UnknownNameError, "close matches: resnet18"),
         (lambda c: c.update(methods=[{"name": "prune.magnitude", "params": {"sparsity": "lots"}}]),
          ConfigError, "must be a number"),
         (lambda c: c.update(methods=[{"name": "prune.magnitude", "params": {"amount": 0.5}}]),
