@@ -19,7 +19,8 @@ import torch
 from harness.errors import ConfigError, DatasetMissingError
 from tasks.audio import LogMel, LogMelConfig, resample
 from tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
-from tasks.espeak_synth import KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, SynthSettings, generate
+from tasks.espeak_synth import (KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, NoiseSettings, SynthSettings,
+                                 generate, mix)
 from tasks.registry import register_task
 from tasks.vision import DEFAULT_DATA_ROOT
 
@@ -53,44 +54,59 @@ def speech_task(name: str, classes: list[str], splits: dict[str, Split], cfg: Lo
 
 @dataclass
 class SynthKwsParams(SpeechParams):
-    clips_per_class: int = 250
+    clips_per_class: int = 300            # utterances synthesized per class
+    train_mixes: int = 3                  # each training utterance mixed this often with fresh noise and shift
     keywords: list[str] | None = None     # None = the ten Speech Commands keywords
     unknown: bool = True                  # `_unknown_` class of other words
     silence: bool = True                  # `_silence_` class of noise only
     snr_db: tuple[float, float] = (5.0, 30.0)
+    max_shift_ms: float = 100.0
     generator_seed: int = 0
     espeak: str = "espeak-ng"             # binary name or path
     workers: int | None = None            # parallel espeak processes (None = all cores)
-    val_size: int = 300
-    test_size: int | None = 600           # clips carved (stratified) before validation
+    val_size: int = 360                   # utterances, carved (stratified) after the test split
+    test_size: int | None = 720
 
     def settings(self) -> SynthSettings:
         return SynthSettings(
             keywords=tuple(self.keywords) if self.keywords is not None else KEYWORDS,
             unknown_words=UNKNOWN_WORDS if self.unknown else (), silence=self.silence,
-            clips_per_class=self.clips_per_class, seed=self.generator_seed, snr_db=tuple(self.snr_db),
+            clips_per_class=self.clips_per_class, seed=self.generator_seed,
         )
+
+    def noise(self) -> NoiseSettings:
+        return NoiseSettings(snr_db=tuple(self.snr_db), max_shift_ms=self.max_shift_ms)
 
 
 @register_task("synth-kws")
 def synth_kws(params: SynthKwsParams) -> Task:
-    """Keyword spotting on espeak-ng clips (10 words + unknown + silence, 1 s at 16 kHz), generated once and cached."""
-    cfg = params.log_mel()
+    """Keyword spotting on espeak-ng clips (10 words + unknown + silence, 1 s at 16 kHz), synthesized once and cached."""
+    cfg, noise = params.log_mel(), params.noise()
+    if params.train_mixes < 1:
+        raise ConfigError(f"synth-kws: train_mixes must be >= 1, got {params.train_mixes}")
     data = generate(params.settings(), Path(params.root) if params.root else None, params.espeak, params.workers)
     labels = torch.from_numpy(data.labels)
     n = len(labels)
     if params.test_size is None or params.test_size + params.val_size >= n:
-        raise ConfigError(f"synth-kws: val_size + test_size must be below the {n} clips generated, "
+        raise ConfigError(f"synth-kws: val_size + test_size must be below the {n} utterances generated, "
                           f"got {params.val_size} + {params.test_size}")
-    features = LogMel(cfg)(data.waves)
+    # split utterances first, so every noisy copy of one utterance stays in one split
     test_idx = stratified_subset(labels, params.test_size, params.split_seed + 2)
     rest = torch.ones(n, dtype=torch.bool)
     rest[test_idx] = False
     rest_idx = rest.nonzero().flatten()
-    train, val = split_train_val(features[rest_idx], labels[rest_idx], params)
-    splits = {"train": train, "val": val, "test": Split(features[test_idx], labels[test_idx])}
-    keep = ("espeak", "clips", "generation_seconds", "workers", "cache", "cached")
-    info = {"source": "espeak-ng synthesis", "generator": {k: data.meta.get(k) for k in keep}}
+    train_ids, val_ids = split_train_val(rest_idx, labels[rest_idx], params)
+    log_mel, splits = LogMel(cfg), {}
+    for code, (name, ids, copies) in enumerate((("train", train_ids.x, params.train_mixes),
+                                               ("val", val_ids.x, 1), ("test", test_idx, 1))):
+        utterances = [data.speech[i] for i in ids.tolist()]
+        waves = [mix(utterances, noise, [params.generator_seed, code, c]) for c in range(copies)]
+        splits[name] = Split(log_mel(torch.cat(waves)), labels[ids].repeat(copies))
+    keep = ("espeak", "utterances", "generation_seconds", "workers", "cache", "cached")
+    info = {"source": "espeak-ng synthesis",
+            "generator": {k: data.meta.get(k) for k in keep},
+            "utterances": {"train": len(train_ids), "val": len(val_ids), "test": len(test_idx)},
+            "train_mixes": params.train_mixes, "noise": asdict(noise)}
     return speech_task("synth-kws", data.classes, splits, cfg, params.batch_size, info)
 
 

@@ -15,7 +15,7 @@ from harness.errors import ConfigError, DatasetMissingError
 from tasks import build_task, list_tasks
 from tasks import espeak_synth
 from tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
-from tasks.espeak_synth import SILENCE, UNKNOWN, SynthSettings, generate
+from tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
 TINY = SynthSettings(keywords=("yes", "no", "up"), unknown_words=("cat", "dog"), clips_per_class=2, seed=5)
@@ -70,6 +70,25 @@ def test_clip_plan_is_deterministic_and_varied():
     assert espeak_synth.plan_clips(SynthSettings(clips_per_class=40, seed=1)) != many
 
 
+def test_mix_places_speech_at_the_requested_snr():
+    t = np.arange(8000) / 16000
+    word = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)       # half a second, power 0.125
+    speech = [word] * 30 + [np.zeros(0, np.float32)] * 10
+    noise = NoiseSettings(snr_db=(10.0, 10.0), silence_rms=(0.01, 0.01), max_shift_ms=0.0)
+    clips = mix(speech, noise, seed=[0, 1])
+    assert clips.shape == (40, 16000) and clips.dtype == torch.float32
+    centred = torch.from_numpy(fit_length(word, 16000))
+    residual = clips[:30] - centred
+    snr = 10 * torch.log10(torch.tensor(0.125) / residual.square().mean(dim=1))
+    assert torch.allclose(snr, torch.full((30,), 10.0), atol=0.05)    # noise scaled to the spoken part's power
+    assert torch.allclose(clips[30:].square().mean(dim=1).sqrt(), torch.full((10,), 0.01), rtol=1e-3)
+    assert torch.equal(mix(speech, noise, seed=[0, 1]), clips)
+    assert not torch.equal(mix(speech, noise, seed=[0, 2]), clips)      # another copy: fresh noise
+    shifted = mix([word], NoiseSettings(snr_db=(60.0, 60.0), max_shift_ms=100.0), seed=3)[0]
+    onset = int((shifted.abs() > 0.1).nonzero()[0])
+    assert onset != 4000 and abs(onset - 4000) <= 1600                  # moved, by at most 100 ms
+
+
 @needs_espeak
 def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, monkeypatch):
     calls: list[list[str]] = []
@@ -83,21 +102,20 @@ def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, monkeypatc
     first = generate(TINY, tmp_path / "a", workers=2)
     spoken = [c for c in calls if "--stdout" in c]
     assert len(spoken) == 8 and not first.meta["cached"]    # 4 word classes x 2 clips; silence needs no espeak
-    assert first.waves.shape == (10, 16000) and first.waves.dtype == np.float32
     assert first.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    rms = np.sqrt((first.waves**2).mean(axis=1))
-    assert (rms > 1e-3).all() and np.abs(first.waves).max() <= 1.0
-    assert rms[:8].mean() > rms[8:].mean()                   # spoken clips are louder than noise-only ones
+    lengths = [len(w) for w in first.speech]
+    assert all(3000 < n < 16000 for n in lengths[:8]) and lengths[8:] == [0, 0]  # words last 0.2-1 s at 16 kHz
+    assert all(w.dtype == np.float32 and 0.05 < np.abs(w).max() <= 1.0 for w in first.speech[:8])
 
     calls.clear()
     again = generate(TINY, tmp_path / "a", workers=1)
     assert again.meta["cached"] and not [c for c in calls if "--stdout" in c]  # only `--version` was asked
-    np.testing.assert_array_equal(again.waves, first.waves)
+    assert all(np.array_equal(a, b) for a, b in zip(again.speech, first.speech))
 
     fresh = generate(TINY, tmp_path / "b", workers=1)          # regenerated elsewhere, one worker: same clips
-    np.testing.assert_array_equal(fresh.waves, first.waves)
+    assert all(np.array_equal(a, b) for a, b in zip(fresh.speech, first.speech))
     other = generate(dataclasses.replace(TINY, seed=6), tmp_path / "a", workers=2)
-    assert not np.array_equal(other.waves, first.waves)
+    assert not all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(other.speech, first.speech))
     assert len(list((tmp_path / "a").iterdir())) == 2         # one cache folder per settings
 
 
@@ -117,18 +135,23 @@ def test_unknown_voice_variant_is_refused(tmp_path):
 @needs_espeak
 def test_synth_kws_task_shapes_and_normalisation(tmp_path):
     params = {"root": str(tmp_path), "keywords": ["yes", "no", "up"], "unknown": False, "clips_per_class": 10,
-              "val_size": 6, "test_size": 6, "n_mels": 24, "hop_length": 400}
+              "val_size": 6, "test_size": 6, "n_mels": 24, "hop_length": 400, "train_mixes": 2}
     task = build_task("synth-kws", params)
     assert task.class_names == ["yes", "no", "up", SILENCE]
-    assert (len(task.train), len(task.val), len(task.test)) == (28, 6, 6)
+    assert task.info["utterances"] == {"train": 28, "val": 6, "test": 6}
+    assert (len(task.train), len(task.val), len(task.test)) == (56, 6, 6)  # training utterances mixed twice
     assert (task.spec.channels, task.spec.height, task.spec.width, task.spec.modality) == (1, 24, 41, "audio")
     for split in (task.train, task.val, task.test):
         assert split.x.shape[1:] == (1, 24, 41) and split.x.dtype == torch.float32 and split.y.dtype == torch.long
     assert abs(float(task.train.x.mean())) < 1e-4 and abs(float(task.train.x.std()) - 1) < 1e-3
     assert torch.bincount(task.test.y).tolist() == [2, 2, 1, 1]        # stratified: 6 clips over 4 classes
-    assert task.info["generator"]["clips"] == 40 and task.info["features"]["log_mel"]["n_mels"] == 24
+    assert torch.equal(task.train.y[:28], task.train.y[28:])           # copy 2 repeats the utterances ...
+    assert not torch.allclose(task.train.x[:28], task.train.x[28:])    # ... with other noise and shift
+    assert task.info["generator"]["utterances"] == 40 and task.info["features"]["log_mel"]["n_mels"] == 24
     model = build_model("tiny-cnn", task.spec, task.num_classes)
     assert model(task.example_input(3)).shape == (3, 4)
+    again = build_task("synth-kws", params)
+    assert torch.equal(again.train.x, task.train.x) and torch.equal(again.test.x, task.test.x)
     with pytest.raises(ConfigError, match="val_size"):
         build_task("synth-kws", {**params, "test_size": 40})
 
