@@ -41,7 +41,7 @@ def distillation_rows(rows: list[dict[str, Any]], records: list[RunRecord]) -> l
             "seeds": len(recs), "teacher": teacher, "alone": alone, "alone_sd": alone_sd, "distilled": distilled,
             "distilled_sd": distilled_sd, "gain": gain, "gain_sd": gain_sd,
             "val_gain": statistics.fmean(val) if val else None,
-            "above_sd": len(recs) > 1 and gain > max(alone_sd, distilled_sd),
+            "above_sd": gain > max(alone_sd, distilled_sd) if len(recs) > 1 else None,   # no spread from one seed
             "ordering": teacher >= distilled > alone,
         })
     return out
@@ -59,7 +59,7 @@ def distillation_markdown(rows: list[dict[str, Any]], records: list[RunRecord]) 
         f"{r['alone']:.4f} ± {r['alone_sd']:.4f}", f"{r['distilled']:.4f} ± {r['distilled_sd']:.4f}",
         f"{100 * r['gain']:+.2f} ± {100 * r['gain_sd']:.2f}",
         "—" if r["val_gain"] is None else f"{100 * r['val_gain']:+.2f}",
-        "yes" if r["above_sd"] else "no", "yes" if r["ordering"] else "no",
+        {True: "yes", False: "no", None: "—"}[r["above_sd"]], "yes" if r["ordering"] else "no",
     ] for r in table_rows]
     headers = ["task", "model", "method", "params", "seeds", "teacher acc", "student alone", "distilled",
                "gain (pts, paired)", "val gain (pts)", "gain > 1 std", "teacher ≥ distilled > alone"]
@@ -69,5 +69,5 @@ def distillation_markdown(rows: list[dict[str, Any]], records: list[RunRecord]) 
         "and seed (its baseline cell); the gain is paired seed by seed. 'gain > 1 std' asks whether the mean gain "
         "exceeds the larger seed-to-seed std of the two students; the last column checks Hinton et al.'s ordering "
         "on the means. 'val gain' is the same comparison on the validation split, the one to tune T and α on.",
-        "", tabulate(table, headers=headers, tablefmt="github"), "",
+        "", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), "",
     ]

@@ -242,24 +242,40 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     from harness.suite import parse_suite
 
     smoke_config["methods"] = ["baseline", {"name": "distill.logit", "params": {"alpha": 0.5}},
-                               {"name": "distill.feature", "params": {"layers": ["4"], "kind": "attention"}}]
+                               {"name": "distill.feature", "params": {"layers": ["4"], "kind": "attention"}},
+                               {"name": "distill.logit", "params": {"init": "baseline"}}]
     smoke_config["teacher"] = {"name": "tiny-cnn", "params": TEACHER, "train": {"epochs": 3, "batch_size": 64,
                                                                                 "lr": 0.01}}
     runner = SuiteRunner(parse_suite(json.loads(json.dumps(smoke_config))), tmp_path, wandb_mode="disabled",
                          progress=False)
     outcome = runner.run()
-    assert not outcome.failed and len(outcome.done) == 3
-    records = {r.method: r for r in load_records(runner.paths.runs)}
-    base, kd = records["baseline"], records["distill.logit"]
+    assert not outcome.failed and len(outcome.done) == 4
+    records = load_records(runner.paths.runs)
+
+    def record(method: str, **params):
+        return next(r for r in records if r.method == method
+                    and all(r.config["method"]["params"].get(k) == v for k, v in params.items()))
+
+    base, kd, warm = record("baseline"), record("distill.logit", init="scratch"), record("distill.logit", init="baseline")
+    assert kd.details["budget"]["epochs"] == smoke_config["train"]["epochs"]      # from scratch: the baseline's budget
+    assert warm.details["budget"]["epochs"] == smoke_config["finetune"]["epochs"]  # from the trained student
     assert kd.family == "distillation" and kd.compression["label"] == "dense"
     assert kd.reference["accuracy"] == base.metrics["accuracy"] == kd.details["student_alone_accuracy"]
     assert 0.1 < kd.details["teacher_accuracy"] <= 1.0
     assert kd.details["teacher"]["model"] == {"name": "tiny-cnn", "params": TEACHER}
     assert kd.metrics["params"] == base.metrics["params"]   # the deployed student is just the student
-    assert records["distill.feature"].details["loss"]["feature_kind"] == "attention"
-    build_report(runner.paths.root)
+    assert record("distill.feature").details["loss"]["feature_kind"] == "attention"
+    from harness.distill_report import distillation_rows
+
+    rows = build_report(runner.paths.root)
+    table = distillation_rows(rows, records)
+    assert len(table) == 3   # the three distilled cells; the baseline has no teacher
+    row = next(r for r in table if r["params_json"] == json.dumps(kd.config["method"]["params"], sort_keys=True))
+    assert row["teacher"] == kd.details["teacher_accuracy"] and row["alone"] == base.metrics["accuracy"]
+    assert row["gain"] == pytest.approx(kd.metrics["accuracy"] - base.metrics["accuracy"])
+    assert row["ordering"] == (row["teacher"] >= row["distilled"] > row["alone"])
     text = (runner.paths.root / "leaderboard.md").read_text()
-    assert "Distillation against the student alone" in text
+    assert "Distillation against the student alone" in text and f"{row['teacher']:.4f}" in text
     assert Path(runner.paths.root / "leaderboard.csv").exists()
 
 
