@@ -80,6 +80,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
             "run_ids": " ".join(r.run_id for r in recs),
             "_family": families[key],
+            "_params_given": json.dumps(recs[0].details.get("params_given", json.loads(key[3]))),
             "_delta_accuracy": _mean([x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]),
             "_speedup_bn_x": _mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
             "_latency_batch": m[0].get("latency_batch"),
@@ -132,7 +133,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
         table = []
         for r in (r for r in rows if r["task"] == task):
             table.append([
-                r["model"], r["method"], _short_params(r["params_json"]), r["seeds"],
+                r["model"], r["method"], _short_params(r["_params_given"]), r["seeds"],
                 f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{100 * r['_delta_accuracy']:+.2f}", f"{r['macro_f1']:.4f}",
                 f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
                 f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
@@ -172,7 +173,8 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
         pts = [(r[key] / scale, r["accuracy"]) for r in task_rows]
         for r, (x, y) in zip(task_rows, pts):
             ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3)
-            label = f"{r['model']} · {r['method']}" + (f" ({_short_params(r['params_json'])})" if r["params_json"] != "{}" else "")
+            given = _short_params(r["_params_given"])
+            label = f"{r['model']} · {r['method']}" + (f" ({given})" if given else "")
             ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         front = pareto_front(pts)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")

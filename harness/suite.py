@@ -32,6 +32,7 @@ class Named:
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    given: tuple[str, ...] = field(default=(), compare=False)   # the keys the suite file set (for labels)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params}
@@ -79,7 +80,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        params = ",".join(f"{k}={v}" for k, v in self.method.params.items()) if self.method.params else ""
+        params = ",".join(f"{k}={self.method.params[k]}" for k in self.method.given)
         return f"{self.task.name}/{self.model.name}/{self.method.name}" + (f"[{params}]" if params else "") + f"/s{self.seed}"
 
 
@@ -125,12 +126,12 @@ def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Name
         from baselines.timm_models import check_timm_arch
 
         check_timm_arch(name.removeprefix("timm/"))
-        return Named(name, dict(params))  # any timm architecture: params go to timm.create_model
+        return Named(name, dict(params), tuple(params))  # any timm architecture: params go to timm.create_model
     parsed = parse_params(registry, name, params)
     if parsed is None:
         return Named(name, {})
     resolved = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.init}
-    return Named(name, json.loads(json.dumps(resolved, default=list)))
+    return Named(name, json.loads(json.dumps(resolved, default=list)), tuple(params))
 
 
 def load_suite(path: str | Path) -> Suite:
