@@ -8,7 +8,9 @@ through the same converter as PTQ, so the two differ only by the training.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -36,8 +38,6 @@ from methods.base import Method, MethodContext, Outcome, register_method
 from methods.onnx_export import OnnxModel, export_onnx, initializer_arrays, int8_kernel_count, optimized_op_counts
 from tasks.base import Task
 
-logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
-logging.getLogger("root").setLevel(logging.ERROR)
 
 OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}
@@ -53,7 +53,6 @@ class LoaderCalibrationReader(CalibrationDataReader):
     def __init__(self, loader: DataLoader, input_name: str):
         self.loader, self.input_name = loader, input_name
         self._batches: Iterator[Any] | None = None
-        self.samples_seen = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._batches is None:
@@ -61,9 +60,7 @@ class LoaderCalibrationReader(CalibrationDataReader):
         batch = next(self._batches, None)
         if batch is None:
             return None
-        x = batch[0]
-        self.samples_seen += len(x)
-        return {self.input_name: x.numpy()}
+        return {self.input_name: batch[0].numpy()}
 
     def rewind(self) -> None:
         self._batches = None
@@ -124,6 +121,19 @@ def weight_summary(onnx_bytes: bytes) -> WeightSummary:
     return out
 
 
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer prints progress and logs advice on the root logger; keep run logs readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
 def _ort_file(tmp: Path, name: str, data: bytes) -> str:
     path = tmp / name
     path.write_bytes(data)
@@ -134,7 +144,8 @@ def preprocess(fp32: bytes, tmp: Path) -> tuple[str, str]:
     """ONNX Runtime's recommended pre-quantization pass (shape inference, graph fusions); the path to quantize."""
     src, dst = _ort_file(tmp, "fp32.onnx", fp32), str(tmp / "pre.onnx")
     try:
-        quant_pre_process(src, dst)
+        with quiet_quantizer():
+            quant_pre_process(src, dst)
         return dst, "quant_pre_process"
     except Exception as exc:  # optional pass: quantizing the exported graph directly still works
         return src, f"skipped ({exc.__class__.__name__}: {str(exc)[:120]})"
@@ -166,16 +177,20 @@ def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) ->
         tmp = Path(tmp_dir)
         src, pre = preprocess(fp32, tmp)
         out = tmp / "int8.onnx"
-        quantize_static(
-            src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=p.reduce_range,
-            activation_type=ACTIVATION_TYPES[p.activations], weight_type=QuantType.QInt8,
-            calibrate_method=OBSERVERS[p.observer],
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": p.activations == "int8",
-                           "CalibPercentile": p.percentile},
-        )
+        with quiet_quantizer():
+            quantize_static(
+                src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=p.reduce_range,
+                activation_type=ACTIVATION_TYPES[p.activations], weight_type=QuantType.QInt8,
+                calibrate_method=OBSERVERS[p.observer],
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": p.activations == "int8",
+                               "CalibPercentile": p.percentile,
+                               # float32 biases in the file (ORT makes the int32 kernel bias when it loads the model):
+                               # 4 bytes per channel instead of int32 bias + its own scale + zero point (12 bytes)
+                               "QuantizeBias": False},
+            )
         int8 = out.read_bytes()
     return _int8_outcome_parts(int8, model, name, {
-        "calibration": {"split": "train", "samples": reader.samples_seen, "observer": p.observer,
+        "calibration": {"split": "train", "samples": len(loader.dataset), "observer": p.observer,
                         **({"percentile": p.percentile} if p.observer == "percentile" else {})},
         "preprocess": pre, "format": "QDQ", "activations": p.activations, "reduce_range": p.reduce_range,
     })
@@ -304,8 +319,9 @@ class DynamicInt8(Method):
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)
             out = tmp / "dynamic.onnx"
-            quantize_dynamic(_ort_file(tmp, "fp32.onnx", fp32), out, op_types_to_quantize=list(self.op_types),
-                             per_channel=self.per_channel, weight_type=QuantType.QInt8)
+            with quiet_quantizer():
+                quantize_dynamic(_ort_file(tmp, "fp32.onnx", fp32), out, op_types_to_quantize=list(self.op_types),
+                                 per_channel=self.per_channel, weight_type=QuantType.QInt8)
             int8 = out.read_bytes()
         onnx_model, info = _int8_outcome_parts(int8, model, "quant.dynamic_int8", {"format": "dynamic (IntegerOps)"})
         return _int8_outcome(onnx_model, info, {"weight_bits": 8, "op_types": list(self.op_types)})
