@@ -275,7 +275,11 @@ def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule
 @register_method("quant.qat_int8")
 @dataclass
 class QatInt8(StaticInt8Params, Method):
-    """Quantization-aware fine-tuning from the trained baseline, then the same int8 conversion as PTQ."""
+    """Quantization-aware fine-tuning from the trained baseline, then the same int8 conversion as PTQ.
+
+    The weights learn under fake-quantized int8 (PT2E); the deployed ranges are then calibrated by the same
+    ONNX Runtime quantizer as PTQ, so a PTQ/QAT comparison isolates what the training changed.
+    """
 
     family: ClassVar[str] = "quantization"
     epochs: int | None = None            # None = the suite's fine-tune budget

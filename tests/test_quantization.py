@@ -191,6 +191,13 @@ def test_dynamic_int8_quantizes_embedding_and_linear_of_a_text_model():
     assert pack_state_dict(model.state_dict()).nbytes / stored_form(out.model).nbytes > 3.5
 
 
+def test_mostly_float_dynamic_model_is_not_labelled_int8(trained, digits_task):
+    out = apply("quant.dynamic_int8", trained, digits_task)   # only the Linear: the convolutions stay float
+    assert out.achieved["int8_weight_fraction"] < 0.1 and out.compute == "dense"
+    assert "float kernels for the rest" in out.details["deployed"]
+    assert sorted(out.details["float_weights"]) == ["0.weight", "3.weight"]
+
+
 class DataDependent(nn.Module):
     """Python control flow on tensor values: torch.export (hence ONNX export) cannot capture it."""
 
