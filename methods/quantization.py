@@ -241,6 +241,7 @@ class PtqInt8(StaticInt8Params, Method):
     """Static post-training int8 quantization (ONNX Runtime QDQ), calibrated on training batches."""
 
     family: ClassVar[str] = "quantization"
+    uses_finetune: ClassVar[bool] = False
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         onnx_model, info = static_int8(model, ctx.task, self, "quant.ptq_int8")
@@ -283,9 +284,11 @@ class QatInt8(StaticInt8Params, Method):
 
     family: ClassVar[str] = "quantization"
     epochs: int | None = None            # None = the suite's fine-tune budget
+    max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        budget = dataclasses.replace(ctx.budget, epochs=self.epochs or ctx.budget.epochs)
+        budget = dataclasses.replace(ctx.budget, epochs=self.epochs or ctx.budget.epochs,
+                                     max_train_batches=self.max_train_batches or ctx.budget.max_train_batches)
         qat = prepare_qat(model, ctx.task.example_input(8))
         trained = ctx.finetune(qat, cfg=budget)
         state = trained.state_dict()
@@ -294,7 +297,8 @@ class QatInt8(StaticInt8Params, Method):
             raise NotApplicableError(f"quant.qat_int8: QAT graph lost parameters {missing[:5]}")
         model.load_state_dict({k: state[k] for k in model.state_dict()})  # trained float weights, no observers
         onnx_model, info = static_int8(model.eval(), ctx.task, self, "quant.qat_int8")
-        info["qat"] = {"epochs": budget.epochs, "lr": budget.lr, "fake_quant": "torchao PT2E (X86InductorQuantizer)"}
+        info["qat"] = {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches, "lr": budget.lr,
+                       "fake_quant": "torchao PT2E (X86InductorQuantizer)"}
         return _int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
                                                 "calibration_samples": self.calibration_samples,
                                                 "qat_epochs": budget.epochs})
@@ -310,6 +314,7 @@ class DynamicInt8(Method):
     """
 
     family: ClassVar[str] = "quantization"
+    uses_finetune: ClassVar[bool] = False
     op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Gather"])
     per_channel: bool = True
 
@@ -347,6 +352,7 @@ class ReducedPrecision(Method):
     """16-bit float weights and compute (casts at the model boundary), in torch eager or ONNX Runtime."""
 
     family: ClassVar[str] = "quantization"
+    uses_finetune: ClassVar[bool] = False
     dtype: ClassVar[torch.dtype]
     runtime: Literal["eager", "onnxruntime"] = "eager"
 
