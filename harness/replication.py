@@ -58,7 +58,7 @@ def _matches(claim: Claim, row: dict[str, Any]) -> bool:
 
 def _value(claim: Claim, row: dict[str, Any], records: dict[str, RunRecord]) -> float | None:
     if claim.measure == "delta_accuracy_pts":
-        return 100 * row["_delta_accuracy"]
+        return 100 * row["delta_accuracy"]
     if claim.measure.startswith("details."):
         key = claim.measure.removeprefix("details.")
         vals = [records[r].details.get(key) for r in row["run_ids"].split() if r in records]
