@@ -178,7 +178,7 @@ def coloured_noise(colours: np.ndarray, length: int, seed: int) -> torch.Tensor:
     return noise / noise.square().mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
 
 
-def mix(speech: list[np.ndarray], noise: NoiseSettings, seed: int | list[int], chunk: int = 2048) -> torch.Tensor:
+def mix(speech: list[np.ndarray], noise: NoiseSettings, seed: int | list[int], chunk: int = 512) -> torch.Tensor:
     """One-second clips `[N, num_samples]`: each utterance shifted from the centre, plus noise at a random SNR.
 
     Empty utterances (`_silence_`) become noise alone at a log-uniform level. All draws come from `seed`,

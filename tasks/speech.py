@@ -25,6 +25,7 @@ from tasks.registry import register_task
 from tasks.vision import DEFAULT_DATA_ROOT
 
 SAMPLE_RATE = 16000
+MIX_CHUNK = 512  # clips mixed and featurised at a time: only features (1/10 of the waveform size) are kept
 
 
 @dataclass
@@ -100,8 +101,9 @@ def synth_kws(params: SynthKwsParams) -> Task:
     for code, (name, ids, copies) in enumerate((("train", train_ids.x, params.train_mixes),
                                                ("val", val_ids.x, 1), ("test", test_idx, 1))):
         utterances = [data.speech[i] for i in ids.tolist()]
-        waves = [mix(utterances, noise, [params.generator_seed, code, c]) for c in range(copies)]
-        splits[name] = Split(log_mel(torch.cat(waves)), labels[ids].repeat(copies))
+        feats = [log_mel(mix(utterances[start:start + MIX_CHUNK], noise, [params.generator_seed, code, c, start]))
+                 for c in range(copies) for start in range(0, len(utterances), MIX_CHUNK)]
+        splits[name] = Split(torch.cat(feats), labels[ids].repeat(copies))
     keep = ("espeak", "utterances", "generation_seconds", "workers", "cache", "cached")
     info = {"source": "espeak-ng synthesis",
             "generator": {k: data.meta.get(k) for k in keep},
