@@ -69,9 +69,11 @@ class SynthKwsParams(SpeechParams):
     test_size: int | None = 720
 
     def settings(self) -> SynthSettings:
+        keywords = tuple(self.keywords) if self.keywords is not None else KEYWORDS
         return SynthSettings(
-            keywords=tuple(self.keywords) if self.keywords is not None else KEYWORDS,
-            unknown_words=UNKNOWN_WORDS if self.unknown else (), silence=self.silence,
+            keywords=keywords,
+            unknown_words=tuple(w for w in UNKNOWN_WORDS if w not in keywords) if self.unknown else (),
+            silence=self.silence,
             clips_per_class=self.clips_per_class, seed=self.generator_seed,
         )
 

@@ -15,6 +15,7 @@ from harness.errors import ConfigError, DatasetMissingError
 from tasks import build_task, list_tasks
 from tasks import espeak_synth
 from tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
+from tasks.speech import SynthKwsParams
 from tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
@@ -68,6 +69,8 @@ def test_clip_plan_is_deterministic_and_varied():
     many = espeak_synth.plan_clips(SynthSettings(clips_per_class=40))
     assert len({p.voice for p in many}) > 30 and len({p.pitch for p in many}) > 30
     assert espeak_synth.plan_clips(SynthSettings(clips_per_class=40, seed=1)) != many
+    chosen = SynthKwsParams(keywords=["cat", "yes"]).settings()       # a keyword is never also an "unknown" word
+    assert "cat" not in chosen.unknown_words and "dog" in chosen.unknown_words
 
 
 def test_mix_places_speech_at_the_requested_snr():
