@@ -15,8 +15,8 @@ from harness.errors import ConfigError, DatasetMissingError
 from tasks import build_task, list_tasks
 from tasks import espeak_synth
 from tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
-from tasks.speech import SynthKwsParams
 from tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
+from tasks.speech import SynthKwsParams
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
 TINY = SynthSettings(keywords=("yes", "no", "up"), unknown_words=("cat", "dog"), clips_per_class=2, seed=5)
