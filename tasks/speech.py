@@ -83,7 +83,7 @@ class SynthKwsParams(SpeechParams):
 
 @register_task("synth-kws")
 def synth_kws(params: SynthKwsParams) -> Task:
-    """Keyword spotting on espeak-ng clips (10 words + unknown + silence, 1 s at 16 kHz), synthesized once and cached."""
+    """Keyword spotting on espeak-ng clips (10 words + unknown + silence, 1 s at 16 kHz), synthesized once, cached."""
     cfg, noise = params.log_mel(), params.noise()
     if params.train_mixes < 1:
         raise ConfigError(f"synth-kws: train_mixes must be >= 1, got {params.train_mixes}")
@@ -154,8 +154,8 @@ def speech_commands_items(folder: Path, num_classes: int, seed: int, unknown_fra
         classes = [*KEYWORDS, UNKNOWN, SILENCE]
     else:
         raise ConfigError(f"speech-commands: classes must be 12 or 35, got {num_classes}")
-    read_list = lambda name: {line.strip() for line in (folder / name).read_text().splitlines() if line.strip()}  # noqa: E731
-    listed = {"val": read_list("validation_list.txt"), "test": read_list("testing_list.txt")}
+    listed = {split: {line.strip() for line in (folder / name).read_text().splitlines() if line.strip()}
+              for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt"))}
     known: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     unknown: dict[str, list[Item]] = {"train": [], "val": [], "test": []}
     for word in words:
