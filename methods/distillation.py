@@ -106,10 +106,13 @@ class LogitDistillation(Distillation):
 
 # Defaults for MobileNetV2 students and teachers (module names are the same at every width). Hints: the end of
 # the 96-channel stage, about two thirds deep (FitNets guides a middle layer). Attention: the ends of the last
-# stages that still have spatial extent at 28-32 px (7×7 and 4×4; later maps are 2×2). Weights: RepDistiller's
-# (Tian et al. 2020) are beta 100 (hint) and 1000 (attention); PLACEHOLDER
+# stages that still have spatial extent at 28-32 px (7×7 and 4×4; later maps are 2×2).
+# Weights chosen on validation (fashion-mnist, 4,000-image subset, 5 epochs, MobileNetV2-0.5 from ResNet-18, seed 0;
+# student alone 0.7665): hint beta 1 / 10 / 100 -> 0.8005 / 0.8055 / 0.8040; attention beta 100 / 1000 -> 0.7900 /
+# 0.7780. RepDistiller's (Tian et al. 2020) attention weight of 1000 assumes larger maps (its loss is a mean over
+# positions, so the same beta weighs a 2×2 map 16× more than an 8×8 one).
 DEFAULT_LAYERS: dict[str, list[str]] = {"hint": ["features.13"], "attention": ["features.3", "features.6"]}
-DEFAULT_BETA: dict[str, float] = {"hint": 1.0, "attention": 100.0}
+DEFAULT_BETA: dict[str, float] = {"hint": 10.0, "attention": 100.0}
 
 
 @register_method("distill.feature")

@@ -256,7 +256,8 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
         return next(r for r in records if r.method == method
                     and all(r.config["method"]["params"].get(k) == v for k, v in params.items()))
 
-    base, kd, warm = record("baseline"), record("distill.logit", init="scratch"), record("distill.logit", init="baseline")
+    base, kd = record("baseline"), record("distill.logit", init="scratch")
+    warm = record("distill.logit", init="baseline")
     assert kd.details["budget"]["epochs"] == smoke_config["train"]["epochs"]      # from scratch: the baseline's budget
     assert warm.details["budget"]["epochs"] == smoke_config["finetune"]["epochs"]  # from the trained student
     assert kd.family == "distillation" and kd.compression["label"] == "dense"
