@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines.classifier import ClassifierModule, TrainConfig
-from baselines.training import fit
 from baselines import build_model
-from baselines.training import TrainedModel
+from baselines.classifier import TrainConfig
+from baselines.training import TrainedModel, fit
 from harness.cache import ModelCache
 from harness.environment import git_state, hardware, versions
 from harness.errors import SlimbenchError

@@ -55,7 +55,6 @@ class MagnitudePruning(Method):
         else:
             for module, name in pairs:
                 prune.l1_unstructured(module, name, amount=self.sparsity)
-        details = {}
         if self.finetune:
             model = ctx.finetune(model)  # masks stay applied: pruned weights stay zero while training
         for module, name in pairs:
@@ -69,5 +68,4 @@ class MagnitudePruning(Method):
             compute="simulated",  # zeros in dense tensors: dense kernels run unchanged
             requested={"sparsity": self.sparsity},
             achieved={"sparsity": round(achieved, 6), "model_sparsity": round(zeros / total, 6)},
-            details=details,
         )
