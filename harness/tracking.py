@@ -32,6 +32,9 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, job_type: str, config: dict[str, Any], tags: list[str]) -> Iterator[Any]:
+        if self.mode == "disabled":  # no W&B at all: works where wandb is not installed
+            yield _NullRun()
+            return
         import wandb
 
         run = wandb.init(
@@ -106,3 +109,15 @@ def read_offline_summary(run_dir: Path) -> dict[str, Any]:
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
     return summary
+
+
+class _NullRun:
+    """What a disabled tracker hands out: accepts logs and summaries and keeps nothing."""
+
+    disabled, dir = True, None
+
+    def __init__(self) -> None:
+        self.summary: dict[str, Any] = {}
+
+    def log(self, _metrics: dict[str, Any]) -> None:
+        pass
