@@ -98,7 +98,8 @@ def config_hash(config: dict[str, Any], length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def _named_list(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
+def _named_list(raw: Any, key: str, extra: tuple[str, ...] = ()) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Entries as (name, params, extras): `extra` names further mapping keys an entry may set (e.g. `train`)."""
     if raw is None:
         raise ConfigError(f"suite file: `{key}:` is required (a list of names or {{name, params}} mappings)")
     if isinstance(raw, (str, dict)):
@@ -107,17 +108,19 @@ def _named_list(raw: Any, key: str) -> list[tuple[str, dict[str, Any]]]:
         raise ConfigError(f"suite file: `{key}:` must be a list, got {type(raw).__name__}")
     out = []
     for item in raw:
+        allowed = {"name", "params", *extra}
         if isinstance(item, str):
-            out.append((item, {}))
-        elif isinstance(item, dict) and "name" in item and set(item) <= {"name", "params"}:
-            params = item.get("params") or {}
-            if not isinstance(params, dict):
-                raise ConfigError(f"suite file: `{key}` entry {item['name']!r}: params must be a mapping")
-            out.append((str(item["name"]), params))
+            out.append((item, {}, {k: {} for k in extra}))
+        elif isinstance(item, dict) and "name" in item and set(item) <= allowed:
+            parts = {k: item.get(k) or {} for k in ("params", *extra)}
+            for part, value in parts.items():
+                if not isinstance(value, dict):
+                    raise ConfigError(f"suite file: `{key}` entry {item['name']!r}: {part} must be a mapping")
+            out.append((str(item["name"]), parts.pop("params"), parts))
         else:
-            raise ConfigError(
-                f"suite file: each `{key}` entry must be a name or a mapping with `name` and optional `params`; got {item!r}"
-            )
+            optional = " and optional " + ", ".join(f"`{k}`" for k in sorted(allowed - {"name"}))
+            raise ConfigError(f"suite file: each `{key}` entry must be a name or a mapping with `name`{optional}; "
+                              f"got {item!r}")
     return out
 
 
@@ -158,10 +161,22 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: `seeds:` must be a non-empty list of integers, got {seeds!r}")
-    tasks = [_resolve(TASKS, n, p) for n, p in _named_list(raw.get("tasks"), "tasks")]
-    models = [_resolve(MODELS, n, p) for n, p in _named_list(raw.get("models"), "models")]
-    methods = [_resolve(METHODS, n, p) for n, p in _named_list(raw.get("methods"), "methods")]
-    train = build_dataclass(TrainConfig, raw.get("train"), f"{where}: train")
+    task_entries = _named_list(raw.get("tasks"), "tasks", extra=("train",))
+    model_entries = _named_list(raw.get("models"), "models", extra=("train",))
+    tasks = [_resolve(TASKS, n, p) for n, p, _ in task_entries]
+    models = [_resolve(MODELS, n, p) for n, p, _ in model_entries]
+    methods = [_resolve(METHODS, n, p) for n, p, _ in _named_list(raw.get("methods"), "methods")]
+    train_raw = raw.get("train") or {}
+    if not isinstance(train_raw, dict):
+        raise ConfigError(f"{where}: `train:` must be a mapping of training settings, got {train_raw!r}")
+    train = build_dataclass(TrainConfig, train_raw, f"{where}: train")
+    # a task's or model's own `train:` overrides the suite's budget for its baselines (task first, then model)
+    budgets = {
+        (ti, mi): build_dataclass(TrainConfig, {**train_raw, **t_extra["train"], **m_extra["train"]},
+                                  f"{where}: train for {t_name} × {m_name}")
+        if t_extra["train"] or m_extra["train"] else train
+        for ti, (t_name, _, t_extra) in enumerate(task_entries) for mi, (m_name, _, m_extra) in enumerate(model_entries)
+    }
     finetune = build_dataclass(TrainConfig, raw.get("finetune") or {"epochs": 1, "lr": 1e-3}, f"{where}: finetune")
     teacher_raw = raw.get("teacher") or DEFAULT_TEACHER
     if not isinstance(teacher_raw, dict):
@@ -169,12 +184,12 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     teacher_raw = dict(teacher_raw)
     teacher_train = build_dataclass(TrainConfig, teacher_raw.pop("train", None) or raw.get("train"),
                                     f"{where}: teacher.train")
-    teacher = [_resolve(MODELS, n, p) for n, p in _named_list(teacher_raw, "teacher")][0]
+    teacher = [_resolve(MODELS, n, p) for n, p, _ in _named_list(teacher_raw, "teacher")][0]
     measure = build_dataclass(MeasureConfig, raw.get("measure"), f"{where}: measure")
     exclude = raw.get("exclude") or []
     cells = [
-        Cell(name, t, m, meth, seed, train, finetune, teacher, teacher_train, measure)
-        for t, m, meth, seed in itertools.product(tasks, models, methods, seeds)
+        Cell(name, t, m, meth, seed, budgets[ti, mi], finetune, teacher, teacher_train, measure)
+        for (ti, t), (mi, m), meth, seed in itertools.product(enumerate(tasks), enumerate(models), methods, seeds)
         if not _excluded(exclude, t, m, meth)
     ]
     return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")))

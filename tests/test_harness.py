@@ -152,6 +152,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, smoke_config):
          ConfigError, "unknown parameter.*amount.*valid parameters: sparsity"),
         (lambda c: c.update(train={"epochs": "three"}), ConfigError, "must be an integer"),
         (lambda c: c.update(seeds="0"), ConfigError, "seeds"),
+        (lambda c: c.update(models=[{"name": "tiny-cnn", "train": {"lr": "fast"}}]), ConfigError,
+         "train for digits × tiny-cnn: parameter 'lr' must be a number"),
+        (lambda c: c.update(tasks=[{"name": "digits", "budget": {}}]), ConfigError, "optional `params`, `train`"),
         (lambda c: c.update(extra_key=1), ConfigError, "unknown key.*extra_key.*valid keys"),
     ],
 )
@@ -164,6 +167,18 @@ def test_bad_suites_fail_before_anything_runs(tmp_path, smoke_config, write_suit
     err = capsys.readouterr().err
     assert err.startswith("slimbench: error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_task_and_model_train_overrides_reach_only_their_cells(smoke_config):
+    smoke_config["tasks"] = ["digits", {"name": "digits", "params": {"val_size": 200}, "train": {"lr": 0.05}}]
+    smoke_config["models"] = ["tiny-cnn", {"name": "tiny-cnn", "params": {"width": 8}, "train": {"epochs": 5}}]
+    smoke_config["methods"] = ["baseline"]
+    budgets = {(c.task.params["val_size"], c.model.params["width"]): c.train for c in parse_suite(smoke_config).cells}
+    default = budgets[next(k for k in budgets if k[0] != 200 and k[1] != 8)]
+    assert (default.lr, default.epochs) == (smoke_config["train"]["lr"], smoke_config["train"]["epochs"])
+    assert (budgets[200, 16].lr, budgets[200, 16].epochs) == (0.05, default.epochs)
+    assert (budgets[200, 8].lr, budgets[200, 8].epochs) == (0.05, 5)       # task first, then model
+    assert len({c.run_id for c in parse_suite(smoke_config).cells}) == 4
 
 
 def test_malformed_yaml_is_a_clear_error(tmp_path, capsys):
