@@ -60,6 +60,8 @@ class MagnitudePruning(Method):
         for module, name in pairs:
             prune.remove(module, name)  # bake the mask in: a plain state dict whose zeros are real
         achieved = weight_sparsity(pairs)
+        names = {id(m): n for n, m in model.named_modules()}
+        empty = [names[id(m)] for m, n in pairs if not getattr(m, n).any()]  # a fully pruned layer blocks the signal
         with torch.no_grad():
             total = sum(p.numel() for p in model.parameters())
             zeros = sum(int((p == 0).sum()) for p in model.parameters())
@@ -68,4 +70,5 @@ class MagnitudePruning(Method):
             compute="simulated",  # zeros in dense tensors: dense kernels run unchanged
             requested={"sparsity": self.sparsity},
             achieved={"sparsity": round(achieved, 6), "model_sparsity": round(zeros / total, 6)},
+            details={"empty_layers": empty},
         )

@@ -64,6 +64,17 @@ def test_pruned_cell_has_requested_sparsity_and_honest_label(smoke_run):
     assert rec.metrics["nonzero_params"] < rec.metrics["params"]
 
 
+def test_pruning_reports_layers_it_emptied():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-3)   # far smaller than the first layer: global L1 removes it first
+    out = MagnitudePruning(sparsity=0.8, finetune=False).apply(model, ctx=None)
+    assert out.details["empty_layers"] == ["2"]
+    assert not model[2].weight.any() and model[0].weight.any()
+    assert abs(out.achieved["sparsity"] - 0.8) < 0.005
+
+
 def test_record_round_trips(smoke_run):
     runner, _, _ = smoke_run
     for path in runner.paths.runs.glob("*.json"):
