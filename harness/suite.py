@@ -107,8 +107,8 @@ def _named_list(raw: Any, key: str, extra: tuple[str, ...] = ()) -> list[tuple[s
     if not isinstance(raw, list):
         raise ConfigError(f"suite file: `{key}:` must be a list, got {type(raw).__name__}")
     out = []
+    allowed = {"name", "params", *extra}
     for item in raw:
-        allowed = {"name", "params", *extra}
         if isinstance(item, str):
             out.append((item, {}, {k: {} for k in extra}))
         elif isinstance(item, dict) and "name" in item and set(item) <= allowed:
@@ -182,7 +182,7 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     if not isinstance(teacher_raw, dict):
         raise ConfigError(f"{where}: `teacher:` must be a mapping with name, params and train, got {teacher_raw!r}")
     teacher_raw = dict(teacher_raw)
-    teacher_train = build_dataclass(TrainConfig, teacher_raw.pop("train", None) or raw.get("train"),
+    teacher_train = build_dataclass(TrainConfig, teacher_raw.pop("train", None) or train_raw,
                                     f"{where}: teacher.train")
     teacher = [_resolve(MODELS, n, p) for n, p, _ in _named_list(teacher_raw, "teacher")][0]
     measure = build_dataclass(MeasureConfig, raw.get("measure"), f"{where}: measure")
