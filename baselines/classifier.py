@@ -24,7 +24,7 @@ class TrainConfig:
     momentum: float = 0.9
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = 0.0
-    max_train_batches: int | None = None  # cap per epoch (smoke runs); None = the whole split
+    max_train_batches: int | None = None  # batches per epoch; each epoch draws them afresh from the whole split
     channels_last: bool = True            # NHWC: ~2.5x faster CPU training of depthwise convs, measured here
 
 

@@ -163,7 +163,8 @@ class SuiteRunner:
             result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
             apply_seconds = time.perf_counter() - t_apply
             t_measure = time.perf_counter()
-            metrics, reference, packed, data = self.measure(result, base.model, task, cell)
+            metrics, reference, packed, data = self.measure(result, base.model, task, cell,
+                                                            model_is_reference=family == "baseline")
             reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
             artifact = self.save_artifact(cell, data)
             measure_seconds = time.perf_counter() - t_measure
@@ -188,8 +189,8 @@ class SuiteRunner:
         write_record(self.paths.runs, record)
         return record
 
-    def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell
-                ) -> tuple[Metrics, dict[str, Any], Packed, bytes]:
+    def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell,
+                model_is_reference: bool = False) -> tuple[Metrics, dict[str, Any], Packed, bytes]:
         """Accuracy of the deployed model itself; latency in every runtime it runs in, beside the reference."""
         cfg = cell.measure
         runtime = check_runtime(result.runtime)
@@ -202,7 +203,8 @@ class SuiteRunner:
         data, gz = serialized_sizes(packed)
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed)
-        latency = latency_by_runtime(model, reference_model, runtime, {"b1": x1, "bn": xn}, cfg)
+        latency = latency_by_runtime(model, None if model_is_reference else reference_model, runtime,
+                                     {"b1": x1, "bn": xn}, cfg)
         counted = torch_form(model)
         params, nonzero = count_params(counted)
         ref_params, ref_nonzero = count_params(reference_model)

@@ -7,6 +7,7 @@ deploys its model in (`Outcome.runtime`) gives the headline latency and is where
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,19 +76,22 @@ def stored_form(model: nn.Module) -> Packed:
     return pack_state_dict(model.state_dict())
 
 
-def latency_by_runtime(model: nn.Module, reference: nn.Module, deployed: str, examples: dict[str, torch.Tensor],
-                       cfg: MeasureConfig) -> dict[str, dict[str, dict[str, Any]]]:
+def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: str,
+                       examples: dict[str, torch.Tensor], cfg: MeasureConfig) -> dict[str, dict[str, dict[str, Any]]]:
     """`{"model"|"reference": {runtime: {"<example>_ms": ...} | {"unavailable": reason}}}`.
 
     All runnable (runtime, role) pairs are timed in the same interleaved rounds. The deployed runtime must run
     both the model and the reference: otherwise the headline ratio would compare different runtimes.
+    `reference=None` says the model is the reference (the baseline cell): it is timed once and both roles
+    hold those timings, rather than timing two copies of the same weights.
     """
     runtimes = list(ALWAYS_MEASURED) + ([deployed] if deployed not in ALWAYS_MEASURED else [])
+    roles = (("model", model),) if reference is None else (("model", model), ("reference", reference))
     probe = next(iter(examples.values()))
     callables: dict[str, nn.Module] = {}
     out: dict[str, dict[str, dict[str, Any]]] = {"model": {}, "reference": {}}
     for runtime in runtimes:
-        for role, m in (("model", model), ("reference", reference)):
+        for role, m in roles:
             try:
                 callables[f"{runtime}/{role}"] = deploy(m, runtime, probe, cfg.threads)
             except NotApplicableError as exc:
@@ -99,4 +103,6 @@ def latency_by_runtime(model: nn.Module, reference: nn.Module, deployed: str, ex
         for name, ms in timings.items():
             runtime, role = name.split("/")
             out[role].setdefault(runtime, {})[f"{key}_ms"] = ms
+    if reference is None:
+        out["reference"] = copy.deepcopy(out["model"])
     return out

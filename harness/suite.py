@@ -22,7 +22,7 @@ from methods import METHODS
 from tasks import TASKS
 
 SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
-              "measure", "wandb_project", "exclude"}
+              "measure", "wandb_project", "exclude", "train_overrides"}
 DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
 
 
@@ -170,13 +170,17 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     if not isinstance(train_raw, dict):
         raise ConfigError(f"{where}: `train:` must be a mapping of training settings, got {train_raw!r}")
     train = build_dataclass(TrainConfig, train_raw, f"{where}: train")
-    # a task's or model's own `train:` overrides the suite's budget for its baselines (task first, then model)
-    budgets = {
-        (ti, mi): build_dataclass(TrainConfig, {**train_raw, **t_extra["train"], **m_extra["train"]},
-                                  f"{where}: train for {t_name} × {m_name}")
-        if t_extra["train"] or m_extra["train"] else train
-        for ti, (t_name, _, t_extra) in enumerate(task_entries) for mi, (m_name, _, m_extra) in enumerate(model_entries)
-    }
+    # a task's or model's own `train:` overrides the suite's budget for its baselines (task first, then model),
+    # then each matching `train_overrides` rule, in file order
+    pair_rules = _pair_overrides(raw.get("train_overrides"), tasks, models, where)
+    budgets = {}
+    for ti, (t_name, _, t_extra) in enumerate(task_entries):
+        for mi, (m_name, _, m_extra) in enumerate(model_entries):
+            pair = [r["train"] for r in pair_rules if _matches(r, t_name, m_name)]
+            overrides = [t_extra["train"], m_extra["train"], *pair]
+            budgets[ti, mi] = build_dataclass(
+                TrainConfig, {k: v for part in [train_raw, *overrides] for k, v in part.items()},
+                f"{where}: train for {t_name} × {m_name}") if any(overrides) else train
     finetune = build_dataclass(TrainConfig, raw.get("finetune") or {"epochs": 1, "lr": 1e-3}, f"{where}: finetune")
     teacher_raw = raw.get("teacher") or DEFAULT_TEACHER
     if not isinstance(teacher_raw, dict):
@@ -193,6 +197,34 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
         if not _excluded(exclude, t, m, meth)
     ]
     return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")))
+
+
+def _pair_overrides(raw: Any, tasks: list[Named], models: list[Named], where: str) -> list[dict[str, Any]]:
+    """`train_overrides: [{task: fashion-mnist, model: mobilenetv2, train: {...}}]`: a budget for some pairs only.
+
+    A rule that matches no task × model pair of the suite is an error: it is almost always a misspelt name.
+    """
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: `train_overrides:` must be a list of {{task, model, train}} rules, got {raw!r}")
+    for rule in raw:
+        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "train"} or "train" not in rule
+                or not ({"task", "model"} & set(rule)) or not isinstance(rule["train"], dict)):
+            raise ConfigError(f"{where}: each `train_overrides` rule needs `train:` (a mapping) and a `task` "
+                              f"and/or `model` pattern, got {rule!r}")
+        if not any(_matches(rule, t.name, m.name) for t in tasks for m in models):
+            raise ConfigError(
+                f"{where}: `train_overrides` rule {rule!r} matches no task × model of this suite; tasks: "
+                f"{', '.join(t.name for t in tasks)}; models: {', '.join(m.name for m in models)}")
+    return raw
+
+
+def _matches(rule: dict[str, Any], task: str, model: str) -> bool:
+    import fnmatch
+
+    return (fnmatch.fnmatchcase(task, str(rule.get("task", "*")))
+            and fnmatch.fnmatchcase(model, str(rule.get("model", "*"))))
 
 
 def _excluded(rules: list[dict[str, str]], task: Named, model: Named, method: Named) -> bool:

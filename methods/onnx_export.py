@@ -1,8 +1,8 @@
 """ONNX export and ONNX Runtime execution: the deployment form of int8 and fp16 models.
 
-`export_onnx` turns a torch model into ONNX bytes (torch.export-based exporter, fixed opset, dynamic batch
-axis); `OnnxModel` runs such bytes in an ONNX Runtime session behind the `nn.Module` call interface, so the
-harness evaluates and times it exactly like a torch model; `onnx_packed` is its stored form (the graph's
+`export_onnx` turns a torch model into ONNX bytes (TorchScript exporter, torch.export's where that fails; fixed
+opset, dynamic batch axis); `OnnxModel` runs such bytes in an ONNX Runtime session behind the `nn.Module` call
+interface, so the harness evaluates and times it exactly like a torch model; `onnx_packed` is its stored form (the graph's
 initializers, i.e. the real weight storage, plus the weight-free graph so the artifact can be rebuilt).
 """
 
@@ -64,23 +64,46 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     if key in _EXPORT_CACHE:
         _EXPORT_CACHE.move_to_end(key)
         return _EXPORT_CACHE[key]
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-            )
-        data = program.model_proto.SerializeToString()
-    except Exception as exc:  # the exporter raises many types; the message is what the user needs
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc.__class__.__name__
+    errors = []
+    for exporter in (_export_torchscript, _export_dynamo):
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                warnings.simplefilter("error", torch.jit.TracerWarning)  # a trace that may be wrong: use torch.export
+                data = exporter(model, example)
+            break
+        except Exception as exc:  # the exporters raise many types; the message is what the user needs
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            errors.append(f"{exporter.__doc__.split(':')[0]}: {exc.__class__.__name__}: {first}")
+    else:
         raise NotApplicableError(
-            f"{type(model).__name__} cannot be exported to ONNX (opset {OPSET}): {exc.__class__.__name__}: {first}"
-        ) from None
+            f"{type(model).__name__} cannot be exported to ONNX (opset {OPSET}): " + "; ".join(errors)) from None
     _EXPORT_CACHE[key] = data
     while len(_EXPORT_CACHE) > _EXPORT_CACHE_SIZE:
         _EXPORT_CACHE.popitem(last=False)
     return data
+
+
+def _export_torchscript(model: nn.Module, example: torch.Tensor) -> bytes:
+    """TorchScript exporter: tried first, ~30x faster than torch.export's here (MobileNetV2: 0.6 s vs 17-20 s).
+
+    No constant folding, so initializers keep their module names and BatchNorm stays a node (ONNX Runtime fuses it
+    into the convolution when it loads the graph) - the same graph torch.export's exporter writes.
+    """
+    buf = io.BytesIO()
+    torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                      output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                      do_constant_folding=False)
+    return buf.getvalue()
+
+
+def _export_dynamo(model: nn.Module, example: torch.Tensor) -> bytes:
+    """torch.export exporter: for models the TorchScript tracer cannot take."""
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+    )
+    return program.model_proto.SerializeToString()
 
 
 def session_options(threads: int | None, optimized_path: str | None = None) -> ort.SessionOptions:

@@ -192,6 +192,30 @@ def test_task_and_model_train_overrides_reach_only_their_cells(smoke_config):
     assert len({c.run_id for c in parse_suite(smoke_config).cells}) == 4
 
 
+def test_pair_train_overrides_apply_after_task_and_model_budgets(smoke_config):
+    smoke_config["tasks"] = ["digits", {"name": "digits", "params": {"val_size": 200}, "train": {"lr": 0.05}}]
+    smoke_config["models"] = ["tiny-cnn", "bag-of-embeddings"]
+    smoke_config["methods"] = ["baseline"]
+    smoke_config["train_overrides"] = [{"task": "digits", "model": "tiny-*", "train": {"epochs": 7}},
+                                       {"model": "bag-of-embeddings", "train": {"lr": 0.2}}]
+    budgets = {(c.task.params["val_size"], c.model.name): c.train for c in parse_suite(smoke_config).cells}
+    assert {k: (b.lr, b.epochs) for k, b in budgets.items() if k[1] == "tiny-cnn"} == {
+        (200, "tiny-cnn"): (0.05, 7), (next(k[0] for k in budgets if k[0] != 200), "tiny-cnn"): (
+            smoke_config["train"]["lr"], 7)}
+    assert all(b.lr == 0.2 and b.epochs == smoke_config["train"]["epochs"]
+               for k, b in budgets.items() if k[1] == "bag-of-embeddings")   # the rule outranks the task's lr
+
+    smoke_config["train_overrides"] = [{"task": "digit", "train": {"epochs": 2}}]
+    with pytest.raises(ConfigError, match="matches no task × model of this suite; tasks: digits"):
+        parse_suite(smoke_config)
+    smoke_config["train_overrides"] = [{"model": "tiny-cnn", "epochs": 2}]
+    with pytest.raises(ConfigError, match="needs `train:`"):
+        parse_suite(smoke_config)
+    smoke_config["train_overrides"] = [{"model": "tiny-cnn", "train": {"epochz": 2}}]
+    with pytest.raises(ConfigError, match="epochz"):
+        parse_suite(smoke_config)
+
+
 def test_malformed_yaml_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("suite: x\nmethods: [baseline\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 
 from baselines import build_model
 from harness.errors import NotApplicableError, UnknownNameError
-from harness.measure import MeasureConfig
+from harness.measure import MeasureConfig, latency_ms
 from harness.records import load_records
 from harness.runner import SuiteRunner
 from harness.runtimes import deploy, latency_by_runtime, stored_form, torch_form
@@ -50,6 +51,29 @@ def test_every_runtime_is_timed_for_model_and_reference(model, task):
         assert set(out[role]) == {"eager", "onnxruntime"}
         for timings in out[role].values():
             assert timings["b1_ms"] > 0 and timings["bn_ms"] > 0
+
+
+def test_the_baseline_is_timed_once_and_serves_as_its_own_reference(model, task):
+    examples = {"b1": task.example_input(1), "bn": task.example_input(8)}
+    out = latency_by_runtime(model, None, "eager", examples, FAST)
+    assert set(out["model"]) == {"eager", "onnxruntime"}
+    assert out["reference"] == out["model"] and out["reference"] is not out["model"]
+
+
+def test_latency_is_the_time_a_call_really_takes():
+    calls = []
+
+    def sleeper(x: torch.Tensor) -> torch.Tensor:   # a "model" whose cost is known: 2 ms per call
+        calls.append(1)
+        time.sleep(0.002)
+        return x
+
+    cfg = MeasureConfig(threads=1, warmup=2, min_run_time=0.05, rounds=2)
+    ms = latency_ms({"sleep": sleeper, "noop": lambda x: x}, torch.zeros(1), cfg)
+    assert 2.0 <= ms["sleep"] < 4.0
+    assert ms["noop"] < 0.05
+    # blocks of ~10 ms, ~50 ms per round: about 2 + 2 × 25 calls, not an open-ended calibration
+    assert 40 <= len(calls) <= 80
 
 
 def test_an_onnx_model_is_timed_in_onnxruntime_only_and_says_why(model, task):
