@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild leaderboard.md, leaderboard.csv and pareto_<task>.png from records")
     rep.add_argument("suite_dir", type=Path, help="a suite's results folder, e.g. results/quick")
+    rep.add_argument("--suite", type=Path, default=None,
+                     help="suite file whose cells alone enter the tables (records of cells it no longer has, "
+                          "e.g. from an older budget, stay on disk but out of the leaderboard); default: all records")
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
@@ -89,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     outcome = runner.run(only=args.only)
-    rows = build_report(runner.paths.root)
+    rows = build_report(runner.paths.root, run_ids={cell.run_id for cell in suite.cells})
     runner.log_leaderboard(rows)
     log.info("suite %s: %d run, %d already done, %d failed in %.1f s; leaderboard: %s",
              suite.name, len(outcome.done), len(outcome.skipped), len(outcome.failed),
@@ -110,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
 
             if not (args.suite_dir / "runs").is_dir():
                 raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
-            rows = build_report(args.suite_dir)
+            run_ids = None
+            if args.suite is not None:
+                from harness.suite import load_suite
+
+                run_ids = {cell.run_id for cell in load_suite(args.suite).cells}
+            rows = build_report(args.suite_dir, run_ids=run_ids)
             print(f"{len(rows)} leaderboard rows -> {args.suite_dir / 'leaderboard.md'}, leaderboard.csv")
             return 0
         return cmd_run(args)

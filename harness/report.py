@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +16,8 @@ from tabulate import tabulate
 from harness.distill_report import distillation_markdown
 from harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from harness.replication import load_claims, replication_markdown
+
+log = logging.getLogger("slimbench")
 
 COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accuracy_std", "macro_f1", "params",
            "nonzero_params", "stored_bytes", "gzip_bytes", "compression_x", "macs", "latency_b1_ms",
@@ -194,10 +197,20 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def build_report(suite_dir: Path) -> list[dict[str, Any]]:
-    """Rebuild leaderboard.md/.csv and pareto_<task>.png from `suite_dir/runs/*.json`."""
+def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    """Rebuild leaderboard.md/.csv and pareto_<task>.png from `suite_dir/runs/*.json`.
+
+    `run_ids` keeps only those records: records of cells an edited suite file no longer has (an older budget)
+    stay on disk but would otherwise be averaged in as extra seeds.
+    """
     suite_dir = Path(suite_dir)
     records = load_records(suite_dir / "runs")
+    if run_ids is not None:
+        stale = [r.run_id for r in records if r.run_id not in run_ids]
+        if stale:
+            log.info("%d record(s) in %s are not cells of this suite file (older settings) and stay out of the "
+                     "leaderboard: %s", len(stale), suite_dir / "runs", ", ".join(stale))
+        records = [r for r in records if r.run_id in run_ids]
     rows = leaderboard_rows(records)
     suite = records[0].suite if records else suite_dir.name
     atomic_write_text(suite_dir / "leaderboard.csv", csv_text(rows))

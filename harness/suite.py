@@ -173,6 +173,12 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     # a task's or model's own `train:` overrides the suite's budget for its baselines (task first, then model),
     # then each matching `train_overrides` rule, in file order
     pair_rules = _pair_overrides(raw.get("train_overrides"), tasks, models, where)
+    for kind, entries in (("task", task_entries), ("model", model_entries)):   # each override alone names its entry
+        for e_name, _, extra in entries:
+            if extra["train"]:
+                build_dataclass(TrainConfig, {**train_raw, **extra["train"]}, f"{where}: train of {kind} {e_name}")
+    for rule in pair_rules:
+        build_dataclass(TrainConfig, {**train_raw, **rule["train"]}, f"{where}: train_overrides rule {rule}")
     budgets = {}
     for ti, (t_name, _, t_extra) in enumerate(task_entries):
         for mi, (m_name, _, m_extra) in enumerate(model_entries):

@@ -164,7 +164,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, smoke_config):
         (lambda c: c.update(train={"epochs": "three"}), ConfigError, "must be an integer"),
         (lambda c: c.update(seeds="0"), ConfigError, "seeds"),
         (lambda c: c.update(models=[{"name": "tiny-cnn", "train": {"lr": "fast"}}]), ConfigError,
-         "train for digits × tiny-cnn: parameter 'lr' must be a number"),
+         "train of model tiny-cnn: parameter 'lr' must be a number"),
+        (lambda c: c.update(tasks=[{"name": "digits", "train": {"epochs": 0.5}}]), ConfigError,
+         "train of task digits: parameter 'epochs' must be an integer"),
         (lambda c: c.update(tasks=[{"name": "digits", "budget": {}}]), ConfigError, "optional `params`, `train`"),
         (lambda c: c.update(extra_key=1), ConfigError, "unknown key.*extra_key.*valid keys"),
     ],
@@ -214,6 +216,28 @@ def test_pair_train_overrides_apply_after_task_and_model_budgets(smoke_config):
     smoke_config["train_overrides"] = [{"model": "tiny-cnn", "train": {"epochz": 2}}]
     with pytest.raises(ConfigError, match="epochz"):
         parse_suite(smoke_config)
+
+
+def test_records_of_an_edited_budget_stay_on_disk_but_out_of_the_leaderboard(tmp_path, smoke_config, write_suite):
+    smoke_config["methods"] = ["baseline"]
+    out = ["--results", str(tmp_path / "out"), "--wandb", "disabled", "--no-progress"]
+    assert main(["run", str(write_suite(smoke_config)), *out]) == 0
+    smoke_config["train"]["epochs"] = 1                      # a new budget: a new cell beside the old record
+    path = write_suite(smoke_config)
+    assert main(["run", str(path), *out]) == 0
+    suite_dir = tmp_path / "out" / "smoke"
+    new_id = parse_suite(smoke_config).cells[0].run_id
+
+    def rows() -> list[dict[str, str]]:
+        with open(suite_dir / "leaderboard.csv") as fh:
+            return list(csv.DictReader(fh))
+
+    assert len(list((suite_dir / "runs").glob("*.json"))) == 2
+    assert [(r["run_ids"], r["seeds"]) for r in rows()] == [(new_id, "0")]
+    assert main(["report", str(suite_dir)]) == 0              # without --suite: every record, as seeds of one row
+    assert len(rows()) == 1 and rows()[0]["seeds"] == "0 0"
+    assert main(["report", str(suite_dir), "--suite", str(path)]) == 0
+    assert [r["run_ids"] for r in rows()] == [new_id]
 
 
 def test_malformed_yaml_is_a_clear_error(tmp_path, capsys):
