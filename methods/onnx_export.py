@@ -2,8 +2,9 @@
 
 `export_onnx` turns a torch model into ONNX bytes (TorchScript exporter, torch.export's where that fails; fixed
 opset, dynamic batch axis); `OnnxModel` runs such bytes in an ONNX Runtime session behind the `nn.Module` call
-interface, so the harness evaluates and times it exactly like a torch model; `onnx_packed` is its stored form (the graph's
-initializers, i.e. the real weight storage, plus the weight-free graph so the artifact can be rebuilt).
+interface, so the harness evaluates and times it exactly like a torch model; `onnx_packed` is its stored form
+(the graph's initializers, i.e. the real weight storage, plus the weight-free graph so the artifact can be
+rebuilt).
 """
 
 from __future__ import annotations
