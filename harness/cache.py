@@ -44,13 +44,18 @@ class ModelCache:
         safe = model.name.replace("/", "_")
         return self.root / f"{task.name}__{safe}__s{seed}__{self.key(task, model, train, seed)}.pt"
 
-    def get_or_train(
+    def load(self, task: Task, task_cfg: Named, model_cfg: Named, train: TrainConfig, seed: int
+             ) -> TrainedModel | None:
+        """The cached model for this budget, or None when it has not been trained yet."""
+        path = self.path(task_cfg, model_cfg, train, seed)
+        return self._load(path, task, model_cfg) if path.exists() else None
+
+    def train(
         self, task: Task, task_cfg: Named, model_cfg: Named, train: TrainConfig, seed: int,
         logger_factory: Callable[[dict[str, Any]], Any] | None = None,
     ) -> TrainedModel:
+        """Train, evaluate on test and cache (atomic write) a model for this budget."""
         path = self.path(task_cfg, model_cfg, train, seed)
-        if path.exists():
-            return self._load(path, task, model_cfg)
         log.info("training %s on %s (seed %d, %d epochs) -> %s", model_cfg.name, task.name, seed, train.epochs, path.name)
         torch.manual_seed(seed)
         model = build_model(model_cfg.name, task.spec, task.num_classes, model_cfg.params)

@@ -88,14 +88,14 @@ class SuiteRunner:
         return self._tasks[key]
 
     def trained(self, task: Task, cell: Cell, model: Named, train: TrainConfig, role: str) -> TrainedModel:
-        path = self.cache.path(cell.task, model, train, cell.seed)
-        if path.exists():
-            return self.cache.get_or_train(task, cell.task, model, train, cell.seed)
+        cached = self.cache.load(task, cell.task, model, train, cell.seed)
+        if cached is not None:
+            return cached
         with self.tracker.run(f"{role}/{task.name}/{model.name}/s{cell.seed}", f"train-{role}",
                               {"task": cell.task.to_dict(), "model": model.to_dict(), "train": asdict(train),
                                "seed": cell.seed}, [task.name, model.name, role]) as run:
-            trained = self.cache.get_or_train(task, cell.task, model, train, cell.seed,
-                                              logger_factory=lambda _cfg: self.tracker.lightning_logger(run))
+            trained = self.cache.train(task, cell.task, model, train, cell.seed,
+                                       logger_factory=lambda _cfg: self.tracker.lightning_logger(run))
             run.summary.update({"test_accuracy": trained.meta["test_accuracy"], "val_acc": trained.meta["val_acc"]})
         return trained
 
