@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -227,20 +228,20 @@ def _pair_overrides(raw: Any, tasks: list[Named], models: list[Named], where: st
 
 
 def _matches(rule: dict[str, Any], task: str, model: str) -> bool:
-    import fnmatch
+    return _globs_match(rule, {"task": task, "model": model})
 
-    return (fnmatch.fnmatchcase(task, str(rule.get("task", "*")))
-            and fnmatch.fnmatchcase(model, str(rule.get("model", "*"))))
+
+def _globs_match(rule: dict[str, Any], values: dict[str, str]) -> bool:
+    """Every pattern the rule sets for one of `values`' keys matches (keys it does not set match anything)."""
+    return all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items() if k in values)
 
 
 def _excluded(rules: list[dict[str, str]], task: Named, model: Named, method: Named) -> bool:
     """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (glob patterns)."""
-    import fnmatch
-
     values = {"task": task.name, "model": model.name, "method": method.name}
     for rule in rules:
         if not isinstance(rule, dict) or not set(rule) <= set(values):
             raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern, got {rule!r}")
-        if all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items()):
+        if _globs_match(rule, values):
             return True
     return False

@@ -66,7 +66,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
         _EXPORT_CACHE.move_to_end(key)
         return _EXPORT_CACHE[key]
     errors = []
-    for exporter in (_export_torchscript, _export_dynamo):
+    for label, exporter in (("TorchScript exporter", _export_torchscript), ("torch.export exporter", _export_dynamo)):
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
@@ -75,7 +75,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
             break
         except Exception as exc:  # the exporters raise many types; the message is what the user needs
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            errors.append(f"{exporter.__doc__.split(':')[0]}: {exc.__class__.__name__}: {first}")
+            errors.append(f"{label}: {exc.__class__.__name__}: {first}")
     else:
         raise NotApplicableError(
             f"{type(model).__name__} cannot be exported to ONNX (opset {OPSET}): " + "; ".join(errors)) from None
