@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.classifier import ClassifierModule, TrainConfig
-from harness.errors import ConfigError, NotApplicableError
+from slimbench.baselines.classifier import ClassifierModule, TrainConfig
+from slimbench.core.errors import ConfigError, NotApplicableError
 
 FeatureKind = Literal["hint", "attention"]
 

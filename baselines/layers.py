@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
-from tasks.base import InputSpec
+from slimbench.core.errors import ConfigError
+from slimbench.tasks.base import InputSpec
 
 # Layers that downsample through their stride; strided pooling (SqueezeNet, ResNet stems) counts like a strided conv.
 DOWNSAMPLING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)

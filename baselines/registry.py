@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from harness.registry import Registry, parse_params
-from tasks.base import InputSpec
+from slimbench.core.registry import Registry, parse_params
+from slimbench.tasks.base import InputSpec
 
 MODELS: Registry[Any] = Registry("model")
 register_model = MODELS.register
@@ -16,7 +16,7 @@ register_model = MODELS.register
 def build_model(name: str, spec: InputSpec, num_classes: int, params: dict[str, Any] | None = None) -> nn.Module:
     """A freshly initialised model for this input spec; a `timm/<arch>` name builds any timm architecture."""
     if name.startswith("timm/") and name not in MODELS:
-        from baselines.timm_models import build_timm
+        from slimbench.baselines.timm_models import build_timm
 
         return wrap_for_input(build_timm(name.removeprefix("timm/"), spec, num_classes, params or {}), spec)
     builder = MODELS.get(name)
@@ -27,7 +27,7 @@ def build_model(name: str, spec: InputSpec, num_classes: int, params: dict[str, 
 def wrap_for_input(backbone: nn.Module, spec: InputSpec) -> nn.Module:
     """Text tasks feed token ids; prepend the embedding so it is counted and compressed with the model."""
     if spec.token_vocab:
-        from baselines.layers import TokenEmbeddingMap
+        from slimbench.baselines.layers import TokenEmbeddingMap
 
         return nn.Sequential(TokenEmbeddingMap(spec.token_vocab, spec.width), backbone)
     return backbone

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from baselines.registry import register_model
-from tasks.base import InputSpec
+from slimbench.baselines.registry import register_model
+from slimbench.tasks.base import InputSpec
 
 
 class RowMeanClassifier(nn.Module):

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
-from baselines.layers import relax_last_strides, small_input
-from harness.errors import ConfigError, UnknownNameError
-from tasks.base import InputSpec
+from slimbench.baselines.layers import relax_last_strides, small_input
+from slimbench.core.errors import ConfigError, UnknownNameError
+from slimbench.tasks.base import InputSpec
 
 # Set from the task, or against the benchmark's rule that every model starts from the same fresh initialisation.
 RESERVED = {"pretrained": "models are trained from scratch on each task",

@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from baselines.classifier import ClassifierModule, TrainConfig
-from tasks.base import Task
+from slimbench.baselines.classifier import ClassifierModule, TrainConfig
+from slimbench.tasks.base import Task
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")

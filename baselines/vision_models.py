@@ -8,9 +8,9 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
 
-from baselines.layers import fit_to_input
-from baselines.registry import register_model
-from tasks.base import InputSpec
+from slimbench.baselines.layers import fit_to_input
+from slimbench.baselines.registry import register_model
+from slimbench.tasks.base import InputSpec
 
 
 @dataclass

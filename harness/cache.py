@@ -13,14 +13,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from baselines import build_model
-from baselines.classifier import TrainConfig
-from baselines.training import TrainedModel, fit
-from harness.errors import CheckpointError
-from harness.measure import evaluate
-from harness.records import atomic_write_bytes
-from harness.suite import Named, config_hash
-from tasks.base import Task
+from slimbench.baselines import build_model
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.training import TrainedModel, fit
+from slimbench.core.errors import CheckpointError
+from slimbench.harness.measure import evaluate
+from slimbench.harness.records import atomic_write_bytes
+from slimbench.harness.suite import Named, config_hash
+from slimbench.tasks.base import Task
 
 log = logging.getLogger("slimbench")
 

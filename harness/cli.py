@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.errors import SlimbenchError
+from slimbench.core.errors import SlimbenchError
 
 log = logging.getLogger("slimbench")
 
@@ -58,11 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_list(kind: str, pattern: str) -> int:
     if kind == "models":
-        from baselines import MODELS as registry
+        from slimbench.baselines import MODELS as registry
     elif kind == "tasks":
-        from tasks import TASKS as registry
+        from slimbench.tasks import TASKS as registry
     else:
-        from methods import METHODS as registry
+        from slimbench.methods import METHODS as registry
     entries = registry.entries(pattern)
     if not entries:
         print(f"no {kind} match {pattern!r}; registered: {', '.join(registry.names())}", file=sys.stderr)
@@ -76,10 +76,10 @@ def cmd_list(kind: str, pattern: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.records import has_record
-    from harness.report import build_report
-    from harness.runner import SuiteRunner
-    from harness.suite import load_suite
+    from slimbench.harness.records import has_record
+    from slimbench.harness.report import build_report
+    from slimbench.harness.runner import SuiteRunner
+    from slimbench.harness.suite import load_suite
 
     if args.no_progress:
         os.environ["SLIMBENCH_PROGRESS"] = "0"
@@ -109,13 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             return cmd_list(args.kind, args.pattern)
         if args.command == "report":
-            from harness.report import build_report
+            from slimbench.harness.report import build_report
 
             if not (args.suite_dir / "runs").is_dir():
                 raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
             run_ids = None
             if args.suite is not None:
-                from harness.suite import load_suite
+                from slimbench.harness.suite import load_suite
 
                 run_ids = {cell.run_id for cell in load_suite(args.suite).cells}
             rows = build_report(args.suite_dir, run_ids=run_ids)

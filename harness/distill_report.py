@@ -11,13 +11,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.records import RunRecord
+from slimbench.harness.records import RunRecord
+from slimbench.harness.stats import mean_std, short_params
 
 TITLE = "## Distillation against the student alone"
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def distillation_rows(rows: list[dict[str, Any]], records: list[RunRecord]) -> list[dict[str, Any]]:
@@ -30,9 +27,9 @@ def distillation_rows(rows: list[dict[str, Any]], records: list[RunRecord]) -> l
         if not recs:
             continue
         teacher = statistics.fmean(r.details["teacher_accuracy"] for r in recs)
-        alone, alone_sd = _mean_std([r.reference["accuracy"] for r in recs])
-        distilled, distilled_sd = _mean_std([r.metrics["accuracy"] for r in recs])
-        gain, gain_sd = _mean_std([r.metrics["accuracy"] - r.reference["accuracy"] for r in recs])
+        alone, alone_sd = mean_std([r.reference["accuracy"] for r in recs])
+        distilled, distilled_sd = mean_std([r.metrics["accuracy"] for r in recs])
+        gain, gain_sd = mean_std([r.metrics["accuracy"] - r.reference["accuracy"] for r in recs])
         val = [r.details["val_acc"] - r.details["student_alone_val_acc"] for r in recs
                if isinstance(r.details.get("val_acc"), (int, float))
                and isinstance(r.details.get("student_alone_val_acc"), (int, float))]
@@ -52,10 +49,9 @@ def distillation_markdown(rows: list[dict[str, Any]], records: list[RunRecord]) 
     table_rows = distillation_rows(rows, records)
     if not table_rows:
         return []
-    from harness.report import _short_params
 
     table = [[
-        r["task"], r["model"], r["method"], _short_params(r["params_json"]), r["seeds"], f"{r['teacher']:.4f}",
+        r["task"], r["model"], r["method"], short_params(r["params_json"]), r["seeds"], f"{r['teacher']:.4f}",
         f"{r['alone']:.4f} ± {r['alone_sd']:.4f}", f"{r['distilled']:.4f} ± {r['distilled_sd']:.4f}",
         f"{100 * r['gain']:+.2f} ± {100 * r['gain_sd']:.2f}",
         "—" if r["val_gain"] is None else f"{100 * r['val_gain']:+.2f}",

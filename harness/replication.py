@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-from harness.errors import ConfigError
-from harness.params import build_dataclass
-from harness.records import RunRecord
+from slimbench.core.errors import ConfigError
+from slimbench.core.params import build_dataclass
+from slimbench.harness.records import RunRecord
 
 DEFAULT_CLAIMS = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -71,19 +71,17 @@ def _value(claim: Claim, row: dict[str, Any], records: dict[str, RunRecord]) -> 
 def _arch_value(claim: Claim) -> float:
     """Architecture claims are measured now, on the model built at the paper's configuration."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from baselines import build_model
-    from tasks import InputSpec
+    from slimbench.baselines import build_model
+    from slimbench.deploy.counting import count_macs, count_params
+    from slimbench.tasks import InputSpec
 
     a = claim.arch
     model = build_model(a["model"], InputSpec(a.get("channels", 3), a.get("height", 224), a.get("width", 224)),
                         a.get("classes", 1000), a.get("params"))
     if claim.measure == "arch.params":
-        return float(sum(p.numel() for p in model.parameters()))
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model.eval()(torch.zeros(1, a.get("channels", 3), a.get("height", 224), a.get("width", 224)))
-    return counter.get_total_flops() / 2
+        return float(count_params(model)[0])
+    return float(count_macs(model, torch.zeros(1, a.get("channels", 3), a.get("height", 224), a.get("width", 224))))
 
 
 def replication_rows(claims: list[Claim], rows: list[dict[str, Any]], records: list[RunRecord]) -> list[list[Any]]:

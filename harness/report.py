@@ -13,9 +13,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.distill_report import distillation_markdown
-from harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
-from harness.replication import load_claims, replication_markdown
+from slimbench.harness.distill_report import distillation_markdown
+from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+from slimbench.harness.replication import load_claims, replication_markdown
+from slimbench.harness.stats import mean, short_params, std
 
 log = logging.getLogger("slimbench")
 
@@ -26,21 +27,13 @@ COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accur
 FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _mean_dict(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     """Average numeric entries across seeds; keep the first value of anything else."""
     out: dict[str, Any] = {}
     for key in dicts[0] if dicts else []:
         vals = [d.get(key) for d in dicts]
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            out[key] = round(_mean([float(v) for v in vals]), 6)
+            out[key] = round(mean([float(v) for v in vals]), 6)
         else:
             out[key] = vals[0]
     return out
@@ -68,26 +61,26 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
         rows.append({
             "task": key[0], "model": key[1], "method": key[2], "params_json": key[3],
             "seeds": " ".join(str(r.seed) for r in recs),
-            "accuracy": _mean(acc), "accuracy_std": _std(acc),
-            "macro_f1": _mean([x["macro_f1"] for x in m]),
-            "params": round(_mean([x["params"] for x in m])),
-            "nonzero_params": round(_mean([x["nonzero_params"] for x in m])),
-            "stored_bytes": round(_mean([x["stored_bytes"] for x in m])),
-            "gzip_bytes": round(_mean([x["gzip_bytes"] for x in m])),
-            "compression_x": _mean([r["stored_bytes"] / x["stored_bytes"] for x, r in zip(m, ref)]),
-            "macs": round(_mean([x["macs"] for x in m])),
-            "latency_b1_ms": _mean([x["latency_b1_ms"] for x in m]),
-            "latency_bn_ms": _mean([x["latency_bn_ms"] for x in m]),
-            "speedup_b1_x": _mean([r["latency_b1_ms"] / x["latency_b1_ms"] for x, r in zip(m, ref)]),
+            "accuracy": mean(acc), "accuracy_std": std(acc),
+            "macro_f1": mean([x["macro_f1"] for x in m]),
+            "params": round(mean([x["params"] for x in m])),
+            "nonzero_params": round(mean([x["nonzero_params"] for x in m])),
+            "stored_bytes": round(mean([x["stored_bytes"] for x in m])),
+            "gzip_bytes": round(mean([x["gzip_bytes"] for x in m])),
+            "compression_x": mean([r["stored_bytes"] / x["stored_bytes"] for x, r in zip(m, ref)]),
+            "macs": round(mean([x["macs"] for x in m])),
+            "latency_b1_ms": mean([x["latency_b1_ms"] for x in m]),
+            "latency_bn_ms": mean([x["latency_bn_ms"] for x in m]),
+            "speedup_b1_x": mean([r["latency_b1_ms"] / x["latency_b1_ms"] for x, r in zip(m, ref)]),
             "label": "/".join(sorted({r.compression["label"] for r in recs})),
             "requested": json.dumps(recs[0].compression.get("requested", {}), sort_keys=True),
             "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
             "run_ids": " ".join(r.run_id for r in recs),
             "_family": families[key],
             "_params_given": json.dumps(recs[0].details.get("params_given", json.loads(key[3]))),
-            "speedup_bn_x": _mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
+            "speedup_bn_x": mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
             "runtime": "/".join(sorted({x.get("runtime", "eager") for x in m})),
-            "delta_accuracy": _mean([x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]),
+            "delta_accuracy": mean([x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]),
             "_latency_batch": m[0].get("latency_batch"),
         })
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
@@ -102,11 +95,6 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     return buf.getvalue()
-
-
-def _short_params(params_json: str) -> str:
-    params = json.loads(params_json)
-    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else ""
 
 
 def _achieved_short(row: dict[str, Any]) -> str:
@@ -139,7 +127,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
         table = []
         for r in (r for r in rows if r["task"] == task):
             table.append([
-                r["model"], r["method"], _short_params(r["_params_given"]), r["seeds"],
+                r["model"], r["method"], short_params(r["_params_given"]), r["seeds"],
                 f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{100 * r['delta_accuracy']:+.2f}", f"{r['macro_f1']:.4f}",
                 f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
                 f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
@@ -179,7 +167,7 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
         pts = [(r[key] / scale, r["accuracy"]) for r in task_rows]
         for r, (x, y) in zip(task_rows, pts):
             ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3)
-            given = _short_params(r["_params_given"])
+            given = short_params(r["_params_given"])
             label = f"{r['model']} · {r['method']}" + (f" ({given})" if given else "")
             ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
         front = pareto_front(pts)

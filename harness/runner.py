@@ -16,20 +16,21 @@ import lightning as L
 from torch import nn
 from tqdm.auto import tqdm
 
-from baselines import build_model
-from baselines.classifier import TrainConfig
-from baselines.training import TrainedModel, fit
-from harness.cache import ModelCache
-from harness.environment import git_state, hardware, versions
-from harness.errors import SlimbenchError
-from harness.measure import Metrics, count_macs, count_params, evaluate, peak_memory_bytes, serialized_sizes
-from harness.records import RunRecord, atomic_write_bytes, has_record, write_record
-from harness.runtimes import DeployedMetrics, check_runtime, deploy, latency_by_runtime, stored_form, torch_form
-from harness.suite import Cell, Named, Suite
-from harness.tracking import Tracker
-from methods import METHODS, MethodContext, Outcome, build_method
-from methods.packing import Packed, pack_state_dict
-from tasks import Task, build_task
+from slimbench.baselines import build_model
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.training import TrainedModel, fit
+from slimbench.harness.cache import ModelCache
+from slimbench.harness.environment import git_state, hardware, versions
+from slimbench.core.errors import SlimbenchError
+from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
+from slimbench.harness.measure import Metrics, evaluate
+from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, write_record
+from slimbench.deploy.runtimes import check_runtime, deploy, latency_by_runtime, stored_form, torch_form
+from slimbench.harness.suite import Cell, Named, Suite
+from slimbench.harness.tracking import Tracker
+from slimbench.methods import METHODS, MethodContext, Outcome, build_method
+from slimbench.deploy.packing import Packed, pack_state_dict
+from slimbench.tasks import Task, build_task
 
 log = logging.getLogger("slimbench")
 STORAGE_SHRINK = 0.98   # stored bytes below 98 % of the baseline's count as really compressed
@@ -105,7 +106,7 @@ class SuiteRunner:
             return
         import wandb
 
-        from harness.report import COLUMNS
+        from slimbench.harness.report import COLUMNS
 
         with self.tracker.run("leaderboard", "report", {"suite": self.suite.name}, ["leaderboard"]) as run:
             run.log({"leaderboard": wandb.Table(columns=COLUMNS, data=[[row[c] for c in COLUMNS] for row in rows])})
@@ -208,7 +209,7 @@ class SuiteRunner:
         counted = torch_form(model)
         params, nonzero = count_params(counted)
         ref_params, ref_nonzero = count_params(reference_model)
-        metrics = DeployedMetrics(
+        metrics = Metrics(
             accuracy=accuracy, macro_f1=macro_f1, params=params, nonzero_params=nonzero,
             stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=count_macs(counted, x1),
             latency_b1_ms=latency["model"][runtime]["b1_ms"], latency_bn_ms=latency["model"][runtime]["bn_ms"],

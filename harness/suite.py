@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-from baselines import MODELS
-from baselines.classifier import TrainConfig
-from harness.errors import ConfigError
-from harness.measure import MeasureConfig
-from harness.params import build_dataclass
-from harness.registry import Registry, parse_params
-from methods import METHODS
-from tasks import TASKS
+from slimbench.baselines import MODELS
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.core.errors import ConfigError
+from slimbench.deploy.latency import MeasureConfig
+from slimbench.core.params import build_dataclass
+from slimbench.core.registry import Registry, parse_params
+from slimbench.methods import METHODS
+from slimbench.tasks import TASKS
 
 SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
               "measure", "wandb_project", "exclude", "train_overrides"}
@@ -127,7 +127,7 @@ def _named_list(raw: Any, key: str, extra: tuple[str, ...] = ()) -> list[tuple[s
 
 def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Named:
     if registry is MODELS and name.startswith("timm/") and name not in MODELS:
-        from baselines.timm_models import check_timm_arch
+        from slimbench.baselines.timm_models import check_timm_arch
 
         check_timm_arch(name.removeprefix("timm/"))
         return Named(name, dict(params), tuple(params))  # any timm architecture: params go to timm.create_model

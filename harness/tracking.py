@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from slimbench.core.errors import ConfigError
 
 MODES = ("offline", "online", "disabled")
 

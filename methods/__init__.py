@@ -2,8 +2,8 @@
 
 import sys
 
-from harness.discovery import import_submodules
-from methods.base import METHODS, Method, MethodContext, Outcome, build_method, list_methods, register_method
+from slimbench.core.discovery import import_submodules
+from slimbench.methods.base import METHODS, Method, MethodContext, Outcome, build_method, list_methods, register_method
 
 import_submodules(sys.modules[__name__])
 

@@ -9,11 +9,11 @@ from typing import Any, ClassVar, Literal
 
 from torch import nn
 
-from baselines.classifier import TrainConfig
-from baselines.training import TrainedModel
-from harness.registry import Registry, parse_params
-from methods.packing import Packed
-from tasks.base import Task
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.training import TrainedModel
+from slimbench.core.registry import Registry, parse_params
+from slimbench.deploy.packing import Packed
+from slimbench.tasks.base import Task
 
 Compute = Literal["dense", "simulated", "physical"]
 

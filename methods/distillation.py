@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from baselines.classifier import TrainConfig
-from baselines.distillation import DistillationModule, DistillLoss, FeatureKind, FeaturePair
-from harness.errors import ConfigError
-from methods.base import Method, MethodContext, Outcome, register_method
-from tasks.base import Task
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.distillation import DistillationModule, DistillLoss, FeatureKind, FeaturePair
+from slimbench.core.errors import ConfigError
+from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.tasks.base import Task
 
 Init = Literal["scratch", "baseline"]
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 
 
 @register_method("baseline")

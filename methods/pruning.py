@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from harness.errors import ConfigError, NotApplicableError
-from methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 
 PRUNABLE = (nn.Conv2d, nn.Linear, nn.Conv1d, nn.Embedding)
 

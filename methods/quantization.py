@@ -33,10 +33,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.errors import ConfigError, NotApplicableError
-from methods.base import Method, MethodContext, Outcome, register_method
-from methods.onnx_export import OnnxModel, export_onnx, initializer_arrays, int8_kernel_count, optimized_op_counts
-from tasks.base import Task
+from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.deploy.onnx_export import OnnxModel, export_onnx, initializer_arrays, int8_kernel_count, optimized_op_counts
+from slimbench.tasks.base import Task
 
 
 OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

@@ -2,9 +2,9 @@
 
 import sys
 
-from harness.discovery import import_submodules
-from tasks.base import InputSpec, Split, Task, TaskParams
-from tasks.registry import TASKS, build_task, list_tasks, register_task
+from slimbench.core.discovery import import_submodules
+from slimbench.tasks.base import InputSpec, Split, Task, TaskParams
+from slimbench.tasks.registry import TASKS, build_task, list_tasks, register_task
 
 import_submodules(sys.modules[__name__])
 

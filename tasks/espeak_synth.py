@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import ConfigError, DatasetMissingError
-from tasks.audio import fit_length, resample
+from slimbench.core.errors import ConfigError, DatasetMissingError
+from slimbench.tasks.audio import fit_length, resample
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "bed", "bird",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.registry import Registry, parse_params
-from tasks.base import Task
+from slimbench.core.registry import Registry, parse_params
+from slimbench.tasks.base import Task
 
 TASKS: Registry[Any] = Registry("task")
 register_task = TASKS.register

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.errors import ConfigError, DatasetMissingError
-from tasks.audio import LogMel, LogMelConfig, resample
-from tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
-from tasks.espeak_synth import (KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, NoiseSettings, SynthSettings,
+from slimbench.core.errors import ConfigError, DatasetMissingError
+from slimbench.tasks.audio import LogMel, LogMelConfig, resample
+from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
+from slimbench.tasks.espeak_synth import (KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, NoiseSettings, SynthSettings,
                                  generate, mix)
-from tasks.registry import register_task
-from tasks.vision import DEFAULT_DATA_ROOT
+from slimbench.tasks.registry import register_task
+from slimbench.tasks.vision import DEFAULT_DATA_ROOT
 
 SAMPLE_RATE = 16000
 MIX_CHUNK = 512  # clips mixed and featurised at a time: only features (1/10 of the waveform size) are kept

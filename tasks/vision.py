@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import DatasetMissingError
-from tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
-from tasks.registry import register_task
+from slimbench.core.errors import DatasetMissingError
+from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
+from slimbench.tasks.registry import register_task
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]

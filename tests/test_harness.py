@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
-from harness.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
-from harness.records import RunRecord, load_records, read_record
-from harness.report import build_report
-from harness.runner import SuiteRunner
-from harness.suite import load_suite, parse_suite
-from harness.tracking import read_offline_summary
-from methods.packing import Packed, unpack_state_dict
-from methods.pruning import MagnitudePruning
+from slimbench.harness.cli import main
+from slimbench.core.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
+from slimbench.harness.records import RunRecord, load_records, read_record
+from slimbench.harness.report import build_report
+from slimbench.harness.runner import SuiteRunner
+from slimbench.harness.suite import load_suite, parse_suite
+from slimbench.harness.tracking import read_offline_summary
+from slimbench.deploy.packing import Packed, unpack_state_dict
+from slimbench.methods.pruning import MagnitudePruning
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,7 @@ def test_malformed_yaml_is_a_clear_error(tmp_path, capsys):
 
 
 def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path):
-    from tasks import build_task
+    from slimbench.tasks import build_task
 
     with pytest.raises(DatasetMissingError) as err:
         build_task("fashion-mnist", {"root": str(tmp_path / "empty"), "download": False})

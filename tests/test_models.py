@@ -9,14 +9,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # timm must never try to download 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from torchvision import models as tvm  # noqa: E402
 
-from baselines import MODELS, build_model  # noqa: E402
-from baselines.layers import relax_last_strides  # noqa: E402
-from baselines.timm_models import UnknownTimmArchError  # noqa: E402
-from harness.errors import ConfigError, UnknownNameError  # noqa: E402
-from tasks.base import InputSpec  # noqa: E402
+from slimbench.baselines import MODELS, build_model  # noqa: E402
+from slimbench.baselines.layers import relax_last_strides  # noqa: E402
+from slimbench.baselines.timm_models import UnknownTimmArchError  # noqa: E402
+from slimbench.core.errors import ConfigError, UnknownNameError  # noqa: E402
+from slimbench.deploy import counting  # noqa: E402
+from slimbench.tasks.base import InputSpec  # noqa: E402
 
 IMAGENET = InputSpec(3, 224, 224)
 SMALL_SPECS = {
@@ -38,14 +38,7 @@ def one_thread():
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, x: torch.Tensor) -> int:
-    model.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() // 2
+    return counting.count_params(model)[0]
 
 
 def example_batch(spec: InputSpec, batch: int = 2) -> torch.Tensor:
@@ -78,7 +71,7 @@ def test_imagenet_configuration_has_published_size(name: str, params: dict, publ
                                                    published_mmacs: float) -> None:
     model = build_model(name, IMAGENET, 1000, params)
     assert count_params(model) == published_params
-    assert round(count_macs(model, torch.randn(1, 3, 224, 224)) / 1e6, 1) == published_mmacs
+    assert round(counting.count_macs(model, torch.randn(1, 3, 224, 224)) / 1e6, 1) == published_mmacs
 
 
 def test_efficientnet_multipliers_scale_like_the_published_family() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from methods.packing import Packed, pack_state_dict, pack_tensor, unpack_state_dict
+from slimbench.deploy.packing import Packed, pack_state_dict, pack_tensor, unpack_state_dict
 
 
 def test_round_trip_is_exact_for_every_format():

@@ -11,19 +11,19 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from baselines import build_model
-from baselines.classifier import TrainConfig
-from baselines.layers import TokenEmbeddingMap
-from baselines.training import TrainedModel, fit
-from harness.errors import ConfigError, NotApplicableError
-from harness.measure import evaluate
-from harness.runtimes import stored_form
-from methods import MethodContext, build_method
-from methods.onnx_export import OnnxModel, onnx_from_payload
-from methods.packing import pack_state_dict
-from methods.quantization import LoaderCalibrationReader
-from tasks import build_task
-from tasks.base import InputSpec, Split, Task
+from slimbench.baselines import build_model
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.layers import TokenEmbeddingMap
+from slimbench.baselines.training import TrainedModel, fit
+from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.harness.measure import evaluate
+from slimbench.deploy.runtimes import stored_form
+from slimbench.methods import MethodContext, build_method
+from slimbench.deploy.onnx_export import OnnxModel, onnx_from_payload
+from slimbench.deploy.packing import pack_state_dict
+from slimbench.methods.quantization import LoaderCalibrationReader
+from slimbench.tasks import build_task
+from slimbench.tasks.base import InputSpec, Split, Task
 
 FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
 

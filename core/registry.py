@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from harness.errors import UnknownNameError
+from slimbench.core.errors import UnknownNameError
 
 T = TypeVar("T")
 
@@ -83,8 +83,8 @@ def params_type(obj: Any) -> type | None:
 
 def parse_params(registry: Registry[Any], name: str, values: dict[str, Any] | None) -> Any:
     """Validate `values` against the entry's dataclass; raises one ConfigError naming the valid fields."""
-    from harness.params import build_dataclass
-    from harness.errors import ConfigError
+    from slimbench.core.params import build_dataclass
+    from slimbench.core.errors import ConfigError
 
     obj = registry.get(name)
     cls = params_type(obj)

@@ -8,7 +8,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from harness.errors import ConfigError
+from slimbench.core.errors import ConfigError
 
 D = TypeVar("D")
 

@@ -28,8 +28,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from harness.errors import NotApplicableError
-from methods.packing import Packed, pack_state_dict, unpack_state_dict
+from slimbench.core.errors import NotApplicableError
+from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
 
 OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"

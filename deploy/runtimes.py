@@ -8,27 +8,18 @@ deploys its model in (`Outcome.runtime`) gives the headline latency and is where
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.errors import NotApplicableError, UnknownNameError
-from harness.measure import MeasureConfig, Metrics, latency_ms
-from methods.onnx_export import OnnxModel, export_onnx, onnx_packed
-from methods.packing import Packed, pack_state_dict
+from slimbench.core.errors import NotApplicableError, UnknownNameError
+from slimbench.deploy.latency import MeasureConfig, latency_ms
+from slimbench.deploy.onnx_export import OnnxModel, export_onnx, onnx_packed
+from slimbench.deploy.packing import Packed, pack_state_dict
 
 RUNTIMES = ("eager", "onnxruntime", "compile")
 ALWAYS_MEASURED = ("eager", "onnxruntime")   # torch.compile only where a method deploys there (compiling is slow)
-
-
-@dataclass
-class DeployedMetrics(Metrics):
-    """Metrics plus where the model is deployed and its latency in each runtime (`latency_b*_ms` = deployed one)."""
-
-    runtime: str = "eager"
-    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def check_runtime(name: str) -> str:

@@ -1,0 +1,105 @@
+"""What a model is, counted: parameters (total, non-zero), multiply-accumulates, serialized size, peak memory."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import weakref
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
+
+from slimbench.deploy.packing import Packed
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """Total and non-zero parameters (quantized modules keep weights in packed params: count those too)."""
+    total = nonzero = 0
+    seen: set[int] = set()
+    for tensor in _weight_tensors(model):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        t = tensor.int_repr() if tensor.is_quantized else tensor
+        total += t.numel()
+        nonzero += int(torch.count_nonzero(t))
+    return total, nonzero
+
+
+def _weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    tensors = [p.detach() for p in model.parameters()]
+    for module in model.modules():  # quantized layers hide weights outside `parameters()`
+        weight_fn = getattr(module, "weight", None)
+        if callable(weight_fn) and not isinstance(weight_fn, nn.Module):
+            try:
+                w = weight_fn()
+            except Exception:  # not a quantized accessor
+                continue
+            if isinstance(w, torch.Tensor):
+                tensors.append(w)
+    return tensors
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates for one input: FlopCounterMode counts 2 FLOPs per MAC."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.eval()(example[:1])
+    return int(counter.get_total_flops() // 2)
+
+
+def serialized_sizes(packed: Packed) -> tuple[bytes, int]:
+    buf = io.BytesIO()
+    torch.save(packed.to_payload(), buf)
+    data = buf.getvalue()
+    return data, len(gzip.compress(data, compresslevel=9))
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Track bytes of tensors alive during a forward pass.
+
+    The CPU allocator exposes no peak statistic (CUDA has max_memory_allocated), so we count storages
+    created by each op and release them when their tensor is collected.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._ptrs: set[int] = set()
+
+    def _release(self, ptr: int, nbytes: int) -> None:
+        if ptr in self._ptrs:
+            self._ptrs.discard(ptr)
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and not t.is_quantized and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                ptr, nbytes = storage.data_ptr(), storage.nbytes()
+                if ptr and ptr not in self._ptrs:
+                    self._ptrs.add(ptr)
+                    self.live += nbytes
+                    self.peak = max(self.peak, self.live)
+                    weakref.finalize(t, self._release, ptr, nbytes)
+        return out
+
+
+def peak_memory_bytes(model: nn.Module, example: torch.Tensor) -> int | None:
+    """Peak inference memory: weights plus the largest set of live activations during one forward."""
+    weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    if example.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            model(example)
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        tracker = _LiveTensorBytes()
+        with torch.inference_mode(), tracker:
+            model(example)
+        return weights + tracker.peak
+    except Exception:  # some backends (e.g. packed int8 kernels) do not go through the dispatcher
+        return None
