@@ -42,6 +42,20 @@ class TrainedModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class FitData(L.LightningDataModule):
+    """A task's splits at one fit's batch size: cells share one cached Task, so a fit never changes it."""
+
+    def __init__(self, task: Task, batch_size: int):
+        super().__init__()
+        self.task, self.batch_size = task, batch_size
+
+    def train_dataloader(self) -> Any:
+        return self.task.train_dataloader(self.batch_size)
+
+    def val_dataloader(self) -> Any:
+        return self.task.val_dataloader()
+
+
 class KeepBestWeights(Callback):
     """Remember the best-validation weights in memory.
 
@@ -77,7 +91,6 @@ def fit(
 ) -> FitResult:
     """Train `model` (in place) for `cfg.epochs`; return it loaded with its best-validation weights."""
     L.seed_everything(seed, workers=True, verbose=False)
-    task.batch_size = cfg.batch_size
     module = module or ClassifierModule(model, task.num_classes, cfg)
     keep = KeepBestWeights()
     if progress is None:  # bars on a terminal, quiet in logs; SLIMBENCH_PROGRESS=0/1 forces either
@@ -98,7 +111,7 @@ def fit(
         log_every_n_steps=10,
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=task)
+    trainer.fit(module, datamodule=FitData(task, cfg.batch_size))
     model = module.model.cpu()
     if keep.best_state is not None:
         model.load_state_dict(keep.best_state)

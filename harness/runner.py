@@ -31,6 +31,7 @@ from slimbench.harness.tracking import Tracker
 from slimbench.methods import METHODS, MethodContext, Outcome, build_method
 from slimbench.deploy.packing import Packed, pack_state_dict
 from slimbench.tasks import Task, build_task
+from slimbench.tasks.base import MethodView
 
 log = logging.getLogger("slimbench")
 STORAGE_SHRINK = 0.98   # stored bytes below 98 % of the baseline's count as really compressed
@@ -147,7 +148,7 @@ class SuiteRunner:
                               [task.name, cell.model.name, cell.method.name, family]) as run:
             logger = self.tracker.lightning_logger(run)
             ctx = MethodContext(
-                task=task,
+                task=MethodView(task),
                 finetune=lambda model, module=None, cfg=None: fit(
                     model, task, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module,
                 ).model,

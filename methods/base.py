@@ -13,7 +13,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.packing import Packed
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import MethodView
 
 Compute = Literal["dense", "simulated", "physical"]
 
@@ -37,13 +37,23 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)   # e.g. fine-tune epochs, selected epoch
     packed: Packed | None = None     # stored form when it is not `pack_state_dict(model.state_dict())`
     runtime: str = "eager"           # where the model is deployed: accuracy and headline latency are measured there
+    stages: list["Stage"] = field(default_factory=list)   # a chain's intermediate results, each measured too
+
+
+@dataclass
+class Stage:
+    """One step of a multi-stage method (a chain): its name, parameters and the model it left."""
+
+    method: str
+    params: dict[str, Any]
+    outcome: Outcome
 
 
 @dataclass
 class MethodContext:
     """Everything a method may use besides the model: data, a fine-tune loop, a teacher, the budgets."""
 
-    task: Task
+    task: MethodView
     finetune: Callable[..., nn.Module]      # finetune(model, module=None, cfg=None) -> best-validation model
     teacher: Callable[[], TrainedModel]     # the suite's teacher, trained once per task and seed (cached)
     seed: int
@@ -60,6 +70,11 @@ class Method(abc.ABC):
     family: ClassVar[str]
     uses_finetune: ClassVar[bool] = True    # does the suite's `finetune:` budget affect the result?
     uses_teacher: ClassVar[bool] = False    # does the suite's `teacher:` affect the result?
+    # What a method takes and leaves, so a chain can refuse an impossible order at parse time: "float" is a
+    # trainable torch model; methods that export to a runtime graph (e.g. int8 ONNX) produce something else.
+    consumes: ClassVar[frozenset[str]] = frozenset({"float"})
+    produces: ClassVar[str] = "float"
+    version: ClassVar[int] = 1              # bump when the method's behaviour changes: its results expire
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from slimbench.core.errors import SlimbenchError
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -46,7 +48,6 @@ class TaskParams:
     train_size: int | None = None    # subsample the training split (stratified), None = all
     val_size: int = 5000             # carved from the training data; never the test split
     test_size: int | None = None     # subsample the test split, None = all
-    batch_size: int = 128
     split_seed: int = 0              # fixed, so every run seed sees the same split
 
 
@@ -70,27 +71,26 @@ class Task(L.LightningDataModule):
         train: Split,
         val: Split,
         test: Split,
-        batch_size: int = 128,
         info: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.name, self.spec, self.class_names = name, spec, list(class_names)
         self.train, self.val, self.test = train, val, test
-        self.batch_size = batch_size
         self.info: dict[str, Any] = info or {}
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def _loader(self, split: Split, shuffle: bool, batch_size: int | None = None, seed: int = 0) -> DataLoader:
+    def _loader(self, split: Split, shuffle: bool, batch_size: int, seed: int = 0) -> DataLoader:
         gen = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(
-            TensorDataset(split.x, split.y), batch_size=batch_size or self.batch_size, shuffle=shuffle, generator=gen
+            TensorDataset(split.x, split.y), batch_size=batch_size, shuffle=shuffle, generator=gen
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, shuffle=True, seed=torch.initial_seed() % 2**31)
+    def train_dataloader(self, batch_size: int = 128) -> DataLoader:
+        """Shuffled with the current seed; the batch size is the fit's (TrainConfig), never stored on the task."""
+        return self._loader(self.train, shuffle=True, batch_size=batch_size, seed=torch.initial_seed() % 2**31)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, shuffle=False, batch_size=512)
@@ -156,3 +156,33 @@ def normalise_images(train: Split, *others: Split) -> dict[str, list[float]]:
     for s in (train, *others):
         s.x = ((s.x.float() - mean) / std).contiguous()
     return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+
+
+class TestSplitAccessError(SlimbenchError):
+    """A method tried to read the test split, which only the harness evaluates on."""
+
+
+class MethodView:
+    """What a method may see of a task: training, validation and calibration data, never the test split.
+
+    A method that fine-tunes or calibrates on test labels would report a win it did not earn; the harness
+    alone evaluates on test. Everything else a method needs (spec, classes, loaders, examples) passes through.
+    """
+
+    ALLOWED = ("name", "spec", "class_names", "num_classes", "train", "val", "train_dataloader",
+               "val_dataloader", "calibration_dataloader", "example_input")
+
+    def __init__(self, task: Task):
+        object.__setattr__(self, "_task", task)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.ALLOWED:
+            return getattr(self._task, name)
+        if "test" in name or name in ("info", "describe"):   # info carries test-split figures (references)
+            raise TestSplitAccessError(
+                f"a method may not read the task's {name!r}: the test split is the harness's alone; methods "
+                f"see {', '.join(self.ALLOWED)}")
+        raise AttributeError(f"{type(self._task).__name__} view has no {name!r}; methods see {', '.join(self.ALLOWED)}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a method may not change the shared task (tried to set {name!r})")

@@ -42,12 +42,12 @@ class SpeechParams(TaskParams):
             raise ConfigError(f"speech features: {exc}") from None
 
 
-def speech_task(name: str, classes: list[str], splits: dict[str, Split], cfg: LogMelConfig, batch_size: int,
+def speech_task(name: str, classes: list[str], splits: dict[str, Split], cfg: LogMelConfig,
                 info: dict[str, Any]) -> Task:
     """Log-mel splits -> Task, normalised with training mean/std only."""
     stats = normalise_images(splits["train"], splits["val"], splits["test"])
     spec = InputSpec(1, cfg.n_mels, cfg.frames(SAMPLE_RATE), modality="audio")
-    return Task(name, spec, classes, splits["train"], splits["val"], splits["test"], batch_size,
+    return Task(name, spec, classes, splits["train"], splits["val"], splits["test"],
                 info={**info, "features": {"log_mel": cfg.to_dict(), "normalisation": stats}})
 
 
@@ -111,7 +111,7 @@ def synth_kws(params: SynthKwsParams) -> Task:
             "generator": {k: data.meta.get(k) for k in keep},
             "utterances": {"train": len(train_ids), "val": len(val_ids), "test": len(test_idx)},
             "train_mixes": params.train_mixes, "noise": asdict(noise)}
-    return speech_task("synth-kws", data.classes, splits, cfg, params.batch_size, info)
+    return speech_task("synth-kws", data.classes, splits, cfg, info)
 
 
 # --- Speech Commands v2 (real) -------------------------------------------------------------------------
@@ -247,4 +247,4 @@ def speech_commands(params: SpeechCommandsParams) -> Task:
         splits[split] = Split(clip_features(chosen, log_mel), labels[keep])
     info = {"source": str(folder), "split": "official validation_list.txt / testing_list.txt",
             "classes_variant": params.classes}
-    return speech_task("speech-commands", classes, splits, cfg, params.batch_size, info)
+    return speech_task("speech-commands", classes, splits, cfg, info)

@@ -106,7 +106,7 @@ def build_text_task(name: str, class_names: list[str], texts: Sequence[str], lab
         )
     spec = InputSpec(channels=1, height=params.seq_len, width=params.embed_dim, modality="text",
                      token_vocab=len(vocab))
-    return TextTask(name, spec, class_names, made["train"], made["val"], made["test"], params.batch_size,
+    return TextTask(name, spec, class_names, made["train"], made["val"], made["test"],
                     info=info, vocab=vocab, seq_len=params.seq_len)
 
 

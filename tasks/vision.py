@@ -55,7 +55,7 @@ def _finish(name: str, spec: InputSpec, classes: list[str], x: torch.Tensor, y: 
     test_idx = stratified_subset(test_y, params.test_size, params.split_seed + 2)
     test = Split(test_x[test_idx], test_y[test_idx])
     stats = normalise_images(train, val, test)
-    return Task(name, spec, classes, train, val, test, params.batch_size, info={**info, "normalisation": stats})
+    return Task(name, spec, classes, train, val, test, info={**info, "normalisation": stats})
 
 
 @dataclass
