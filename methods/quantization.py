@@ -4,6 +4,15 @@ int8 models are ONNX Runtime QDQ graphs (per-channel symmetric int8 weights, cal
 that ONNX Runtime fuses into int8 kernels (QLinearConv, QGemm, ...): the measured model stores int8 weights
 and runs int8 arithmetic. QAT trains with torchao's PT2E fake quantization of the same scheme, then goes
 through the same converter as PTQ, so the two differ only by the training.
+
+What each method leaves (its `produces` form; none of them is a trainable "float" model, so a chain refuses a
+torch method such as pruning or fine-tuning after them at parse time):
+- "onnx-int8": an ONNX Runtime graph whose weight layers are int8 (quant.ptq_int8, quant.qat_int8,
+  quant.dynamic_int8).
+- "onnx-mixed": an ONNX Runtime graph with int8 and float32 weight layers, chosen per layer (quant.mixed).
+- "float16": IEEE half-precision weights and compute, as an ONNX Runtime graph or a torch model behind float32
+  casts (quant.fp16, by its `runtime`).
+- "bfloat16": a bfloat16 torch model behind float32 casts (quant.bf16).
 """
 
 from __future__ import annotations
@@ -168,36 +177,79 @@ class StaticInt8Params:
             raise ConfigError(f"percentile must be in (90, 100], got {self.percentile}")
 
 
-def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) -> tuple[OnnxModel, dict[str, Any]]:
-    """Export, calibrate on training data and quantize to a QDQ int8 ONNX model; the model plus a report."""
-    fp32 = export_onnx(model, task.example_input(2))
-    loader = task.calibration_dataloader(p.calibration_samples, batch_size=even_batch(p.calibration_samples))
-    reader = LoaderCalibrationReader(loader, onnx.load_from_string(fp32).graph.input[0].name)
-    with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
-        src, pre = preprocess(fp32, tmp)
-        out = tmp / "int8.onnx"
+class StaticInt8Graph:
+    """A model exported, pre-processed and calibrated once, then quantized to QDQ int8 as often as needed.
+
+    PTQ quantizes once; quant.mixed quantizes the same graph dozens of times with different layers left in
+    float (`nodes_to_quantize` / `nodes_to_exclude`). Calibration is the slow part, so the first quantization
+    writes ONNX Runtime's calibration cache and every later one reads the same ranges from it.
+    """
+
+    def __init__(self, model: nn.Module, task: Task, p: StaticInt8Params, tmp: Path):
+        self.p, self.tmp = p, tmp
+        fp32 = export_onnx(model, task.example_input(2))
+        self.loader = task.calibration_dataloader(p.calibration_samples, batch_size=even_batch(p.calibration_samples))
+        self.reader = LoaderCalibrationReader(self.loader, onnx.load_from_string(fp32).graph.input[0].name)
+        self.source, self.preprocess = preprocess(fp32, tmp)
+        self.cache = tmp / "calibration.json"
+        self.quantizations = 0
+
+    @property
+    def float_bytes(self) -> bytes:
+        """The float graph every quantization starts from (after pre-processing, e.g. BatchNorm folded)."""
+        return Path(self.source).read_bytes()
+
+    def quantize(self, nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> bytes:
+        """QDQ int8 graph; only `nodes_to_quantize` (None = every node ONNX Runtime can) minus `nodes_to_exclude`."""
+        p = self.p
+        out = self.tmp / f"int8_{self.quantizations}.onnx"
+        self.quantizations += 1
         with quiet_quantizer():
             quantize_static(
-                src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=p.reduce_range,
-                activation_type=ACTIVATION_TYPES[p.activations], weight_type=QuantType.QInt8,
-                calibrate_method=OBSERVERS[p.observer],
+                self.source, out, self.reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                reduce_range=p.reduce_range, activation_type=ACTIVATION_TYPES[p.activations],
+                weight_type=QuantType.QInt8, calibrate_method=OBSERVERS[p.observer],
+                nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
+                calibration_cache_path=self.cache,
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": p.activations == "int8",
                                "CalibPercentile": p.percentile,
                                # float32 biases in the file (ORT makes the int32 kernel bias when it loads the model):
                                # 4 bytes per channel instead of int32 bias + its own scale + zero point (12 bytes)
                                "QuantizeBias": False},
             )
-        int8 = out.read_bytes()
-    return _int8_outcome_parts(int8, model, name, {
-        "calibration": {"split": "train", "samples": len(loader.dataset), "observer": p.observer,
-                        **({"percentile": p.percentile} if p.observer == "percentile" else {})},
-        "preprocess": pre, "format": "QDQ", "activations": p.activations, "reduce_range": p.reduce_range,
-    })
+        data = out.read_bytes()
+        out.unlink()
+        return data
+
+    def details(self) -> dict[str, Any]:
+        """How the graph was calibrated and quantized, for the record."""
+        p = self.p
+        return {
+            "calibration": {"split": "train", "samples": len(self.loader.dataset), "observer": p.observer,
+                            **({"percentile": p.percentile} if p.observer == "percentile" else {})},
+            "preprocess": self.preprocess, "format": "QDQ", "activations": p.activations,
+            "reduce_range": p.reduce_range,
+        }
 
 
-def _int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details: dict[str, Any]
-                        ) -> tuple[OnnxModel, dict[str, Any]]:
+@contextlib.contextmanager
+def static_int8_graph(model: nn.Module, task: Task, p: StaticInt8Params) -> Iterator[StaticInt8Graph]:
+    """A `StaticInt8Graph` whose files (pre-processed graph, calibration cache) live only inside the block."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        yield StaticInt8Graph(model, task, p, Path(tmp_dir))
+
+
+def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) -> tuple[OnnxModel, dict[str, Any]]:
+    """Export, calibrate on training data and quantize to a QDQ int8 ONNX model; the model plus a report."""
+    with static_int8_graph(model, task, p) as graph:
+        int8 = graph.quantize()
+        details = graph.details()
+    return int8_outcome_parts(int8, model, name, details)
+
+
+def int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details: dict[str, Any],
+                       precision: str = "int8") -> tuple[OnnxModel, dict[str, Any]]:
+    """The deployable int8 graph and what it really holds (weights by dtype, kernels ORT runs); refuses a float graph."""
     summary = weight_summary(int8)
     if summary.int8_weights == 0:
         raise NotApplicableError(
@@ -205,7 +257,7 @@ def _int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details:
             f"Gather layer it can quantize); refusing to report a float model as int8"
         )
     ops = optimized_op_counts(int8)
-    return OnnxModel(int8, float_model=float_model, precision="int8"), {
+    return OnnxModel(int8, float_model=float_model, precision=precision), {
         **details,
         "summary": summary,
         "kernels": ops,
@@ -213,7 +265,7 @@ def _int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details:
     }
 
 
-def _int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[str, Any]) -> Outcome:
+def int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[str, Any]) -> Outcome:
     """`physical` only when int8 kernels run and hold most weights; otherwise the label says what really runs."""
     summary: WeightSummary = info.pop("summary")
     fraction = summary.int8_fraction
@@ -242,10 +294,11 @@ class PtqInt8(StaticInt8Params, Method):
 
     family: ClassVar[str] = "quantization"
     uses_finetune: ClassVar[bool] = False
+    produces: ClassVar[str] = "onnx-int8"
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         onnx_model, info = static_int8(model, ctx.task, self, "quant.ptq_int8")
-        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
+        return int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
                                                 "calibration_samples": self.calibration_samples})
 
 
@@ -283,6 +336,7 @@ class QatInt8(StaticInt8Params, Method):
     """
 
     family: ClassVar[str] = "quantization"
+    produces: ClassVar[str] = "onnx-int8"
     epochs: int | None = None            # None = the suite's fine-tune budget
     max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
 
@@ -299,7 +353,7 @@ class QatInt8(StaticInt8Params, Method):
         onnx_model, info = static_int8(model.eval(), ctx.task, self, "quant.qat_int8")
         info["qat"] = {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches, "lr": budget.lr,
                        "fake_quant": "torchao PT2E (X86InductorQuantizer)"}
-        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
+        return int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
                                                 "calibration_samples": self.calibration_samples,
                                                 "qat_epochs": budget.epochs})
 
@@ -315,6 +369,7 @@ class DynamicInt8(Method):
 
     family: ClassVar[str] = "quantization"
     uses_finetune: ClassVar[bool] = False
+    produces: ClassVar[str] = "onnx-int8"
     op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Gather"])
     per_channel: bool = True
 
@@ -332,8 +387,8 @@ class DynamicInt8(Method):
                 quantize_dynamic(_ort_file(tmp, "fp32.onnx", fp32), out, op_types_to_quantize=list(self.op_types),
                                  per_channel=self.per_channel, weight_type=QuantType.QInt8)
             int8 = out.read_bytes()
-        onnx_model, info = _int8_outcome_parts(int8, model, "quant.dynamic_int8", {"format": "dynamic (IntegerOps)"})
-        return _int8_outcome(onnx_model, info, {"weight_bits": 8, "op_types": list(self.op_types)})
+        onnx_model, info = int8_outcome_parts(int8, model, "quant.dynamic_int8", {"format": "dynamic (IntegerOps)"})
+        return int8_outcome(onnx_model, info, {"weight_bits": 8, "op_types": list(self.op_types)})
 
 
 class CastBoundary(nn.Module):
@@ -386,6 +441,7 @@ class Float16(ReducedPrecision):
     """IEEE float16 weights; ONNX Runtime by default (torch eager float16 convolutions are very slow on CPU)."""
 
     dtype: ClassVar[torch.dtype] = torch.float16
+    produces: ClassVar[str] = "float16"
     runtime: Literal["eager", "onnxruntime"] = "onnxruntime"
 
 
@@ -395,3 +451,4 @@ class BFloat16(ReducedPrecision):
     """bfloat16 weights and compute in torch eager (float32's range, 8-bit mantissa)."""
 
     dtype: ClassVar[torch.dtype] = torch.bfloat16
+    produces: ClassVar[str] = "bfloat16"
