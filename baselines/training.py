@@ -25,6 +25,10 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
+# Bump when the training loop's behaviour changes: cached baselines and every cell trained by it expire.
+TRAINING_VERSION = 1
+
+
 @dataclass
 class FitResult:
     model: nn.Module

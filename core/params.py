@@ -3,14 +3,76 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import yaml
 
 from slimbench.core.errors import ConfigError
 
 D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field; every float must also be finite (NaN and inf are never a budget)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        low = f"≥ {self.ge:g}" if self.ge is not None else (f"> {self.gt:g}" if self.gt is not None else "")
+        high = f"≤ {self.le:g}" if self.le is not None else (f"< {self.lt:g}" if self.lt is not None else "")
+        return " and ".join(p for p in (low, high) if p) or "any finite number"
+
+
+def bounded(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A dataclass field whose range is checked when the suite is parsed, before anything runs."""
+    return dataclasses.field(default=default, metadata={"range": Range(ge, gt, le, lt)})
+
+
+def check_ranges(obj: Any, where: str) -> None:
+    """Every numeric field finite and inside its declared `bounded` range; one ConfigError naming field and value."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}: {f.name} must be a finite number, got {v!r}")
+            allowed = f.metadata.get("range")
+            if allowed is not None and not allowed.allows(v):
+                raise ConfigError(f"{where}: {f.name} must be {allowed}, got {v!r}")
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where `1e-3` (no dot) is a string; every user writes learning rates that way."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+                  |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?)$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML with YAML 1.2 numbers: `1e-3`, `5E-4` and `1e+6` are numbers."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, where: str) -> D:
@@ -29,9 +91,13 @@ def build_dataclass(cls: type[D], values: Mapping[str, Any] | None, where: str) 
     for key, value in values.items():
         kwargs[key] = _coerce(value, hints[key], f"{where}: parameter {key!r}", cls)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}; valid parameters: {describe_fields(cls)}") from None
+    check_ranges(obj, where)
+    return obj
 
 
 def describe_fields(cls: type) -> str:

@@ -8,9 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from slimbench.core.errors import UnknownNameError
+from slimbench.core import plugins
+from slimbench.core.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
+
+
+class DuplicateNameError(ConfigError):
+    """Two registrations under one name (e.g. a plugin reusing a built-in name)."""
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,13 @@ class Entry(Generic[T]):
     name: str
     obj: T
     description: str
+    version: int = 1              # part of every run_id and cache key: bump it and the results expire
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where the registered code lives: slimbench itself, or a plugin with its version or hash."""
+        plugin = plugins.source_of(getattr(self.obj, "__module__", "") or "")
+        return plugin.to_dict() if plugin else {"module": getattr(self.obj, "__module__", "?"), "kind": "builtin"}
 
 
 class Registry(Generic[T]):
@@ -27,17 +39,21 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, description: str | None = None, version: int | None = None) -> Callable[[T], T]:
+        """Decorator; `version` (or the object's `version` attribute) expires results when behaviour changes."""
         def decorator(obj: T) -> T:
             if name in self._entries:
                 prev = self._entries[name].obj
-                raise ValueError(
-                    f"{self.kind} {name!r} is already registered (by {_qualname(prev)}); "
-                    f"cannot register {_qualname(obj)} under the same name"
+                raise DuplicateNameError(
+                    f"{self.kind} {name!r} is already registered by {_origin(prev)}; "
+                    f"cannot register {_origin(obj)} under the same name"
                 )
             doc = description or (inspect.getdoc(obj) or "").strip().splitlines()
             desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
-            self._entries[name] = Entry(name, obj, desc)
+            ver = version if version is not None else getattr(obj, "version", 1)
+            if isinstance(ver, bool) or not isinstance(ver, int) or ver < 1:
+                raise ConfigError(f"{self.kind} {name!r}: version must be a positive integer, got {ver!r}")
+            self._entries[name] = Entry(name, obj, desc, ver)
             return obj
 
         return decorator
@@ -67,6 +83,11 @@ class Registry(Generic[T]):
 
 def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _origin(obj: Any) -> str:
+    plugin = plugins.source_of(getattr(obj, "__module__", "") or "")
+    return f"{_qualname(obj)} ({plugin.describe() if plugin else 'slimbench'})"
 
 
 def params_type(obj: Any) -> type | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from collections.abc import Callable
@@ -9,16 +10,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils import benchmark
+
+# torch.utils.benchmark imports cpp_extension, which warns on every start that no CUDA runtime is found; CPU
+# timing never compiles extensions, so that line is noise here.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+from slimbench.core.params import bounded
 
 
 @dataclass
 class MeasureConfig:
-    latency_batch: int = 64          # the "batch N" latency next to batch 1
-    threads: int = 1                 # fixed intra-op threads for latency (stable on a shared 2-core VM)
-    warmup: int = 5
-    min_run_time: float = 0.3        # seconds per blocked_autorange
-    rounds: int = 3                  # interleaved rounds; the median of round medians is reported
+    latency_batch: int = bounded(64, ge=1)      # the "batch N" latency next to batch 1
+    threads: int = bounded(1, ge=1)             # fixed intra-op threads (stable on a shared 2-core VM)
+    warmup: int = bounded(5, ge=1)
+    min_run_time: float = bounded(0.3, gt=0)    # seconds of timed blocks per round
+    rounds: int = bounded(3, ge=1)              # interleaved rounds; the median of round medians is reported
     peak_memory: bool = True
 
 

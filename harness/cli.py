@@ -15,9 +15,19 @@ log = logging.getLogger("slimbench")
 
 EPILOG = """examples:
   slimbench list methods 'prune.*'        registered methods matching a pattern
-  slimbench run configs/quick.yaml        run (or resume) the quick suite, then rebuild its report
+  slimbench run quick                     run (or resume) the shipped quick suite, then rebuild its report
+  slimbench run my_suite.yaml --import my_methods.py    a suite that uses your own method file
   slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
+
+plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
+group (loaded automatically), or name modules / .py files with --import or a suite's `imports:` list.
 """
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a module (by name) or a .py file that registers methods, tasks or models; "
+                        "repeatable")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite file; finished cells are skipped, so an interrupted run resumes",
                          description="Expand the suite's task × model × method × seed grid, train each baseline once "
                                      "(cached), apply each method, measure it and write one JSON record per cell.")
-    run.add_argument("suite", type=Path, help="suite YAML file, e.g. configs/quick.yaml")
+    run.add_argument("suite", type=Path, help="suite YAML file (e.g. configs/quick.yaml) or a shipped suite's name "
+                                              "(quick, full, ...)")
     run.add_argument("--results", type=Path, default=Path("results"),
                      help="results root; records go to RESULTS/<suite>/runs (default: results)")
     run.add_argument("--cache", type=Path, default=None,
@@ -43,20 +54,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only cells whose label matches, e.g. 'fashion-mnist/mobilenetv2/prune.*'")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done, run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    _add_import(run)
 
     rep = sub.add_parser("report", help="rebuild leaderboard.md, leaderboard.csv and pareto_<task>.png from records")
     rep.add_argument("suite_dir", type=Path, help="a suite's results folder, e.g. results/quick")
     rep.add_argument("--suite", type=Path, default=None,
                      help="suite file whose cells alone enter the tables (records of cells it no longer has, "
                           "e.g. from an older budget, stay on disk but out of the leaderboard); default: all records")
+    _add_import(rep)
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'quant.*'")
+    _add_import(lst)
     return p
 
 
-def cmd_list(kind: str, pattern: str) -> int:
+def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
+    from slimbench.harness.suite import load_imports
+
+    load_imports(imports, "--import", Path.cwd())
     if kind == "models":
         from slimbench.baselines import MODELS as registry
     elif kind == "tasks":
@@ -69,7 +86,9 @@ def cmd_list(kind: str, pattern: str) -> int:
         return 1
     width = max(len(e.name) for e in entries)
     for e in entries:
-        print(f"{e.name:<{width}}  {e.description}")
+        source = e.source
+        origin = f"  [{source['kind']} {source.get('origin', '')}]" if source.get("kind") != "builtin" else ""
+        print(f"{e.name:<{width}}  {e.description}{origin}")
     if kind == "models":
         print(f"{'timm/<arch>':<{width}}  any timm architecture, built for the task's input spec")
     return 0
@@ -83,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.no_progress:
         os.environ["SLIMBENCH_PROGRESS"] = "0"
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, imports=args.imports)
     runner = SuiteRunner(suite, args.results, args.cache, args.wandb, progress=not args.no_progress)
     if args.dry_run:
         for cell in suite.cells:
@@ -107,16 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
-            return cmd_list(args.kind, args.pattern)
+            return cmd_list(args.kind, args.pattern, args.imports)
         if args.command == "report":
             from slimbench.harness.report import build_report
 
             if not (args.suite_dir / "runs").is_dir():
                 raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
+            from slimbench.harness.suite import load_imports, load_suite
+
+            load_imports(args.imports, "--import", Path.cwd())
             run_ids = None
             if args.suite is not None:
-                from slimbench.harness.suite import load_suite
-
                 run_ids = {cell.run_id for cell in load_suite(args.suite).cells}
             rows = build_report(args.suite_dir, run_ids=run_ids)
             print(f"{len(rows)} leaderboard rows -> {args.suite_dir / 'leaderboard.md'}, leaderboard.csv")

@@ -12,6 +12,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from slimbench.tasks.base import Task
 
 
+# Bump when anything that produces a measured figure changes (this module, slimbench.deploy's counting,
+# latency, runtimes, packing or ONNX export): every record measured by older code then expires.
+MEASURE_VERSION = 1
+
+
 @dataclass
 class Metrics:
     accuracy: float

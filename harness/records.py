@@ -32,6 +32,7 @@ class RunRecord:
     baseline_training: dict[str, Any] = field(default_factory=dict)
     artifact: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    plugins: list[dict[str, Any]] = field(default_factory=list)   # outside code the cell ran: version or sha256
     git: dict[str, Any] = field(default_factory=dict)
     hardware: dict[str, Any] = field(default_factory=dict)
     wall_seconds: dict[str, float] = field(default_factory=dict)

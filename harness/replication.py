@@ -8,17 +8,16 @@ import operator
 import re
 import statistics
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tabulate import tabulate
 
 from slimbench.core.errors import ConfigError
-from slimbench.core.params import build_dataclass
+from slimbench.core.params import build_dataclass, load_yaml
 from slimbench.harness.records import RunRecord
 
-DEFAULT_CLAIMS = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -40,10 +39,12 @@ class Claim:
         return OPS[match.group(1)](value, float(match.group(2)))
 
 
-def load_claims(path: Path = DEFAULT_CLAIMS) -> list[Claim]:
-    if not path.exists():
-        return []
-    raw = yaml.safe_load(path.read_text()) or {}
+def load_claims(path: Path | None = None) -> list[Claim]:
+    """The claims table: shipped with the package (importlib.resources), or a file given explicitly."""
+    source = path if path is not None else resources.files("slimbench.configs") / "claims.yaml"
+    if not source.is_file():
+        raise ConfigError(f"claims file {source} does not exist")
+    raw = load_yaml(source.read_text()) or {}
     return [build_dataclass(Claim, c, f"claims file {path}") for c in raw.get("claims", [])]
 
 

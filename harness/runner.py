@@ -180,7 +180,7 @@ class SuiteRunner:
                 details={**result.details, "task": task.describe(),
                          "params_given": {k: cell.method.params[k] for k in cell.method.given}},
                 baseline_training={k: v for k, v in base.meta.items() if k != "history"},
-                artifact=artifact, versions=versions(), git=git_state(), hardware=hardware(),
+                artifact=artifact, versions=versions(), plugins=cell.plugins(), git=git_state(), hardware=hardware(),
                 wall_seconds={"apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
                               "total": round(time.perf_counter() - t_start, 2)},
                 wandb=Tracker.describe(run),

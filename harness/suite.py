@@ -7,23 +7,27 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from slimbench.baselines import MODELS
 from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.training import TRAINING_VERSION
+from slimbench.core import plugins
 from slimbench.core.errors import ConfigError
-from slimbench.deploy.latency import MeasureConfig
-from slimbench.core.params import build_dataclass
+from slimbench.core.params import build_dataclass, load_yaml
 from slimbench.core.registry import Registry, parse_params
-from slimbench.methods import METHODS
+from slimbench.deploy.latency import MeasureConfig
+from slimbench.harness.measure import MEASURE_VERSION
+from slimbench.methods import METHODS, build_method
 from slimbench.tasks import TASKS
 
 SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
-              "measure", "wandb_project", "exclude", "train_overrides"}
+              "measure", "wandb_project", "exclude", "train_overrides", "imports"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # a suite name is a folder under the results root
 DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
 
 
@@ -59,8 +63,15 @@ class Cell:
     measure: MeasureConfig
 
     def config(self) -> dict[str, Any]:
-        """Only what can change this cell's result, so editing e.g. the teacher reruns distillation cells alone."""
-        method = METHODS.get(self.method.name)
+        """Only what can change this cell's result, so editing e.g. the teacher reruns distillation cells alone.
+
+        The versions of the task, model, method, training and measurement code are part of it: a behaviour
+        change bumps a version, and exactly the cells it affects get new run_ids (results expire with the code).
+        """
+        method = build_method(self.method.name, self.method.params)   # the instance: a chain's needs are its stages'
+        versions = {"task": _version(TASKS, self.task.name), "model": _version(MODELS, self.model.name),
+                    "method": _version(METHODS, self.method.name), "training": TRAINING_VERSION,
+                    "measure": MEASURE_VERSION}
         config: dict[str, Any] = {
             "task": self.task.to_dict(),
             "model": self.model.to_dict(),
@@ -72,8 +83,26 @@ class Cell:
             config["finetune"] = dataclasses.asdict(self.finetune)
         if method.uses_teacher:
             config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
+            versions["teacher"] = _version(MODELS, self.teacher.name)
         config["measure"] = dataclasses.asdict(self.measure)
+        config["versions"] = versions
+        used = self.plugins(method_uses_teacher=method.uses_teacher)
+        if used:
+            config["plugins"] = used
         return config
+
+    def plugins(self, method_uses_teacher: bool = True) -> list[dict[str, Any]]:
+        """The outside plugins whose code this cell runs (with version or sha256), so a changed plugin reruns it."""
+        entries = [(TASKS, self.task.name), (MODELS, self.model.name), (METHODS, self.method.name)]
+        if method_uses_teacher:
+            entries.append((MODELS, self.teacher.name))
+        out = []
+        for registry, name in entries:
+            if name in registry:
+                source = registry.entry(name).source
+                if source.get("kind") != "builtin" and source not in out:
+                    out.append(source)
+        return out
 
     @property
     def run_id(self) -> str:
@@ -92,6 +121,16 @@ class Suite:
     cells: list[Cell]
     path: Path | None
     wandb_project: str = "slimbench"
+
+
+def _version(registry: Registry[Any], name: str) -> int | str:
+    if name in registry:
+        return registry.entry(name).version
+    if registry is MODELS and name.startswith("timm/"):   # any timm architecture: timm's own version decides
+        import timm
+
+        return f"timm-{timm.__version__}"
+    return registry.entry(name).version   # raises the clear unknown-name error
 
 
 def config_hash(config: dict[str, Any], length: int = 12) -> str:
@@ -138,30 +177,68 @@ def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Name
     return Named(name, json.loads(json.dumps(resolved, default=list)), tuple(params))
 
 
-def load_suite(path: str | Path) -> Suite:
+def packaged_suites() -> dict[str, Any]:
+    """The suite files shipped inside the package (`slimbench run quick` works from any directory)."""
+    folder = resources.files("slimbench.configs")
+    return {p.name.removesuffix(".yaml"): p for p in folder.iterdir()
+            if p.name.endswith(".yaml") and p.name != "claims.yaml"}
+
+
+def resolve_suite_path(spec: str | Path) -> Any:
+    """A suite file path, or the name of a shipped suite (`quick`, `configs/quick.yaml`)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = packaged_suites()
+    name = path.name.removesuffix(".yaml")
+    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
+        return shipped[name]
+    raise ConfigError(f"suite file {spec} does not exist; shipped suites: {', '.join(sorted(shipped)) or '(none)'} "
+                      f"(give a name or a path to a .yaml file)")
+
+
+def load_suite(path: str | Path, imports: list[str] | tuple[str, ...] = ()) -> Suite:
     """Parse and validate a suite file completely before anything runs (bad input writes nothing)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"suite file {path} does not exist; suites in configs/: "
-                          f"{', '.join(sorted(p.name for p in Path('configs').glob('*.yaml'))) or '(none)'}")
+    source = resolve_suite_path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        raw = load_yaml(source.read_text())
+    except Exception as exc:   # yaml.YAMLError, or an unreadable file
         raise ConfigError(f"suite file {path} is not valid YAML: {exc}") from None
-    return parse_suite(raw, path)
+    base = Path(source).parent if isinstance(source, Path) else None
+    return parse_suite(raw, Path(str(source)), imports=imports, base=base)
 
 
-def parse_suite(raw: Any, path: Path | None = None) -> Suite:
+def load_imports(specs: Any, where: str, base: Path | None = None) -> list[dict[str, Any]]:
+    """Entry-point plugins, then each named module or file; returns their sources."""
+    plugins.load_entry_points()
+    if specs is None:
+        return []
+    if isinstance(specs, str):
+        specs = [specs]
+    if not isinstance(specs, (list, tuple)) or not all(isinstance(s, str) and s for s in specs):
+        raise ConfigError(f"{where}: `imports:` must be a list of module names or .py file paths, got {specs!r}")
+    return [plugins.import_plugin(s, base).to_dict() for s in specs]
+
+
+def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[str, ...] = (),
+                base: Path | None = None) -> Suite:
     where = f"suite file {path}" if path else "suite"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level, got {type(raw).__name__}")
     unknown = sorted(set(raw) - SUITE_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SUITE_KEYS))}")
-    name = str(raw.get("suite") or (path.stem if path else "suite"))
+    load_imports(list(imports), "--import", Path.cwd())
+    load_imports(raw.get("imports"), where, base)
+    name = raw.get("suite") or (path.stem if path else "suite")
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise ConfigError(f"{where}: suite name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names "
+                          f"the folder results/<suite>), starting with a letter or digit")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ConfigError(f"{where}: `seeds:` must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise ConfigError(f"{where}: `seeds:` must be distinct non-negative integers, got {seeds!r}")
     task_entries = _named_list(raw.get("tasks"), "tasks", extra=("train",))
     model_entries = _named_list(raw.get("models"), "models", extra=("train",))
     tasks = [_resolve(TASKS, n, p) for n, p, _ in task_entries]
@@ -198,12 +275,37 @@ def parse_suite(raw: Any, path: Path | None = None) -> Suite:
     teacher = [_resolve(MODELS, n, p) for n, p, _ in _named_list(teacher_raw, "teacher")][0]
     measure = build_dataclass(MeasureConfig, raw.get("measure"), f"{where}: measure")
     exclude = raw.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
+    for kind, entries in (("tasks", tasks), ("models", models), ("methods", methods)):
+        _no_duplicates(entries, kind, where)
     cells = [
         Cell(name, t, m, meth, seed, budgets[ti, mi], finetune, teacher, teacher_train, measure)
         for (ti, t), (mi, m), meth, seed in itertools.product(enumerate(tasks), enumerate(models), methods, seeds)
         if not _excluded(exclude, t, m, meth)
     ]
+    if not cells:
+        raise ConfigError(f"{where}: `exclude:` removes every cell of the grid ({len(tasks)} tasks × {len(models)} "
+                          f"models × {len(methods)} methods × {len(seeds)} seeds); nothing would run")
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        other = seen.setdefault(cell.run_id, cell)
+        if other is not cell:
+            raise ConfigError(f"{where}: cells {other.label} and {cell.label} are the same experiment (identical "
+                              f"resolved config); remove one of the two entries")
     return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")))
+
+
+def _no_duplicates(entries: list[Named], kind: str, where: str) -> None:
+    """The same name with the same resolved params twice would silently collapse into one cell."""
+    seen: dict[tuple[str, str], Named] = {}
+    for entry in entries:
+        key = (entry.name, entry.params_json)
+        if key in seen:
+            given = ", ".join(f"{k}={entry.params[k]}" for k in entry.given) or "defaults"
+            raise ConfigError(f"{where}: `{kind}:` lists {entry.name} ({given}) twice with the same resolved "
+                              f"parameters; remove the duplicate entry")
+        seen[key] = entry
 
 
 def _pair_overrides(raw: Any, tasks: list[Named], models: list[Named], where: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from slimbench.core.errors import SlimbenchError
+from slimbench.core.params import bounded
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class TaskParams:
     """Parameters every task accepts; tasks subclass this to add their own."""
 
     root: str | None = None          # where the dataset lives (or is downloaded to); None = task default
-    train_size: int | None = None    # subsample the training split (stratified), None = all
-    val_size: int = 5000             # carved from the training data; never the test split
-    test_size: int | None = None     # subsample the test split, None = all
+    train_size: int | None = bounded(None, ge=1)   # subsample the training split (stratified), None = all
+    val_size: int = bounded(5000, ge=1)             # carved from the training data; never the test split
+    test_size: int | None = bounded(None, ge=1)    # subsample the test split, None = all
     split_seed: int = 0              # fixed, so every run seed sees the same split
 
 
