@@ -38,13 +38,20 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                     reduction="batchmean", log_target=True) * (t * t)
 
 
-def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
-                            temperature: float, alpha: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    """α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE(student, labels)."""
-    ce = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
-    if alpha == 0.0:
-        return ce
-    return alpha * soft_target_loss(student_logits, teacher_logits, temperature) + (1.0 - alpha) * ce
+def logit_distillation_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                             targets: torch.Tensor, temperature: float, alpha: float,
+                             label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+    """`{"ce", "kd"?, "loss"}` with loss = α·T²·KL(teacher_T ‖ student_T) + (1−α)·CE(student, labels).
+
+    The one place the logit loss is computed: training logs its terms, tests pin its value.
+    """
+    terms = {"ce": F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)}
+    if alpha == 0.0 or teacher_logits is None:
+        terms["loss"] = terms["ce"]
+        return terms
+    terms["kd"] = soft_target_loss(student_logits, teacher_logits, temperature)
+    terms["loss"] = alpha * terms["kd"] + (1.0 - alpha) * terms["ce"]
+    return terms
 
 
 def match_spatial(x: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -263,14 +270,13 @@ class DistillationModule(ClassifierModule):
         """Every term of the loss for one batch (before weighting), plus the weighted total under "loss"."""
         loss = self.loss
         logits = self.model(x)
-        terms = {"ce": F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)}
-        total = terms["ce"]
-        if loss.uses_teacher:
+        teacher_logits = None
+        if loss.uses_teacher:   # the teacher also runs for feature terms alone: its hooks fill the taps
             with torch.no_grad():
                 teacher_logits = self.teacher(x)
-            if loss.alpha > 0:
-                terms["kd"] = soft_target_loss(logits, teacher_logits, loss.temperature)
-                total = loss.alpha * terms["kd"] + (1.0 - loss.alpha) * terms["ce"]
+        terms = logit_distillation_terms(logits, teacher_logits, y, loss.temperature, loss.alpha,
+                                         self.cfg.label_smoothing)
+        total = terms.pop("loss")
         if loss.uses_features:
             term = attention_loss if loss.feature_kind == "attention" else hint_loss
             feats = [term(adapter(s.take()), t.take())

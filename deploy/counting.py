@@ -16,31 +16,13 @@ from slimbench.deploy.packing import Packed
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """Total and non-zero parameters (quantized modules keep weights in packed params: count those too)."""
+    """Total and non-zero parameters; a tensor shared by several layers (weight tying) counts once."""
     total = nonzero = 0
-    seen: set[int] = set()
-    for tensor in _weight_tensors(model):
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        t = tensor.int_repr() if tensor.is_quantized else tensor
-        total += t.numel()
-        nonzero += int(torch.count_nonzero(t))
+    with torch.no_grad():
+        for p in model.parameters():   # parameters() yields each shared tensor once
+            total += p.numel()
+            nonzero += int(torch.count_nonzero(p))
     return total, nonzero
-
-
-def _weight_tensors(model: nn.Module) -> list[torch.Tensor]:
-    tensors = [p.detach() for p in model.parameters()]
-    for module in model.modules():  # quantized layers hide weights outside `parameters()`
-        weight_fn = getattr(module, "weight", None)
-        if callable(weight_fn) and not isinstance(weight_fn, nn.Module):
-            try:
-                w = weight_fn()
-            except Exception:  # not a quantized accessor
-                continue
-            if isinstance(w, torch.Tensor):
-                tensors.append(w)
-    return tensors
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
@@ -77,7 +59,7 @@ class _LiveTensorBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor) and not t.is_quantized and t.device.type == "cpu":
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
                 storage = t.untyped_storage()
                 ptr, nbytes = storage.data_ptr(), storage.nbytes()
                 if ptr and ptr not in self._ptrs:
@@ -91,11 +73,6 @@ class _LiveTensorBytes(TorchDispatchMode):
 def peak_memory_bytes(model: nn.Module, example: torch.Tensor) -> int | None:
     """Peak inference memory: weights plus the largest set of live activations during one forward."""
     weights = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-    if example.is_cuda:
-        torch.cuda.reset_peak_memory_stats()
-        with torch.inference_mode():
-            model(example)
-        return int(torch.cuda.max_memory_allocated())
     try:
         tracker = _LiveTensorBytes()
         with torch.inference_mode(), tracker:

@@ -16,7 +16,7 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.distillation import (DistillationModule, DistillLoss, FeaturePair, FeatureTap, attention_loss,
-                                    hint_loss, logit_distillation_loss, resolve_path, soft_target_loss)
+                                    hint_loss, logit_distillation_terms, resolve_path, soft_target_loss)
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import ConfigError
 from slimbench.harness.measure import evaluate
@@ -75,7 +75,7 @@ def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_alpha_zero_is_cross_entropy(task, teacher):
     gen = torch.Generator().manual_seed(0)
     s, t, y = torch.randn(32, 10, generator=gen), torch.randn(32, 10, generator=gen), torch.randint(0, 10, (32,))
-    assert torch.equal(logit_distillation_loss(s, t, y, temperature=4.0, alpha=0.0), F.cross_entropy(s, y))
+    assert torch.equal(logit_distillation_terms(s, t, y, temperature=4.0, alpha=0.0)["loss"], F.cross_entropy(s, y))
     # and through the module, on real data: the total is the student's cross-entropy
     student = tiny(task, STUDENT)
     module = DistillationModule(student, teacher.model, task.num_classes, BUDGET, DistillLoss(alpha=0.0))
@@ -92,7 +92,7 @@ def test_soft_target_loss_golden_value():
     expected = 4 * (e(1.5) - e(0.5)) / (e(0.5) + e(1.0) + e(1.5))
     assert soft_target_loss(s, t, temperature=2.0).item() == pytest.approx(expected, rel=1e-6)   # 1.28064
     y = torch.tensor([0])
-    mixed = logit_distillation_loss(s, t, y, temperature=2.0, alpha=0.25)
+    mixed = logit_distillation_terms(s, t, y, temperature=2.0, alpha=0.25)["loss"]
     assert mixed.item() == pytest.approx(0.25 * expected + 0.75 * F.cross_entropy(s, y).item(), rel=1e-6)
 
 
