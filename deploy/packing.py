@@ -1,15 +1,23 @@
 """The stored form of a model: each tensor in the smallest honest encoding we can decode again.
 
 Stored size must come from a real compressed representation, not from a formula: a pruned tensor is
-stored as a bit mask plus its non-zero values, a clustered tensor as a codebook plus bit-packed indices,
-an int8 tensor as int8 with its scales. Decoding gives back exactly the tensor that was measured, so any
-figure can be re-measured from the saved artifact. No library stores arbitrary state dicts this way
-(safetensors / torch.save keep dense tensors), hence this small codec.
+stored as a bit mask plus its non-zero values, a clustered tensor as a codebook plus bit-packed or
+Huffman-coded indices, an int8 tensor as int8 with its scales, and a tensor that two parameters share
+(tied weights) once, with an alias for its second name. Decoding gives back exactly the tensor that was
+measured, so any figure can be re-measured from the saved artifact. No library stores arbitrary state dicts
+this way (safetensors / torch.save keep dense tensors), hence this small codec.
+
+Formats (`Packed.formats()` counts them): dense, sparse (mask + non-zeros), codebook (codebook + packed
+fixed-width indices), huffman (codebook + canonical Huffman-coded indices; zeros, if any, are one codeword),
+sparse_codebook / sparse_huffman (mask + codebook indices of the non-zeros: Deep Compression's pruned and
+clustered tensors), quantized_per_tensor / quantized_per_channel, alias (a tensor stored under another name).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +26,8 @@ import torch
 
 MIN_NUMEL = 64          # tiny tensors (biases, BN stats) stay dense: the bookkeeping would outweigh them
 MAX_CODEBOOK = 256
+HUFFMAN_MAX_BITS = 20   # longest code; decoding uses a table of 2**HUFFMAN_MAX_BITS entries at most
+PAYLOAD_TAG = "slimbench-packed-v1"
 
 
 @dataclass
@@ -39,12 +49,12 @@ class Packed:
 
     def to_payload(self) -> dict[str, Any]:
         """What goes to disk; loads with `torch.load(weights_only=True)`."""
-        return {"format": "slimbench-packed-v1", "meta": self.meta, "tensors": self.tensors}
+        return {"format": PAYLOAD_TAG, "meta": self.meta, "tensors": self.tensors}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "Packed":
-        if not isinstance(payload, dict) or payload.get("format") != "slimbench-packed-v1":
-            raise ValueError("not a slimbench packed state (missing format tag 'slimbench-packed-v1')")
+        if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_TAG:
+            raise ValueError(f"not a slimbench packed state (missing format tag {PAYLOAD_TAG!r})")
         return cls(dict(payload["tensors"]), dict(payload["meta"]))
 
 
@@ -52,6 +62,7 @@ def _nbytes(parts: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in parts.values())
 
 
+# -- fixed-width indices -----------------------------------------------------------------------------------
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     """Keep the low `bits` bits of each uint8 value, concatenated into bytes."""
     unpacked = np.unpackbits(values.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]
@@ -65,13 +76,106 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     return np.packbits(padded, axis=1).reshape(-1)
 
 
-def _codebook_parts(values: torch.Tensor) -> dict[str, torch.Tensor] | None:
+# -- canonical Huffman ---------------------------------------------------------------------------------------
+def huffman_lengths(counts: np.ndarray, max_bits: int = HUFFMAN_MAX_BITS) -> np.ndarray:
+    """Code length per symbol (every count > 0) from Huffman's merge, at most `max_bits` long.
+
+    A code longer than `max_bits` (only for extremely skewed counts) is avoided by halving the counts and
+    merging again: the code stays a valid prefix code, just slightly longer on average.
+    """
+    counts = np.maximum(np.asarray(counts, dtype=np.int64), 1)
+    if len(counts) == 1:
+        return np.ones(1, dtype=np.uint8)   # one symbol still takes one bit per value: no zero-length codes
+    while True:
+        lengths = np.zeros(len(counts), dtype=np.int64)
+        heap = [(int(c), s, [s]) for s, c in enumerate(counts)]
+        heapq.heapify(heap)
+        while len(heap) > 1:
+            c1, t1, s1 = heapq.heappop(heap)
+            c2, t2, s2 = heapq.heappop(heap)
+            lengths[s1 + s2] += 1
+            heapq.heappush(heap, (c1 + c2, min(t1, t2), s1 + s2))
+        if lengths.max() <= max_bits:
+            return lengths.astype(np.uint8)
+        counts = np.maximum(counts >> 1, 1)
+
+
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """The canonical code of each symbol: shorter codes first, ties by symbol, so lengths alone define it."""
+    codes = np.zeros(len(lengths), dtype=np.int64)
+    code, prev = 0, 0
+    for s in sorted(range(len(lengths)), key=lambda s: (int(lengths[s]), s)):
+        code <<= int(lengths[s]) - prev
+        codes[s], prev = code, int(lengths[s])
+        code += 1
+    return codes
+
+
+def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate the canonical codes of `symbols` (indices into `lengths`), packed MSB first into bytes."""
+    codes = canonical_codes(lengths)
+    code, length = codes[symbols], lengths.astype(np.int64)[symbols]
+    ends = np.cumsum(length)
+    starts = ends - length
+    bits = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    for j in range(int(lengths.max())):
+        take = length > j
+        bits[starts[take] + j] = (code[take] >> (length[take] - 1 - j)) & 1
+    return np.packbits(bits)
+
+
+def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of `huffman_encode`: `count` symbols.
+
+    Every bit position's next `max_len` bits are looked up in a table at once (numpy); only the walk from one
+    codeword to the next stays a Python loop, over plain ints.
+    """
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    max_len = int(lengths.max())
+    codes = canonical_codes(lengths)
+    symbol_of = np.zeros(1 << max_len, dtype=np.int64)
+    length_of = np.zeros(1 << max_len, dtype=np.int64)
+    for s, (c, n) in enumerate(zip(codes.tolist(), lengths.tolist())):
+        lo, hi = c << (max_len - n), (c + 1) << (max_len - n)
+        symbol_of[lo:hi], length_of[lo:hi] = s, n
+    bits = np.unpackbits(stream).astype(np.int64)
+    nbits = len(bits)
+    bits = np.concatenate([bits, np.zeros(max_len, dtype=np.int64)])
+    window = np.zeros(nbits, dtype=np.int64)
+    for j in range(max_len):
+        window = (window << 1) | bits[j: j + nbits]
+    step = length_of[window].tolist()
+    starts, pos = [0] * count, 0
+    for i in range(count):
+        starts[i] = pos
+        pos += step[pos]
+    return symbol_of[window[np.asarray(starts, dtype=np.int64)]]
+
+
+# -- per-tensor encodings ----------------------------------------------------------------------------------
+Candidate = tuple[str, int, Callable[[], dict[str, torch.Tensor]]]   # (format, bytes, build the parts)
+
+
+def _index_candidates(values: torch.Tensor, prefix: str, base: dict[str, torch.Tensor]) -> list[Candidate]:
+    """`values` as codebook + fixed-width indices and as codebook + Huffman-coded indices (if ≤ MAX_CODEBOOK)."""
     codebook, inverse = torch.unique(values, return_inverse=True)
-    if len(codebook) > MAX_CODEBOOK:
-        return None
-    bits = max(1, math.ceil(math.log2(len(codebook))))
-    idx = torch.from_numpy(pack_bits(inverse.numpy().astype(np.uint8), bits))
-    return {"codebook": codebook, "indices": idx, "bits": torch.tensor([bits], dtype=torch.uint8)}
+    k = len(codebook)
+    if k > MAX_CODEBOOK or values.numel() == 0:
+        return []
+    symbols = inverse.numpy().astype(np.int64)
+    base_bytes = _nbytes(base) + k * codebook.element_size()
+    bits = max(1, math.ceil(math.log2(k)))
+    fixed = (f"{prefix}codebook", base_bytes + math.ceil(len(symbols) * bits / 8) + 1,
+             lambda: {**base, "codebook": codebook,
+                      "indices": torch.from_numpy(pack_bits(symbols.astype(np.uint8), bits)),
+                      "bits": torch.tensor([bits], dtype=torch.uint8)})
+    counts = np.bincount(symbols, minlength=k)
+    lengths = huffman_lengths(counts)
+    coded = (f"{prefix}huffman", base_bytes + math.ceil(int((counts * lengths).sum()) / 8) + k,
+             lambda: {**base, "codebook": codebook, "code_lengths": torch.from_numpy(lengths),
+                      "stream": torch.from_numpy(huffman_encode(symbols, lengths))})
+    return [fixed, coded]
 
 
 def pack_tensor(t: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -81,22 +185,19 @@ def pack_tensor(t: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor
     if t.is_quantized:
         return _pack_quantized(t, meta)
     flat = t.contiguous().reshape(-1)
-    options: list[tuple[str, dict[str, torch.Tensor]]] = [("dense", {"data": flat.clone()})]
+    candidates: list[Candidate] = [("dense", _nbytes({"data": flat}), lambda: {"data": flat.clone()})]
     if t.is_floating_point() and flat.numel() >= MIN_NUMEL:
         nonzero = flat != 0
         nnz_values = flat[nonzero]
         if nnz_values.numel() < flat.numel():
-            mask = torch.from_numpy(np.packbits(nonzero.numpy()))
-            options.append(("sparse", {"mask": mask, "values": nnz_values.clone()}))
-            cb = _codebook_parts(nnz_values.float()) if nnz_values.numel() else None
-            if cb is not None:
-                cb["codebook"] = cb["codebook"].to(t.dtype)
-                options.append(("sparse_codebook", {"mask": mask, **cb}))
-        cb = _codebook_parts(flat.float())
-        if cb is not None:
-            cb["codebook"] = cb["codebook"].to(t.dtype)
-            options.append(("codebook", cb))
-    fmt, parts = min(options, key=lambda o: _nbytes(o[1]))
+            mask = {"mask": torch.from_numpy(np.packbits(nonzero.numpy()))}
+            candidates.append(("sparse", _nbytes(mask) + _nbytes({"v": nnz_values}),
+                               lambda: {**mask, "values": nnz_values.clone()}))
+            candidates += _index_candidates(nnz_values, "sparse_", mask)
+        candidates += _index_candidates(flat, "", {})
+    fmt, _, build = min(candidates, key=lambda c: c[1])
+    parts = build()
+    assert _nbytes(parts) <= min(c[1] for c in candidates), fmt   # the estimate is the real size
     return {**meta, "format": fmt}, parts
 
 
@@ -109,6 +210,12 @@ def _pack_quantized(t: torch.Tensor, meta: dict[str, Any]) -> tuple[dict[str, An
     parts["scales"] = torch.tensor([t.q_scale()], dtype=torch.float32)
     parts["zero_points"] = torch.tensor([t.q_zero_point()], dtype=torch.int32)
     return {**meta, "format": "quantized_per_tensor"}, parts
+
+
+def _codebook_indices(fmt: str, parts: dict[str, torch.Tensor], count: int) -> np.ndarray:
+    if fmt.endswith("huffman"):
+        return huffman_decode(parts["stream"].numpy(), parts["code_lengths"].numpy(), count)
+    return unpack_bits(parts["indices"].numpy(), int(parts["bits"][0]), count).astype(np.int64)
 
 
 def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -125,32 +232,46 @@ def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor]) -> torch
         return torch._make_per_tensor_quantized_tensor(
             parts["int_repr"], float(parts["scales"][0]), int(parts["zero_points"][0])
         )
-    if fmt in ("codebook", "sparse_codebook"):
-        count = numel if fmt == "codebook" else None
-        mask = None
-        if fmt == "sparse_codebook":
-            mask = torch.from_numpy(np.unpackbits(parts["mask"].numpy())[:numel].astype(bool))
-            count = int(mask.sum())
-        idx = unpack_bits(parts["indices"].numpy(), int(parts["bits"][0]), count)
-        values = parts["codebook"][torch.from_numpy(idx.astype(np.int64))]
-        if mask is None:
-            return values.reshape(shape).to(dtype)
+    if fmt in ("codebook", "huffman"):
+        idx = _codebook_indices(fmt, parts, numel)
+        return parts["codebook"][torch.from_numpy(idx)].to(dtype).reshape(shape)
+    if fmt.startswith("sparse"):
+        mask = torch.from_numpy(np.unpackbits(parts["mask"].numpy())[:numel].astype(bool))
+        if fmt == "sparse":
+            values = parts["values"]
+        elif fmt in ("sparse_codebook", "sparse_huffman"):
+            values = parts["codebook"][torch.from_numpy(_codebook_indices(fmt, parts, int(mask.sum())))]
+        else:
+            raise ValueError(f"unknown packed format {fmt!r}")
         out = torch.zeros(numel, dtype=dtype)
         out[mask] = values.to(dtype)
-        return out.reshape(shape)
-    if fmt == "sparse":
-        mask = torch.from_numpy(np.unpackbits(parts["mask"].numpy())[:numel].astype(bool))
-        out = torch.zeros(numel, dtype=dtype)
-        out[mask] = parts["values"]
         return out.reshape(shape)
     raise ValueError(f"unknown packed format {fmt!r}")
 
 
+# -- state dicts -------------------------------------------------------------------------------------------
+def _storage_key(t: torch.Tensor) -> tuple[Any, ...] | None:
+    """Identifies the exact memory a tensor views, so tied parameters (one tensor, two names) are stored once."""
+    if t.is_quantized or t.numel() == 0:
+        return None
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+
+
 def pack_state_dict(state: dict[str, torch.Tensor]) -> Packed:
     packed = Packed()
+    first_name: dict[tuple[Any, ...], str] = {}
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             continue
+        if "/" in name:
+            raise ValueError(f"cannot pack {name!r}: '/' separates a tensor's name from its parts")
+        key = _storage_key(tensor)
+        if key is not None and key in first_name:
+            packed.meta[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
+                                 "format": "alias", "of": first_name[key]}
+            continue
+        if key is not None:
+            first_name[key] = name
         meta, parts = pack_tensor(tensor)
         packed.meta[name] = meta
         for part, value in parts.items():
@@ -159,9 +280,14 @@ def pack_state_dict(state: dict[str, torch.Tensor]) -> Packed:
 
 
 def unpack_state_dict(packed: Packed) -> dict[str, torch.Tensor]:
-    out = {}
+    """Decoded tensors; an alias is the very tensor object of the name it points to (ties survive loading)."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in packed.tensors.items():
+        name, _, part = key.rpartition("/")
+        parts.setdefault(name, {})[part] = value
+    out = {name: unpack_tensor(meta, parts.get(name, {}))
+           for name, meta in packed.meta.items() if meta["format"] != "alias"}
     for name, meta in packed.meta.items():
-        prefix = f"{name}/"
-        parts = {k[len(prefix):]: v for k, v in packed.tensors.items() if k.startswith(prefix)}
-        out[name] = unpack_tensor(meta, parts)
-    return out
+        if meta["format"] == "alias":
+            out[name] = out[meta["of"]]
+    return {name: out[name] for name in packed.meta}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+import io
+import math
 
-from slimbench.deploy.packing import Packed, pack_state_dict, pack_tensor, unpack_state_dict
+import numpy as np
+import torch
+from torch import nn
+
+from slimbench.deploy.packing import (Packed, huffman_decode, huffman_encode, huffman_lengths, pack_state_dict,
+                                      pack_tensor, unpack_state_dict)
+from slimbench.deploy.structure import describe, load_into
 
 
 def test_round_trip_is_exact_for_every_format():
@@ -42,3 +49,103 @@ def test_sizes_are_the_real_encoded_bytes():
     meta, parts = pack_tensor(clustered)
     assert meta["format"] == "codebook"
     assert parts["indices"].numel() == 100000 * 4 // 8  # 16 centroids -> 4-bit indices
+
+
+def skewed_symbols(k: int, n: int, seed: int = 0) -> np.ndarray:
+    """Symbols 0..k-1, each about half as frequent as the one before (like clustered weights near zero)."""
+    p = 0.5 ** np.arange(k)
+    return np.random.default_rng(seed).choice(k, size=n, p=p / p.sum())
+
+
+def test_huffman_round_trips_and_beats_fixed_width_on_skewed_data():
+    for k, n in ((2, 1000), (16, 50_000), (200, 20_000)):
+        symbols = skewed_symbols(k, n)
+        symbols = np.unique(symbols, return_inverse=True)[1]      # every symbol present, numbered 0..k'-1
+        lengths = huffman_lengths(np.bincount(symbols))
+        stream = huffman_encode(symbols, lengths)
+        assert np.array_equal(huffman_decode(stream, lengths, n), symbols)
+        fixed_bits = max(1, math.ceil(math.log2(len(lengths))))
+        assert len(stream) <= math.ceil(n * fixed_bits / 8)
+        assert (2.0 ** -lengths.astype(float)).sum() <= 1.0        # Kraft: a prefix code
+    # skewed 16-symbol data: ~2 bits per value instead of 4
+    symbols = skewed_symbols(16, 50_000)
+    lengths = huffman_lengths(np.bincount(symbols, minlength=16) + 0)
+    assert len(huffman_encode(symbols, lengths)) < 0.55 * 50_000 * 4 / 8
+
+
+def test_huffman_code_length_is_limited_and_still_decodes():
+    counts = np.array([1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597, 2584])   # Fibonacci
+    assert huffman_lengths(counts, max_bits=64).max() == len(counts) - 1                   # the worst case
+    lengths = huffman_lengths(counts, max_bits=8)
+    assert lengths.max() <= 8 and (2.0 ** -lengths.astype(float)).sum() <= 1.0
+    symbols = np.random.default_rng(0).permutation(np.repeat(np.arange(len(counts)), counts))
+    assert np.array_equal(huffman_decode(huffman_encode(symbols, lengths), lengths, len(symbols)), symbols)
+
+
+def test_each_clustered_form_is_chosen_where_smallest_and_round_trips():
+    torch.manual_seed(0)
+    values = torch.linspace(-1, 1, 16)
+    skewed = values[torch.from_numpy(skewed_symbols(16, 40_000))].reshape(200, 200)
+    pruned = skewed.clone()
+    pruned[torch.rand_like(pruned) < 0.9] = 0                 # Deep Compression: 90 % pruned, then 16 clusters
+    lightly = skewed.clone()
+    lightly[torch.rand_like(lightly) < 0.1] = 0               # zeros as one more (short) codeword wins here
+    uniform = values[torch.randint(0, 16, (200, 200))]
+    state = {"huffman": skewed, "sparse_huffman": pruned, "light": lightly, "codebook": uniform,
+             "bf16": skewed.to(torch.bfloat16), "f64": skewed.double()}
+    packed = pack_state_dict(state)
+    fmts = {name: meta["format"] for name, meta in packed.meta.items()}
+    assert fmts == {"huffman": "huffman", "sparse_huffman": "sparse_huffman", "light": "huffman",
+                    "codebook": "codebook", "bf16": "huffman", "f64": "huffman"}
+    for name, tensor in state.items():     # the chosen form is the smallest of every exact encoding
+        meta, parts = pack_tensor(tensor)
+        size = sum(p.numel() * p.element_size() for p in parts.values())
+        flat = tensor.reshape(-1)
+        nnz = int((flat != 0).sum())
+        assert size <= flat.numel() * flat.element_size()                              # dense
+        assert size <= math.ceil(flat.numel() / 8) + nnz * flat.element_size()         # sparse
+        k = len(torch.unique(flat))
+        bits = math.ceil(math.log2(k))
+        assert size <= k * flat.element_size() + math.ceil(flat.numel() * bits / 8) + 1    # fixed-width codebook
+    buf = io.BytesIO()
+    torch.save(packed.to_payload(), buf)
+    buf.seek(0)
+    restored = unpack_state_dict(Packed.from_payload(torch.load(buf, weights_only=True)))
+    for name, tensor in state.items():
+        assert restored[name].dtype == tensor.dtype and torch.equal(restored[name], tensor), name
+    # a 16-value tensor whose values are skewed: Huffman-coded indices take about half the 4-bit width
+    assert packed.formats()["huffman"] == 4
+    huff = sum(packed.tensors[k].numel() for k in packed.tensors if k.startswith("huffman/stream"))
+    assert huff < 0.55 * 40_000 * 4 / 8
+
+
+def test_tied_tensors_are_stored_once_and_stay_tied_after_reload():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    model[2].weight = model[0].weight                        # one nn.Parameter, two layers
+    packed = pack_state_dict(model.state_dict())
+    assert packed.meta["2.weight"] == {"shape": [32, 32], "dtype": "float32", "format": "alias", "of": "0.weight"}
+    assert packed.formats()["alias"] == 1
+    untied = pack_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    assert untied.nbytes - packed.nbytes == 32 * 32 * 4       # the shared tensor is counted once
+    buf = io.BytesIO()
+    torch.save({"packed": packed.to_payload(), "structure": describe(model)}, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)
+    state = unpack_state_dict(Packed.from_payload(payload["packed"]))
+    assert state["2.weight"] is state["0.weight"]
+    fresh = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    load_into(fresh, payload["structure"], state)
+    assert fresh[0].weight is fresh[2].weight
+    assert len(list(fresh.parameters())) == len(list(model.parameters()))
+    x = torch.randn(8, 32)
+    assert torch.equal(fresh(x), model(x))
+
+
+def test_views_of_one_storage_are_not_aliases():
+    base = torch.randn(128, 8)
+    state = {"a": base[:64], "b": base[64:], "c": base[:64]}
+    packed = pack_state_dict(state)
+    assert [m["format"] for m in packed.meta.values()] == ["dense", "dense", "alias"]
+    restored = unpack_state_dict(packed)
+    assert torch.equal(restored["b"], base[64:]) and restored["c"] is restored["a"]
