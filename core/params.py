@@ -53,9 +53,18 @@ def check_ranges(obj: Any, where: str) -> None:
                 continue
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{where}: {f.name} must be a finite number, got {v!r}")
-            allowed = f.metadata.get("range")
+            allowed = _declared_range(type(obj), f.name)
             if allowed is not None and not allowed.allows(v):
                 raise ConfigError(f"{where}: {f.name} must be {allowed}, got {v!r}")
+
+
+def _declared_range(cls: type, name: str) -> Range | None:
+    """The field's range, or the one a base class declared (a subclass that only changes the default keeps it)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and "range" in f.metadata:
+            return f.metadata["range"]
+    return None
 
 
 class _Yaml12Loader(yaml.SafeLoader):
