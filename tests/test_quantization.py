@@ -240,3 +240,32 @@ def test_bf16_has_no_onnxruntime_path(trained, digits_task):
 def test_bad_parameters_are_config_errors(name, params, match):
     with pytest.raises(ConfigError, match=match):
         build_method(name, params)
+
+
+@pytest.mark.parametrize("name,form", [
+    ("quant.ptq_int8", "onnx-int8"), ("quant.qat_int8", "onnx-int8"), ("quant.dynamic_int8", "onnx-int8"),
+    ("quant.fp16", "float16"), ("quant.bf16", "bfloat16"),
+])
+def test_quantization_methods_declare_the_form_they_leave(name, form):
+    method = build_method(name)
+    assert method.consumes == frozenset({"float"}) and method.produces == form != "float"
+
+
+def test_calibration_runs_once_and_later_quantizations_reuse_its_ranges(trained, digits_task, monkeypatch):
+    from slimbench.methods.quantization import StaticInt8Params, static_int8_graph
+
+    batches = []
+    original = LoaderCalibrationReader.get_next
+
+    def counting(self):  # noqa: ANN001, ANN202
+        batch = original(self)
+        batches.append(batch is not None)
+        return batch
+
+    monkeypatch.setattr(LoaderCalibrationReader, "get_next", counting)
+    with static_int8_graph(trained, digits_task, StaticInt8Params(calibration_samples=128)) as graph:
+        first = graph.quantize()
+        calibrated = sum(batches)
+        assert graph.quantize() == first and sum(batches) == calibrated > 0   # same ranges, no second pass
+        only_gemm = graph.quantize(nodes_to_quantize=["/8/Gemm"])
+    assert weight_dequantizers(only_gemm)[0][0].shape == (10, 96) and len(weight_dequantizers(only_gemm)) == 1
