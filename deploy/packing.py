@@ -7,10 +7,15 @@ Huffman-coded indices, an int8 tensor as int8 with its scales, and a tensor that
 measured, so any figure can be re-measured from the saved artifact. No library stores arbitrary state dicts
 this way (safetensors / torch.save keep dense tensors), hence this small codec.
 
-Formats (`Packed.formats()` counts them): dense, sparse (mask + non-zeros), codebook (codebook + packed
-fixed-width indices), huffman (codebook + canonical Huffman-coded indices; zeros, if any, are one codeword),
-sparse_codebook / sparse_huffman (mask + codebook indices of the non-zeros: Deep Compression's pruned and
-clustered tensors), quantized_per_tensor / quantized_per_channel, alias (a tensor stored under another name).
+Formats (`Packed.formats()` counts them): dense; codebook (codebook + fixed-width indices) and huffman (codebook
++ canonical Huffman-coded indices; zeros, if any, are one more codeword); for tensors with zeros, where the
+non-zeros are — `sparse` (a bit mask) or `relative` (Huffman-coded gaps between them, Deep Compression's
+relative indices) — combined with what they are: raw values (`sparse`, `relative`), `_codebook` or `_huffman`
+(e.g. `relative_huffman`: a pruned and clustered tensor as Han et al. store it); quantized_per_tensor /
+quantized_per_channel; alias (a tensor stored once under another name).
+
+The Huffman code is hand-written (heapq + numpy): no maintained Python library emits a canonical code whose
+table and bit stream fit in tensors that `torch.load(weights_only=True)` reads back.
 """
 
 from __future__ import annotations
@@ -78,17 +83,20 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 # -- canonical Huffman ---------------------------------------------------------------------------------------
 def huffman_lengths(counts: np.ndarray, max_bits: int = HUFFMAN_MAX_BITS) -> np.ndarray:
-    """Code length per symbol (every count > 0) from Huffman's merge, at most `max_bits` long.
+    """Code length per symbol from Huffman's merge, at most `max_bits` long; 0 for a symbol that never occurs.
 
     A code longer than `max_bits` (only for extremely skewed counts) is avoided by halving the counts and
     merging again: the code stays a valid prefix code, just slightly longer on average.
     """
-    counts = np.maximum(np.asarray(counts, dtype=np.int64), 1)
-    if len(counts) == 1:
-        return np.ones(1, dtype=np.uint8)   # one symbol still takes one bit per value: no zero-length codes
-    while True:
-        lengths = np.zeros(len(counts), dtype=np.int64)
-        heap = [(int(c), s, [s]) for s, c in enumerate(counts)]
+    counts = np.asarray(counts, dtype=np.int64)
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    present = np.flatnonzero(counts > 0)
+    if len(present) == 1:
+        lengths[present] = 1    # one symbol still takes one bit per value: no zero-length codes
+    weights = counts[present]
+    while len(present) > 1:
+        lengths[:] = 0
+        heap = [(int(c), i, [s]) for i, (s, c) in enumerate(zip(present.tolist(), weights.tolist()))]
         heapq.heapify(heap)
         while len(heap) > 1:
             c1, t1, s1 = heapq.heappop(heap)
@@ -96,19 +104,25 @@ def huffman_lengths(counts: np.ndarray, max_bits: int = HUFFMAN_MAX_BITS) -> np.
             lengths[s1 + s2] += 1
             heapq.heappush(heap, (c1 + c2, min(t1, t2), s1 + s2))
         if lengths.max() <= max_bits:
-            return lengths.astype(np.uint8)
-        counts = np.maximum(counts >> 1, 1)
+            break
+        weights = np.maximum(weights >> 1, 1)
+    return lengths.astype(np.uint8)
 
 
 def canonical_codes(lengths: np.ndarray) -> np.ndarray:
     """The canonical code of each symbol: shorter codes first, ties by symbol, so lengths alone define it."""
     codes = np.zeros(len(lengths), dtype=np.int64)
     code, prev = 0, 0
-    for s in sorted(range(len(lengths)), key=lambda s: (int(lengths[s]), s)):
+    for s in sorted(np.flatnonzero(lengths).tolist(), key=lambda s: (int(lengths[s]), s)):
         code <<= int(lengths[s]) - prev
         codes[s], prev = code, int(lengths[s])
         code += 1
     return codes
+
+
+def huffman_bytes(counts: np.ndarray, lengths: np.ndarray) -> int:
+    """Size of the coded stream, without encoding it."""
+    return math.ceil(int((counts.astype(np.int64) * lengths).sum()) / 8)
 
 
 def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -118,7 +132,7 @@ def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     ends = np.cumsum(length)
     starts = ends - length
     bits = np.zeros(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
-    for j in range(int(lengths.max())):
+    for j in range(int(lengths.max()) if len(symbols) else 0):
         take = length > j
         bits[starts[take] + j] = (code[take] >> (length[take] - 1 - j)) & 1
     return np.packbits(bits)
@@ -137,8 +151,9 @@ def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.nd
     symbol_of = np.zeros(1 << max_len, dtype=np.int64)
     length_of = np.zeros(1 << max_len, dtype=np.int64)
     for s, (c, n) in enumerate(zip(codes.tolist(), lengths.tolist())):
-        lo, hi = c << (max_len - n), (c + 1) << (max_len - n)
-        symbol_of[lo:hi], length_of[lo:hi] = s, n
+        if n:
+            lo, hi = c << (max_len - n), (c + 1) << (max_len - n)
+            symbol_of[lo:hi], length_of[lo:hi] = s, n
     bits = np.unpackbits(stream).astype(np.int64)
     nbits = len(bits)
     bits = np.concatenate([bits, np.zeros(max_len, dtype=np.int64)])
@@ -153,51 +168,110 @@ def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.nd
     return symbol_of[window[np.asarray(starts, dtype=np.int64)]]
 
 
+# -- relative positions of non-zeros (Han et al. 2016, "Deep Compression", section 3) --------------------------
+GAP_CAPS = (3, 7, 15, 31, 63, 127, 255)   # escape thresholds tried; the smallest coded size wins
+
+
+def gap_symbols(positions: np.ndarray, cap: int) -> np.ndarray:
+    """Each non-zero as the number of zeros before it; a gap ≥ cap first emits escape symbols (`cap` zeros each)."""
+    gaps = np.diff(positions, prepend=-1) - 1
+    escapes = gaps // cap
+    symbols = np.full(len(gaps) + int(escapes.sum()), cap, dtype=np.int64)
+    symbols[np.cumsum(escapes + 1) - 1] = gaps % cap
+    return symbols
+
+
+def gap_positions(symbols: np.ndarray, cap: int) -> np.ndarray:
+    ends = np.cumsum(np.where(symbols == cap, cap, symbols + 1))
+    return ends[symbols != cap] - 1
+
+
+def _gap_counts(positions: np.ndarray, cap: int) -> np.ndarray:
+    gaps = np.diff(positions, prepend=-1) - 1
+    counts = np.bincount(gaps % cap, minlength=cap + 1)
+    counts[cap] = int((gaps // cap).sum())
+    return counts
+
+
 # -- per-tensor encodings ----------------------------------------------------------------------------------
-Candidate = tuple[str, int, Callable[[], dict[str, torch.Tensor]]]   # (format, bytes, build the parts)
+Parts = dict[str, torch.Tensor]
+Option = tuple[str, int, Callable[[], Parts]]     # (name, bytes, build the parts): built only for the winner
 
 
-def _index_candidates(values: torch.Tensor, prefix: str, base: dict[str, torch.Tensor]) -> list[Candidate]:
-    """`values` as codebook + fixed-width indices and as codebook + Huffman-coded indices (if ≤ MAX_CODEBOOK)."""
+def _position_options(nonzero: np.ndarray) -> list[Option]:
+    """Where the non-zeros are: a bit mask (1 bit per weight), or Huffman-coded gaps (Deep Compression)."""
+    mask = ("sparse", math.ceil(len(nonzero) / 8),
+            lambda: {"mask": torch.from_numpy(np.packbits(nonzero))})
+    positions = np.flatnonzero(nonzero)
+    if len(positions) == 0:
+        return [mask]
+    best: tuple[int, int, np.ndarray] | None = None
+    for cap in GAP_CAPS:
+        counts = _gap_counts(positions, cap)
+        lengths = huffman_lengths(counts)
+        size = huffman_bytes(counts, lengths) + (cap + 1) + 4    # stream + code lengths + symbol count (int32)
+        if best is None or size < best[0]:
+            best = (size, cap, lengths)
+    size, cap, lengths = best
+
+    def build() -> Parts:
+        symbols = gap_symbols(positions, cap)
+        return {"gap_lengths": torch.from_numpy(lengths),
+                "gap_stream": torch.from_numpy(huffman_encode(symbols, lengths)),
+                "gap_count": torch.tensor([len(symbols)], dtype=torch.int32)}
+
+    return [mask, ("relative", size, build)]
+
+
+def _value_options(values: torch.Tensor) -> list[Option]:
+    """The values themselves, or a codebook with fixed-width or Huffman-coded indices (≤ MAX_CODEBOOK values)."""
+    options: list[Option] = [("", _nbytes({"v": values}), lambda: {"values": values.clone()})]
+    if values.numel() == 0:
+        return options
     codebook, inverse = torch.unique(values, return_inverse=True)
     k = len(codebook)
-    if k > MAX_CODEBOOK or values.numel() == 0:
-        return []
+    if k > MAX_CODEBOOK:
+        return options
     symbols = inverse.numpy().astype(np.int64)
-    base_bytes = _nbytes(base) + k * codebook.element_size()
+    book = k * codebook.element_size()
     bits = max(1, math.ceil(math.log2(k)))
-    fixed = (f"{prefix}codebook", base_bytes + math.ceil(len(symbols) * bits / 8) + 1,
-             lambda: {**base, "codebook": codebook,
-                      "indices": torch.from_numpy(pack_bits(symbols.astype(np.uint8), bits)),
-                      "bits": torch.tensor([bits], dtype=torch.uint8)})
+    options.append(("codebook", book + math.ceil(len(symbols) * bits / 8) + 1,
+                    lambda: {"codebook": codebook, "bits": torch.tensor([bits], dtype=torch.uint8),
+                             "indices": torch.from_numpy(pack_bits(symbols.astype(np.uint8), bits))}))
     counts = np.bincount(symbols, minlength=k)
     lengths = huffman_lengths(counts)
-    coded = (f"{prefix}huffman", base_bytes + math.ceil(int((counts * lengths).sum()) / 8) + k,
-             lambda: {**base, "codebook": codebook, "code_lengths": torch.from_numpy(lengths),
-                      "stream": torch.from_numpy(huffman_encode(symbols, lengths))})
-    return [fixed, coded]
+    options.append(("huffman", book + huffman_bytes(counts, lengths) + k,
+                    lambda: {"codebook": codebook, "code_lengths": torch.from_numpy(lengths),
+                             "stream": torch.from_numpy(huffman_encode(symbols, lengths))}))
+    return options
 
 
 def pack_tensor(t: torch.Tensor) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Choose the smallest exact encoding of `t`; returns (meta, parts)."""
+    """Choose the smallest exact encoding of `t`; returns (meta, parts).
+
+    Dense values, or all values through a codebook, or — when there are zeros — the non-zeros' positions (mask
+    or relative) combined with their values (raw, codebook, Huffman-coded codebook): every combination is sized
+    without encoding, and only the smallest is built.
+    """
     t = t.detach().cpu()
     meta: dict[str, Any] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
     if t.is_quantized:
         return _pack_quantized(t, meta)
     flat = t.contiguous().reshape(-1)
-    candidates: list[Candidate] = [("dense", _nbytes({"data": flat}), lambda: {"data": flat.clone()})]
+    candidates: list[tuple[str, int, list[Callable[[], Parts]]]] = [
+        ("dense", _nbytes({"data": flat}), [lambda: {"data": flat.clone()}])]
     if t.is_floating_point() and flat.numel() >= MIN_NUMEL:
-        nonzero = flat != 0
-        nnz_values = flat[nonzero]
-        if nnz_values.numel() < flat.numel():
-            mask = {"mask": torch.from_numpy(np.packbits(nonzero.numpy()))}
-            candidates.append(("sparse", _nbytes(mask) + _nbytes({"v": nnz_values}),
-                               lambda: {**mask, "values": nnz_values.clone()}))
-            candidates += _index_candidates(nnz_values, "sparse_", mask)
-        candidates += _index_candidates(flat, "", {})
-    fmt, _, build = min(candidates, key=lambda c: c[1])
-    parts = build()
-    assert _nbytes(parts) <= min(c[1] for c in candidates), fmt   # the estimate is the real size
+        candidates += [(name, size, [build]) for name, size, build in _value_options(flat)[1:]]
+        nonzero = (flat != 0).numpy()
+        if not nonzero.all():
+            nnz_values = flat[torch.from_numpy(nonzero)]
+            for where, where_size, where_build in _position_options(nonzero):
+                for what, what_size, what_build in _value_options(nnz_values):
+                    candidates.append(("_".join(p for p in (where, what) if p), where_size + what_size,
+                                       [where_build, what_build]))
+    fmt, size, builders = min(candidates, key=lambda c: c[1])
+    parts = {k: v for build in builders for k, v in build().items()}
+    assert _nbytes(parts) == size, (fmt, _nbytes(parts), size)   # the size compared is the size stored
     return {**meta, "format": fmt}, parts
 
 
@@ -212,10 +286,18 @@ def _pack_quantized(t: torch.Tensor, meta: dict[str, Any]) -> tuple[dict[str, An
     return {**meta, "format": "quantized_per_tensor"}, parts
 
 
-def _codebook_indices(fmt: str, parts: dict[str, torch.Tensor], count: int) -> np.ndarray:
-    if fmt.endswith("huffman"):
-        return huffman_decode(parts["stream"].numpy(), parts["code_lengths"].numpy(), count)
-    return unpack_bits(parts["indices"].numpy(), int(parts["bits"][0]), count).astype(np.int64)
+VALUE_FORMATS = ("", "codebook", "huffman")
+POSITION_FORMATS = ("sparse", "relative")
+
+
+def _values(what: str, parts: Parts, count: int) -> torch.Tensor:
+    if what == "":
+        return parts["values"]
+    if what == "huffman":
+        idx = huffman_decode(parts["stream"].numpy(), parts["code_lengths"].numpy(), count)
+    else:
+        idx = unpack_bits(parts["indices"].numpy(), int(parts["bits"][0]), count).astype(np.int64)
+    return parts["codebook"][torch.from_numpy(idx)]
 
 
 def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -233,20 +315,19 @@ def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor]) -> torch
             parts["int_repr"], float(parts["scales"][0]), int(parts["zero_points"][0])
         )
     if fmt in ("codebook", "huffman"):
-        idx = _codebook_indices(fmt, parts, numel)
-        return parts["codebook"][torch.from_numpy(idx)].to(dtype).reshape(shape)
-    if fmt.startswith("sparse"):
-        mask = torch.from_numpy(np.unpackbits(parts["mask"].numpy())[:numel].astype(bool))
-        if fmt == "sparse":
-            values = parts["values"]
-        elif fmt in ("sparse_codebook", "sparse_huffman"):
-            values = parts["codebook"][torch.from_numpy(_codebook_indices(fmt, parts, int(mask.sum())))]
-        else:
-            raise ValueError(f"unknown packed format {fmt!r}")
-        out = torch.zeros(numel, dtype=dtype)
-        out[mask] = values.to(dtype)
-        return out.reshape(shape)
-    raise ValueError(f"unknown packed format {fmt!r}")
+        return _values(fmt, parts, numel).to(dtype).reshape(shape)
+    where, _, what = fmt.partition("_")
+    if where not in POSITION_FORMATS or what not in VALUE_FORMATS:
+        raise ValueError(f"unknown packed format {fmt!r}")
+    if where == "sparse":
+        positions = np.flatnonzero(np.unpackbits(parts["mask"].numpy())[:numel])
+    else:
+        lengths = parts["gap_lengths"].numpy()
+        symbols = huffman_decode(parts["gap_stream"].numpy(), lengths, int(parts["gap_count"][0]))
+        positions = gap_positions(symbols, len(lengths) - 1)
+    out = torch.zeros(numel, dtype=dtype)
+    out[torch.from_numpy(positions)] = _values(what, parts, len(positions)).to(dtype)
+    return out.reshape(shape)
 
 
 # -- state dicts -------------------------------------------------------------------------------------------

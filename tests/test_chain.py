@@ -96,7 +96,7 @@ def test_a_chain_records_every_stage(task, trained):
     assert out.stages[0].outcome.achieved["sparsity"] == pytest.approx(0.8, abs=1e-3)
     sizes = [pack_state_dict(m.state_dict()).nbytes for m in (trained, pruned, clustered)]
     assert sizes[0] > 2.5 * sizes[1] and sizes[1] > 2.0 * sizes[2], sizes   # each stage bought storage
-    assert set(pack_state_dict(clustered.state_dict()).formats()) & {"sparse_huffman", "sparse_codebook"}
+    assert set(pack_state_dict(clustered.state_dict()).formats()) & {"relative_huffman", "relative_codebook"}
 
 
 @pytest.mark.parametrize("stages, match", [
