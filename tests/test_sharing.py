@@ -208,6 +208,18 @@ def test_mobilenetv2_runs_are_the_repeated_blocks_of_its_stages():
     assert out.model.features[10].conv[0][1].weight is not out.model.features[8].conv[0][1].weight   # own BN
     with pytest.raises(NotApplicableError, match="stages \\[7\\] do not exist"):
         build_method("share.cross_layer", {"stages": [7], "finetune": False}).apply(model, None)
+    # the tied model reloads from a weights_only file into a fresh MobileNetV2, ties and outputs intact
+    packed = pack_state_dict(out.model.state_dict())
+    assert packed.formats()["alias"] == 2 * 3                  # expand, depthwise, project weight × 2 blocks
+    buf = io.BytesIO()
+    torch.save({"packed": packed.to_payload(), "structure": describe(out.model)}, buf)
+    buf.seek(0)
+    payload = torch.load(buf, weights_only=True)
+    fresh = load_into(build_model("mobilenetv2", InputSpec(1, 28, 28), 10, {}), payload["structure"],
+                      unpack_state_dict(Packed.from_payload(payload["packed"])))
+    assert fresh.features[9].conv[2].weight is fresh.features[8].conv[2].weight
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(fresh.eval()(x), out.model.eval()(x))
 
 
 def test_tied_layers_train_together_and_share_storage_after_reload(task, tmp_path):
