@@ -1,0 +1,280 @@
+"""Pruning: exact sparsity, random ≠ magnitude, the gradual schedule, channel pruning that really shrinks and reloads."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from slimbench.baselines import build_model
+from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.training import TrainedModel, fit
+from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.deploy.counting import count_macs, count_params
+from slimbench.deploy.structure import describe, load_into
+from slimbench.methods import MethodContext, build_method
+from slimbench.methods.channel_pruning import round_budget
+from slimbench.methods.pruning import polynomial_sparsity, prunable_weights, schedule_batches
+from slimbench.tasks import build_task
+from slimbench.tasks.base import InputSpec, Task
+
+FINETUNE = TrainConfig(epochs=2, batch_size=64, lr=0.002, channels_last=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small convs gain nothing from a second thread, and on a busy 2-core machine OpenMP's waiting threads
+    made these tests ten times slower (measured: 145 s against 15 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    return build_task("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(task: Task) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model("tiny-cnn", task.spec, task.num_classes, {"width": 16})
+    return fit(model, task, TrainConfig(epochs=3, batch_size=64, lr=0.01, channels_last=False), seed=0).model.eval()
+
+
+class Calls:
+    """Counts fine-tunes and the budgets they ran; `forbid` makes any fine-tune a test failure."""
+
+    def __init__(self, task: Task, forbid: bool = False):
+        self.task, self.forbid, self.budgets = task, forbid, []
+
+    def __call__(self, model: nn.Module, module=None, cfg: TrainConfig | None = None) -> nn.Module:
+        assert not self.forbid, "fine-tuning started although the target was impossible"
+        self.budgets.append(cfg or FINETUNE)
+        return fit(model, self.task, cfg or FINETUNE, seed=0, module=module).model
+
+
+def context(task: Task, model: nn.Module, seed: int = 0, forbid: bool = False) -> MethodContext:
+    return MethodContext(task=task, finetune=Calls(task, forbid), teacher=lambda: TrainedModel(model), seed=seed,
+                         budget=FINETUNE, train_budget=FINETUNE, baseline=TrainedModel(model),
+                         fresh_model=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 16}))
+
+
+def masks(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight == 0 for m, _ in prunable_weights(model)]
+
+
+# -- unstructured: exact sparsity, random vs magnitude ------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["prune.magnitude", "prune.random"])
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_achieved_sparsity_is_exact(task, trained, method, scope):
+    sparsity = 0.7
+    out = build_method(method, {"sparsity": sparsity, "scope": scope, "finetune": False}).apply(
+        copy.deepcopy(trained), context(task, trained))
+    pairs = prunable_weights(out.model)
+    zeros = [int((m.weight == 0).sum()) for m, _ in pairs]
+    sizes = [m.weight.numel() for m, _ in pairs]
+    if scope == "global":
+        assert sum(zeros) == round(sparsity * sum(sizes))
+    else:
+        assert zeros == [round(sparsity * n) for n in sizes]
+    assert out.achieved["sparsity"] == round(sum(zeros) / sum(sizes), 6)
+    assert not any(hasattr(m, "weight_orig") for m, _ in pairs)   # masks baked into plain weights
+
+
+def test_random_masks_differ_from_magnitude_and_follow_the_seed(task, trained):
+    def pruned(method: str, seed: int) -> list[torch.Tensor]:
+        out = build_method(method, {"sparsity": 0.5, "finetune": False}).apply(
+            copy.deepcopy(trained), context(task, trained, seed=seed))
+        return masks(out.model)
+
+    magnitude, random0, random0_again, random1 = (pruned("prune.magnitude", 0), pruned("prune.random", 0),
+                                                  pruned("prune.random", 0), pruned("prune.random", 1))
+    flat = lambda ms: torch.cat([m.flatten() for m in ms])  # noqa: E731
+    assert torch.equal(flat(random0), flat(random0_again))          # seeded: reproducible
+    assert not torch.equal(flat(random0), flat(random1))            # and the seed matters
+    overlap = (flat(random0) & flat(magnitude)).float().sum() / flat(magnitude).float().sum()
+    assert 0.4 < overlap < 0.6   # random picks the magnitude-pruned half at chance rate, not the same weights
+    # magnitude removed the smallest weights; random did not
+    weights = torch.cat([m.weight.flatten() for m, _ in prunable_weights(trained)]).abs()
+    assert weights[flat(magnitude)].max() <= weights[~flat(magnitude)].min()
+    assert weights[flat(random0)].mean() > 2 * weights[flat(magnitude)].mean()
+
+
+# -- the gradual schedule -----------------------------------------------------------------------------------------
+
+def test_polynomial_schedule_is_monotone_and_ends_on_target():
+    steps, final = 7, 0.9
+    values = [polynomial_sparsity(t, steps, final) for t in range(steps + 1)]
+    assert values[0] == 0.0 and values[-1] == final
+    assert all(b > a for a, b in zip(values, values[1:]))
+    assert all(b - a < a - z for z, a, b in zip(values, values[1:], values[2:]))   # steep first, then levels off
+    assert schedule_batches(20, 4) == {0: 1, 5: 2, 10: 3, 15: 4}
+    assert schedule_batches(20, 4, span=0.5) == {0: 1, 2: 2, 5: 3, 8: 4}   # then 12 batches to recover
+    with pytest.raises(ConfigError, match="pruning_steps"):
+        schedule_batches(3, 4)
+
+
+@pytest.mark.parametrize("method", ["prune.magnitude", "prune.random"])
+def test_gradual_pruning_reaches_the_target_at_its_last_step(task, trained, method):
+    sparsity, steps = 0.8, 5
+    ctx = context(task, trained)
+    out = build_method(method, {"sparsity": sparsity, "schedule": "gradual", "pruning_steps": steps}).apply(
+        copy.deepcopy(trained), ctx)
+    history = out.details["steps"]
+    assert [h["step"] for h in history] == list(range(1, steps + 1))
+    assert [h["sparsity"] for h in history] == [round(polynomial_sparsity(k, steps, sparsity), 6)
+                                                for k in range(1, steps + 1)]
+    assert all(b["achieved"] > a["achieved"] for a, b in zip(history, history[1:]))
+    assert history[-1]["sparsity"] == sparsity
+    batches = [h["batch"] for h in history]
+    total = 2 * len(task.train_dataloader(64))   # FINETUNE: 2 epochs at batch 64; default span 0.75
+    assert batches[0] == 0 and batches == sorted(batches) and batches[-1] == round(4 * (0.75 * total) / 5)
+    pairs = prunable_weights(out.model)
+    total = sum(m.weight.numel() for m, _ in pairs)
+    assert sum(int((m.weight == 0).sum()) for m, _ in pairs) == round(sparsity * total)   # kept while training
+    assert len(ctx.finetune.budgets) == 1
+
+
+def test_gradual_refuses_more_steps_than_batches_before_training(task, trained):
+    method = build_method("prune.magnitude", {"sparsity": 0.5, "schedule": "gradual", "pruning_steps": 10_000})
+    with pytest.raises(ConfigError, match="pruning_steps .*10000.* exceeds"):
+        method.apply(copy.deepcopy(trained), context(task, trained, forbid=True))
+
+
+# -- parameters are checked when the suite is read ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, params, message", [
+    ("prune.magnitude", {"sparsity": 1.0}, r"sparsity must be ≥ 0 and < 1, got 1\.0"),
+    ("prune.random", {"sparsity": -0.1}, r"sparsity must be ≥ 0 and < 1, got -0\.1"),
+    ("prune.random", {"pruning_steps": 0}, r"pruning_steps must be ≥ 1, got 0"),
+    ("prune.random", {"gradual_span": 0.0}, r"gradual_span must be > 0 and ≤ 1, got 0\.0"),
+    ("prune.magnitude", {"schedule": "gradual", "finetune": False}, r"gradual.*needs finetune"),
+    ("prune.magnitude", {"schedule": "cubic"}, r"schedule.* must be one of \['oneshot', 'gradual'\]"),
+    ("prune.channel", {"channel_ratio": 1.0}, r"channel_ratio must be ≥ 0 and < 1, got 1\.0"),
+    ("prune.channel", {"macs_ratio": 1.0}, r"macs_ratio must be > 1, got 1\.0"),
+    ("prune.channel", {"macs_ratio": 2.0, "rounds": 0}, r"rounds must be ≥ 1, got 0"),
+    ("prune.channel", {}, r"exactly one target, macs_ratio .* or channel_ratio"),
+    ("prune.channel", {"macs_ratio": 2.0, "channel_ratio": 0.3}, r"exactly one target"),
+    ("prune.channel", {"macs_ratio": 2.0, "importance": "fisher"}, r"importance.* must be one of \['l1', 'l2'"),
+])
+def test_bad_params_are_one_config_error(name, params, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        build_method(name, params)
+    assert str(info.value).count("\n") == 0 and name in str(info.value)
+
+
+# -- structured channel pruning -----------------------------------------------------------------------------------
+
+class ProbeTask:
+    """The slice of a task view channel pruning reads without fine-tuning: example inputs and a few batches."""
+
+    def __init__(self, spec: InputSpec, classes: int = 10):
+        self.spec, self.num_classes = spec, classes
+
+    def example_input(self, n: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(n)
+        if self.spec.token_vocab:
+            return torch.randint(1, self.spec.token_vocab, (n, self.spec.height), generator=gen)
+        return torch.randn(n, *self.spec.input_shape, generator=gen)
+
+    def train_dataloader(self, batch_size: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.example_input(8), torch.arange(8) % self.num_classes) for _ in range(2)]
+
+
+def probe_context(spec: InputSpec) -> MethodContext:
+    never = Calls(None, forbid=True)  # type: ignore[arg-type]
+    return MethodContext(task=ProbeTask(spec), finetune=never, teacher=lambda: None, seed=0, budget=FINETUNE,
+                         train_budget=FINETUNE, baseline=None, fresh_model=lambda: None)  # type: ignore[arg-type]
+
+
+SMALL = InputSpec(1, 16, 16)
+TEXT = InputSpec(1, 24, 16, modality="text", token_vocab=300)
+
+
+@pytest.mark.parametrize("name, spec, params", [
+    ("mobilenetv2", SMALL, {"macs_ratio": 2.0}),
+    ("squeezenet", SMALL, {"macs_ratio": 2.0, "importance": "l2"}),
+    ("efficientnet_b0", SMALL, {"channel_ratio": 0.3, "importance": "taylor"}),
+    ("mobilenetv2", TEXT, {"channel_ratio": 0.3, "importance": "random", "rounds": 2}),
+])
+def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, spec, params):
+    torch.manual_seed(0)
+    model = build_model(name, spec, 10).eval()
+    ctx = probe_context(spec)
+    x = ctx.task.example_input(4)
+    out = build_method("prune.channel", {**params, "finetune": False}).apply(copy.deepcopy(model), ctx)
+    pruned = out.model.eval()
+    assert out.compute == "physical"
+    with torch.no_grad():
+        logits = pruned(x)
+    assert logits.shape == (4, 10)
+    params_before, params_after = count_params(model)[0], count_params(pruned)[0]
+    macs_before, macs_after = count_macs(model, x[:1]), count_macs(pruned, x[:1])
+    assert params_after < 0.75 * params_before and macs_after < 0.75 * macs_before
+    if "macs_ratio" in params:
+        assert macs_before / macs_after >= params["macs_ratio"]
+        assert out.achieved["macs_ratio"] == round(macs_before / macs_after, 4)
+    kept = out.details["kept_channels"]
+    assert kept and all(new < old and new % 8 == 0 for new, old in kept.values())   # round_to 8 by default
+    # never pruned: the class outputs (above), the input channels, the text embedding
+    stem = lambda net: next(m for m in net.modules() if isinstance(m, nn.Conv2d)).in_channels  # noqa: E731
+    assert stem(pruned) == stem(model)
+    embeddings = lambda net: [m.weight.shape for m in net.modules() if isinstance(m, nn.Embedding)]  # noqa: E731
+    assert embeddings(pruned) == embeddings(model) and (spec.token_vocab is None) == (not embeddings(model))
+    # a weights_only file (structure + state dict) rebuilds the pruned network from a fresh model
+    path = tmp_path / "model.pt"
+    torch.save({"structure": json.loads(json.dumps(describe(pruned))), "state": pruned.state_dict()}, path)
+    blob = torch.load(path, weights_only=True)
+    fresh = load_into(build_model(name, spec, 10), blob["structure"], blob["state"]).eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), logits)
+    assert count_params(fresh)[0] == params_after
+
+
+def test_channel_pruning_fine_tunes_in_rounds_within_the_budget(task, trained):
+    ctx = context(task, trained)
+    out = build_method("prune.channel", {"macs_ratio": 2.0, "rounds": 2, "importance": "taylor"}).apply(
+        copy.deepcopy(trained), ctx)
+    assert len(ctx.finetune.budgets) == 2 and all(b.epochs == 1 for b in ctx.finetune.budgets)  # 2 epochs split
+    assert out.achieved["macs_ratio"] >= 2.0
+    accuracy = (out.model(task.val.x).argmax(1) == task.val.y).float().mean()
+    assert accuracy > 0.5   # pruned and fine-tuned, it still classifies digits
+
+
+def test_round_budget_splits_the_fine_tune_budget():
+    quick = TrainConfig(epochs=1, max_train_batches=94)
+    assert round_budget(quick, 1, 445) is quick
+    three = round_budget(quick, 3, 445)
+    assert (three.epochs, three.max_train_batches) == (1, 31)
+    assert round_budget(TrainConfig(epochs=4), 2, 50).epochs == 2
+    odd = round_budget(TrainConfig(epochs=3, max_train_batches=None), 2, 10)
+    assert odd.epochs * odd.max_train_batches * 2 <= 3 * 10 + 2 * odd.epochs
+
+
+@pytest.mark.parametrize("model, params, message", [
+    ("tiny", {"macs_ratio": 1000.0}, r"macs_ratio 1000 is out of reach: .* gets [0-9.]+× fewer MACs"),
+    ("linear", {"macs_ratio": 2.0}, r"no prunable channels"),
+])
+def test_impossible_targets_raise_before_fine_tuning(task, trained, model, params, message):
+    net = trained if model == "tiny" else nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(NotApplicableError, match=message):
+        build_method("prune.channel", params).apply(copy.deepcopy(net), context(task, trained, forbid=True))
+
+
+def test_unstructured_skips_squeezenets_conv_classifier_when_asked():
+    model = build_model("squeezenet", SMALL, 10)
+    ctx = probe_context(SMALL)
+    pairs = prunable_weights(model, include_classifier=False, example=ctx.task.example_input(1))
+    assert model.classifier[1] not in [m for m, _ in pairs] and len(pairs) == len(prunable_weights(model)) - 1
+    out = build_method("prune.magnitude", {"sparsity": 0.9, "include_classifier": False, "finetune": False}).apply(
+        model, ctx)
+    assert not (out.model.classifier[1].weight == 0).any()
+    assert abs(out.achieved["sparsity"] - 0.9) < 1e-5
