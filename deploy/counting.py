@@ -32,9 +32,13 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(counter.get_total_flops() // 2)
 
 
-def serialized_sizes(packed: Packed) -> tuple[bytes, int]:
+def serialized_sizes(packed: Packed, structure: dict | None = None) -> tuple[bytes, int]:
+    """The artifact file (stored tensors, plus the layer structure a torch model is rebuilt from) and its gzip size."""
     buf = io.BytesIO()
-    torch.save(packed.to_payload(), buf)
+    payload = packed.to_payload()
+    if structure is not None:
+        payload["structure"] = structure
+    torch.save(payload, buf)
     data = buf.getvalue()
     return data, len(gzip.compress(data, compresslevel=9))
 

@@ -30,7 +30,16 @@ class MeasureConfig:
 
 
 def latency_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor, cfg: MeasureConfig) -> dict[str, float]:
-    """Median latency per model, interleaving models round by round so drift on a shared VM hits all alike.
+    """Median over rounds of each model's per-round median latency, in milliseconds."""
+    return {name: statistics.median(v) for name, v in latency_rounds_ms(models, example, cfg).items()}
+
+
+def latency_rounds_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor,
+                      cfg: MeasureConfig) -> dict[str, list[float]]:
+    """Per-round median latency of each model (ms), interleaving models round by round so drift on a shared VM
+    hits all alike; the order of the models alternates between rounds so none is always timed first.
+
+    Ratios taken round by round give the noise band of a speedup: a band that contains 1 is no speedup.
 
     torch.utils.benchmark times each block; the block size is chosen once per model from the warm-up, because
     `blocked_autorange` re-estimates it on every call by growing it tenfold, which for a sub-millisecond model
@@ -46,12 +55,13 @@ def latency_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.
             }
             block = {name: _block_size(t, cfg) for name, t in timers.items()}
             medians: dict[str, list[float]] = {name: [] for name in models}
-            for _ in range(cfg.rounds):
-                for name, t in timers.items():
-                    medians[name].append(_timed_blocks(t, block[name], cfg.min_run_time))
+            order = list(timers)
+            for r in range(cfg.rounds):
+                for name in (order if r % 2 == 0 else order[::-1]):
+                    medians[name].append(_timed_blocks(timers[name], block[name], cfg.min_run_time))
     finally:
         torch.set_num_threads(prev)
-    return {name: statistics.median(v) * 1000 for name, v in medians.items()}
+    return {name: [s * 1000 for s in v] for name, v in medians.items()}
 
 
 BLOCK_SECONDS = 0.01   # a timed block lasts at least this long, so the timer's own overhead stays < 0.1 %

@@ -177,6 +177,51 @@ def optimized_op_counts(onnx_bytes: bytes) -> dict[str, int]:
     return dict(collections.Counter(node.op_type for node in graph.node))
 
 
+# Operators whose weight operand decides the kernel's arithmetic (input 1 = the weight / B matrix).
+COMPUTE_OPS = {"Conv", "FusedConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "QLinearConv",
+               "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
+               "MatMulIntegerToFloat", "NhwcConv", "NhwcFusedConv"}
+_PRODUCES_FLOAT = {"DequantizeLinear"}   # a weight dequantized at run time feeds a float kernel
+
+
+def optimized_graph(onnx_bytes: bytes, level: str = "all") -> onnx.ModelProto:
+    """The graph ONNX Runtime really executes after its optimisations (`basic` = constant folding and
+    Conv+BatchNorm fusion only; `all` = everything the CPU provider does, incl. layout transforms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "optimized.onnx")
+        so = session_options(1, path)
+        if level == "basic":
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+        return onnx.load(path)
+
+
+def kernel_precisions(onnx_bytes: bytes) -> dict[str, int]:
+    """Compute kernels by the element type of their weight operand, in the graph ORT executes.
+
+    This is what the runtime computes in, whatever the file stores: ORT's CPU provider has no fp16
+    convolution, so an fp16 file's convolutions show up here as float32 (it casts the weights on load).
+    """
+    graph = optimized_graph(onnx_bytes).graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    counts: collections.Counter[str] = collections.Counter()
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
+            continue
+        weight = node.input[3] if node.op_type in ("QLinearConv", "QLinearMatMul", "QGemm") else node.input[1]
+        if weight in types:
+            elem = types[weight]
+        elif weight in producers and producers[weight].op_type == "Cast":
+            elem = next(a.i for a in producers[weight].attribute if a.name == "to")
+        elif weight in producers and producers[weight].op_type in _PRODUCES_FLOAT:
+            elem = onnx.TensorProto.FLOAT
+        else:
+            continue   # an activation × activation product: no weight operand
+        counts[onnx.helper.tensor_dtype_to_np_dtype(elem).name] += 1
+    return dict(counts)
+
+
 def int8_kernel_count(op_counts: dict[str, int]) -> int:
     return sum(n for op, n in op_counts.items() if op in INT8_KERNELS)
 

@@ -8,15 +8,20 @@ deploys its model in (`Outcome.runtime`) gives the headline latency and is where
 from __future__ import annotations
 
 import copy
+import io
+import statistics
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError, UnknownNameError
-from slimbench.deploy.latency import MeasureConfig, latency_ms
-from slimbench.deploy.onnx_export import OnnxModel, export_onnx, onnx_packed
-from slimbench.deploy.packing import Packed, pack_state_dict
+from slimbench.deploy.latency import MeasureConfig, latency_rounds_ms
+from slimbench.deploy.onnx_export import (ONNX_PAYLOAD_KEY, OnnxModel, export_onnx, onnx_from_payload, onnx_packed,
+                                          optimized_graph)
+from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
+from slimbench.deploy.structure import load_into
 
 RUNTIMES = ("eager", "onnxruntime", "compile")
 ALWAYS_MEASURED = ("eager", "onnxruntime")   # torch.compile only where a method deploys there (compiling is slow)
@@ -90,10 +95,67 @@ def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: 
                     raise NotApplicableError(f"deployed runtime {runtime!r} cannot run the {role}: {exc}") from None
                 out[role][runtime] = {"unavailable": str(exc)}
     for key, x in examples.items():
-        timings = latency_ms(callables, x, cfg)
-        for name, ms in timings.items():
+        for name, rounds in latency_rounds_ms(callables, x, cfg).items():
             runtime, role = name.split("/")
-            out[role].setdefault(runtime, {})[f"{key}_ms"] = ms
+            out[role].setdefault(runtime, {}).update({f"{key}_ms": statistics.median(rounds), f"{key}_rounds_ms": rounds})
     if reference is None:
         out["reference"] = copy.deepcopy(out["model"])
     return out
+
+
+def speedup_bands(latency: dict[str, dict[str, dict[str, Any]]], deployed: str) -> dict[str, dict[str, Any]]:
+    """Reference ÷ model latency per runtime and batch: the median ratio and its band over interleaved rounds.
+
+    Each round times the model and the reference back to back, so a per-round ratio cancels slow drift of a
+    shared machine; the band (lowest to highest round ratio) is the noise a speedup has to clear.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for runtime, timings in latency["model"].items():
+        ref = latency["reference"].get(runtime, {})
+        for key in ("b1", "bn"):
+            m, r = timings.get(f"{key}_rounds_ms"), ref.get(f"{key}_rounds_ms")
+            if not m or not r:
+                continue
+            ratios = sorted(rr / mm for mm, rr in zip(m, r))
+            out.setdefault(runtime, {})[key] = {
+                "ratio": ref[f"{key}_ms"] / timings[f"{key}_ms"], "low": ratios[0], "high": ratios[-1],
+                "rounds": len(ratios), "deployed": runtime == deployed}
+    return out
+
+
+def check_packed(packed: Packed, model: nn.Module) -> None:
+    """A stored form must decode to exactly the weights that were measured, or the cell fails."""
+    if isinstance(model, OnnxModel):
+        expected = {k: torch.from_numpy(v.copy()) for k, v in model.initializers().items()}
+    else:
+        expected = model.state_dict()
+    decoded = unpack_state_dict(packed)
+    if set(decoded) != set(expected):
+        missing, extra = sorted(set(expected) - set(decoded))[:5], sorted(set(decoded) - set(expected))[:5]
+        raise NotApplicableError(f"the stored form does not hold the model's tensors (missing {missing}, extra {extra})")
+    for name, tensor in expected.items():
+        got = decoded[name]
+        if got.shape != tensor.shape or got.dtype != tensor.dtype or not torch.equal(got, tensor):
+            raise NotApplicableError(f"the stored form of {name!r} does not decode to the measured weights "
+                                     f"({tuple(got.shape)} {got.dtype} vs {tuple(tensor.shape)} {tensor.dtype})")
+
+
+def reference_stored_like(reference: nn.Module, runtime: str, example: torch.Tensor) -> Packed:
+    """The fp32 reference in the stored form of a runtime graph: exported the same way and optimised by ONNX
+    Runtime's basic level (constant folding, BatchNorm folded into convolutions), as an int8 graph is."""
+    if runtime != "onnxruntime":
+        return pack_state_dict(reference.state_dict())
+    return onnx_packed(optimized_graph(export_onnx(reference, example), level="basic").SerializeToString())
+
+
+def load_artifact(data: bytes, fresh_model: Callable[[], nn.Module]) -> nn.Module:
+    """A saved cell artifact back as a runnable model (never unpickles code: `weights_only=True`)."""
+    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if ONNX_PAYLOAD_KEY in payload:
+        return OnnxModel(onnx_from_payload(payload))
+    state = unpack_state_dict(Packed.from_payload(payload))
+    model = fresh_model()
+    if "structure" in payload:
+        return load_into(model, payload["structure"], state).eval()
+    model.load_state_dict(state)
+    return model.eval()

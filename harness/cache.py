@@ -19,7 +19,10 @@ from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import CheckpointError
 from slimbench.harness.measure import evaluate
 from slimbench.harness.records import atomic_write_bytes
-from slimbench.harness.suite import Named, config_hash
+from slimbench.baselines import MODELS
+from slimbench.baselines.training import TRAINING_VERSION
+from slimbench.harness.suite import Named, config_hash, entry_version
+from slimbench.tasks import TASKS
 from slimbench.tasks.base import Task
 
 log = logging.getLogger("slimbench")
@@ -38,7 +41,11 @@ class ModelCache:
         self.root = Path(root)
 
     def key(self, task: Named, model: Named, train: TrainConfig, seed: int) -> str:
-        return config_hash({"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed})
+        """Everything that decides the trained weights, versions of the code included (results expire)."""
+        versions = {"task": entry_version(TASKS, task.name), "model": entry_version(MODELS, model.name),
+                    "training": TRAINING_VERSION}
+        return config_hash({"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed,
+                            "versions": versions})
 
     def path(self, task: Named, model: Named, train: TrainConfig, seed: int) -> Path:
         safe = model.name.replace("/", "_")

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="run only cells whose label matches, e.g. 'fashion-mnist/mobilenetv2/prune.*'")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done, run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    run.add_argument("--allow-dirty", action="store_true",
+                     help="run from a source tree with uncommitted changes (records are marked dirty; reports flag "
+                          "them); by default a record must name the exact commit that produced it")
     _add_import(run)
 
     rep = sub.add_parser("report", help="rebuild leaderboard.md, leaderboard.csv and pareto_<task>.png from records")
@@ -103,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_progress:
         os.environ["SLIMBENCH_PROGRESS"] = "0"
     suite = load_suite(args.suite, imports=args.imports)
-    runner = SuiteRunner(suite, args.results, args.cache, args.wandb, progress=not args.no_progress)
+    runner = SuiteRunner(suite, args.results, args.cache, args.wandb, progress=not args.no_progress,
+                         allow_dirty=args.allow_dirty or None)
     if args.dry_run:
         for cell in suite.cells:
             done = has_record(runner.paths.runs, cell.run_id)

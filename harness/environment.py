@@ -35,10 +35,13 @@ def git_state() -> dict[str, Any]:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"))
+        # untracked files count too: a new method file that is not committed changes what runs
+        changed = [line[3:] for line in git("status", "--porcelain", "--", ".", ":!results").splitlines() if line]
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": dirty}
+        return {"commit": None, "dirty": None, "source": "no git"}
+    if not commit:   # an installed package: its version names the code
+        return {"commit": None, "dirty": None, "source": f"slimbench {versions().get('slimbench', '?')} (installed)"}
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:20]}
 
 
 @functools.cache
@@ -56,8 +59,20 @@ def hardware() -> dict[str, Any]:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         pass
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = sorted(have & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                                       "amx_tile", "amx_int8", "amx_bf16", "f16c", "sse4_2"})
+                break
+    except OSError:
+        pass
     return {
         "machine": platform.machine(),
+        "instruction_sets": flags,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "system": platform.system(),
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

@@ -34,6 +34,7 @@ class Metrics:
     eval_seconds: float
     runtime: str = "eager"           # where the model is deployed; `latency_b*_ms` are that runtime's
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)   # every runtime's timings
+    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)   # per runtime and batch: ratio + noise band
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import fnmatch
 import hashlib
+import os
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,18 +24,21 @@ from slimbench.harness.cache import ModelCache
 from slimbench.harness.environment import git_state, hardware, versions
 from slimbench.core.errors import SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
+from slimbench.deploy.onnx_export import OnnxModel
+from slimbench.deploy.structure import describe
+from slimbench.harness.evidence import Evidence, gather
 from slimbench.harness.measure import Metrics, evaluate
 from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, write_record
-from slimbench.deploy.runtimes import check_runtime, deploy, latency_by_runtime, stored_form, torch_form
+from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
+                                      speedup_bands, stored_form, torch_form)
 from slimbench.harness.suite import Cell, Named, Suite
 from slimbench.harness.tracking import Tracker
-from slimbench.methods import METHODS, MethodContext, Outcome, build_method
+from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
 from slimbench.deploy.packing import Packed, pack_state_dict
 from slimbench.tasks import Task, build_task
 from slimbench.tasks.base import MethodView
 
 log = logging.getLogger("slimbench")
-STORAGE_SHRINK = 0.98   # stored bytes below 98 % of the baseline's count as really compressed
 
 
 @dataclass
@@ -61,21 +65,22 @@ class SuiteOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def compression_label(family: str, compute: str, stored_bytes: int, reference_bytes: int) -> str:
-    """What is physically real about a result: reference, physical, compressed-storage or simulated."""
-    if family == "baseline":
-        return "reference"
-    if compute == "physical":
-        return "physical"
-    if stored_bytes < STORAGE_SHRINK * reference_bytes:
-        return "compressed-storage"
-    return "simulated" if compute == "simulated" else "dense"
+@dataclass
+class Measured:
+    """Everything measured about one deployed model beside its reference."""
+
+    metrics: Metrics
+    reference: dict[str, Any]
+    packed: Packed
+    data: bytes
+    evidence: Evidence
 
 
 class SuiteRunner:
     def __init__(self, suite: Suite, results_root: Path, cache_root: Path | None = None, wandb_mode: str = "offline",
-                 progress: bool = True):
+                 progress: bool = True, allow_dirty: bool | None = None):
         self.suite = suite
+        self.allow_dirty = allow_dirty if allow_dirty is not None else os.environ.get("SLIMBENCH_ALLOW_DIRTY") == "1"
         self.paths = SuitePaths(Path(results_root) / suite.name)
         self.cache = ModelCache(cache_root or Path(results_root) / ".cache" / "models")
         self.tracker = Tracker(wandb_mode, self.paths.root, suite.wandb_project, suite.name)
@@ -113,7 +118,18 @@ class SuiteRunner:
             run.log({"leaderboard": wandb.Table(columns=COLUMNS, data=[[row[c] for c in COLUMNS] for row in rows])})
 
     # -- the suite ----------------------------------------------------------------------------------------
+    def check_source_tree(self) -> dict[str, Any]:
+        """Records name the commit that produced them, so that commit must be the code that ran."""
+        state = git_state()
+        if state.get("dirty") and not self.allow_dirty:
+            raise SlimbenchError(
+                f"the slimbench source tree has uncommitted changes ({', '.join(state.get('changed', [])[:5])}); "
+                f"a record must name the exact code that produced it. Commit them, or pass --allow-dirty to run "
+                f"anyway (records are then marked dirty and reports flag them)")
+        return state
+
     def run(self, only: str | None = None) -> SuiteOutcome:
+        self.check_source_tree()
         outcome = SuiteOutcome()
         cells = [c for c in self.suite.cells if only is None or fnmatch.fnmatchcase(c.label, only)]
         bar = tqdm(cells, desc=f"suite {self.suite.name}", unit="cell", disable=not self.progress)
@@ -165,19 +181,23 @@ class SuiteRunner:
             result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
             apply_seconds = time.perf_counter() - t_apply
             t_measure = time.perf_counter()
-            metrics, reference, packed, data = self.measure(result, base.model, task, cell,
-                                                            model_is_reference=family == "baseline")
-            reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
-            artifact = self.save_artifact(cell, data)
+            measured = self.measure(result, base.model, task, cell, model_is_reference=family == "baseline")
+            measured.reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
+            stages = [self.measure_stage(stage, base.model, task, cell) for stage in result.stages]
+            artifact = self.save_artifact(cell, measured.data, not isinstance(result.model, OnnxModel))
             measure_seconds = time.perf_counter() - t_measure
-            label = compression_label(family, result.compute, metrics.stored_bytes, reference["stored_bytes"])
+            evidence = measured.evidence
             record = RunRecord(
                 run_id=cell.run_id, suite=cell.suite, status="ok", task=task.name, model=cell.model.name,
-                method=cell.method.name, family=family, seed=cell.seed, config=config, metrics=metrics.to_dict(),
-                reference=reference,
-                compression={"label": label, "compute": result.compute, "storage_formats": packed.formats(),
-                             "requested": result.requested, "achieved": result.achieved},
-                details={**result.details, "task": task.describe(),
+                method=cell.method.name, family=family, seed=cell.seed, config=config,
+                metrics=measured.metrics.to_dict(), reference=measured.reference,
+                compression={"label": "reference" if family == "baseline" else evidence.label,
+                             "storage": evidence.storage.label, "compute": evidence.compute.label,
+                             "verified": evidence.verified, "disagreements": evidence.disagreements,
+                             "requested": result.requested, "achieved": evidence.measured(),
+                             "claimed": evidence.claimed, "storage_formats": measured.packed.formats(),
+                             "evidence": evidence.to_dict()},
+                details={**result.details, "task": task.describe(), "stages": stages,
                          "params_given": {k: cell.method.params[k] for k in cell.method.given}},
                 baseline_training={k: v for k, v in base.meta.items() if k != "history"},
                 artifact=artifact, versions=versions(), plugins=cell.plugins(), git=git_state(), hardware=hardware(),
@@ -186,51 +206,71 @@ class SuiteRunner:
                 wandb=Tracker.describe(run),
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
-            run.summary.update({**{f"metrics/{k}": v for k, v in metrics.to_dict().items()},
-                                "label": label, "run_id": cell.run_id})
+            run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items()},
+                                "label": record.compression["label"], "run_id": cell.run_id})
         write_record(self.paths.runs, record)
         return record
 
     def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell,
-                model_is_reference: bool = False) -> tuple[Metrics, dict[str, Any], Packed, bytes]:
-        """Accuracy of the deployed model itself; latency in every runtime it runs in, beside the reference."""
+                model_is_reference: bool = False) -> Measured:
+        """Accuracy of the deployed model itself; size, compute and latency beside the reference deployed the
+        same way (same runtime, same graph optimisations), all in this process."""
         cfg = cell.measure
         runtime = check_runtime(result.runtime)
         model = result.model.eval()
         x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
         t0 = time.perf_counter()
-        accuracy, macro_f1 = evaluate(deploy(model, runtime, xn, threads=None), task)
+        deployed = deploy(model, runtime, xn, threads=None)
+        accuracy, macro_f1 = evaluate(deployed, task)
         eval_seconds = time.perf_counter() - t0
         packed = result.packed or stored_form(model)
-        data, gz = serialized_sizes(packed)
+        check_packed(packed, model)
+        data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
         ref_packed = pack_state_dict(reference_model.state_dict())
-        ref_data, ref_gz = serialized_sizes(ref_packed)
+        ref_data, ref_gz = serialized_sizes(ref_packed, structure=describe(reference_model))
+        like = reference_stored_like(reference_model, runtime, xn) if isinstance(model, OnnxModel) else None
         latency = latency_by_runtime(model, None if model_is_reference else reference_model, runtime,
                                      {"b1": x1, "bn": xn}, cfg)
         counted = torch_form(model)
         params, nonzero = count_params(counted)
         ref_params, ref_nonzero = count_params(reference_model)
+        macs, ref_macs = count_macs(counted, x1), count_macs(reference_model, x1)
         metrics = Metrics(
             accuracy=accuracy, macro_f1=macro_f1, params=params, nonzero_params=nonzero,
-            stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=count_macs(counted, x1),
+            stored_bytes=packed.nbytes, gzip_bytes=gz, file_bytes=len(data), macs=macs,
             latency_b1_ms=latency["model"][runtime]["b1_ms"], latency_bn_ms=latency["model"][runtime]["bn_ms"],
             latency_batch=cfg.latency_batch,
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
             eval_seconds=round(eval_seconds, 2), runtime=runtime, latency=latency["model"],
         )
         reference = {
-            "params": ref_params, "nonzero_params": ref_nonzero, "stored_bytes": ref_packed.nbytes,
-            "gzip_bytes": ref_gz, "file_bytes": len(ref_data), "macs": count_macs(reference_model, x1),
-            "latency_b1_ms": latency["reference"][runtime]["b1_ms"],
+            "params": ref_params, "nonzero_params": ref_nonzero, "gzip_bytes": ref_gz, "file_bytes": len(ref_data),
+            "macs": ref_macs, "latency_b1_ms": latency["reference"][runtime]["b1_ms"],
             "latency_bn_ms": latency["reference"][runtime]["bn_ms"], "runtime": runtime,
             "latency": latency["reference"],
+            # like for like: the fp32 reference in the model's stored form (an ONNX graph with the same graph
+            # optimisations, BatchNorm folded, for a runtime graph); the raw state dict's size beside it
+            "stored_bytes": like.nbytes if like is not None else ref_packed.nbytes,
+            "stored_form": "onnx fp32, BatchNorm folded" if like is not None else "state dict",
+            "state_dict_stored_bytes": ref_packed.nbytes,
         }
-        return metrics, reference, packed, data
+        metrics.speedup = speedup_bands(latency, runtime)
+        evidence = gather(packed, deployed, counted, macs, ref_macs, result.compute, result.requested, result.achieved)
+        return Measured(metrics, reference, packed, data, evidence)
 
-    def save_artifact(self, cell: Cell, data: bytes) -> dict[str, Any]:
-        """The deployed form of the model, loadable with `torch.load(weights_only=True)`; git-ignored."""
+    def measure_stage(self, stage: Stage, reference_model: nn.Module, task: Task, cell: Cell) -> dict[str, Any]:
+        """One step of a chain, measured like a cell: what each stage bought."""
+        m = self.measure(stage.outcome, reference_model, task, cell)
+        return {"method": stage.method, "params": stage.params, "metrics": m.metrics.to_dict(),
+                "storage": m.evidence.storage.label, "compute": m.evidence.compute.label,
+                "compression_x": m.reference["stored_bytes"] / max(m.metrics.stored_bytes, 1),
+                "verified": m.evidence.verified, "disagreements": m.evidence.disagreements}
+
+    def save_artifact(self, cell: Cell, data: bytes, has_structure: bool) -> dict[str, Any]:
+        """The deployed form of the model (stored tensors + layer structure, or the ONNX graph), loadable with
+        `torch.load(weights_only=True)` and rebuilt by `load_artifact`; git-ignored."""
         path = self.paths.artifacts / cell.run_id / "model.pt"
         atomic_write_bytes(path, data)
         return {"path": str(path.relative_to(self.paths.root)), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                "format": "slimbench-packed-v1"}
+                "format": "slimbench-packed-v1", "structure": has_structure}
 

@@ -69,8 +69,8 @@ class Cell:
         change bumps a version, and exactly the cells it affects get new run_ids (results expire with the code).
         """
         method = build_method(self.method.name, self.method.params)   # the instance: a chain's needs are its stages'
-        versions = {"task": _version(TASKS, self.task.name), "model": _version(MODELS, self.model.name),
-                    "method": _version(METHODS, self.method.name), "training": TRAINING_VERSION,
+        versions = {"task": entry_version(TASKS, self.task.name), "model": entry_version(MODELS, self.model.name),
+                    "method": entry_version(METHODS, self.method.name), "training": TRAINING_VERSION,
                     "measure": MEASURE_VERSION}
         config: dict[str, Any] = {
             "task": self.task.to_dict(),
@@ -83,7 +83,7 @@ class Cell:
             config["finetune"] = dataclasses.asdict(self.finetune)
         if method.uses_teacher:
             config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
-            versions["teacher"] = _version(MODELS, self.teacher.name)
+            versions["teacher"] = entry_version(MODELS, self.teacher.name)
         config["measure"] = dataclasses.asdict(self.measure)
         config["versions"] = versions
         used = self.plugins(method_uses_teacher=method.uses_teacher)
@@ -123,7 +123,7 @@ class Suite:
     wandb_project: str = "slimbench"
 
 
-def _version(registry: Registry[Any], name: str) -> int | str:
+def entry_version(registry: Registry[Any], name: str) -> int | str:
     if name in registry:
         return registry.entry(name).version
     if registry is MODELS and name.startswith("timm/"):   # any timm architecture: timm's own version decides

@@ -260,7 +260,7 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     warm = record("distill.logit", init="baseline")
     assert kd.details["budget"]["epochs"] == smoke_config["train"]["epochs"]      # from scratch: the baseline's budget
     assert warm.details["budget"]["epochs"] == smoke_config["finetune"]["epochs"]  # from the trained student
-    assert kd.family == "distillation" and kd.compression["label"] == "dense"
+    assert kd.family == "distillation" and kd.compression["label"] == "storage dense fp32 · compute dense fp32"
     assert kd.reference["accuracy"] == base.metrics["accuracy"] == kd.details["student_alone_accuracy"]
     assert 0.1 < kd.details["teacher_accuracy"] <= 1.0
     assert kd.details["teacher"]["model"] == {"name": "tiny-cnn", "params": TEACHER}

@@ -125,6 +125,11 @@ def test_records_carry_per_runtime_latency_and_the_deployed_runtime(quant_suite)
     assert ptq.reference["latency_b1_ms"] == ptq.reference["latency"]["onnxruntime"]["b1_ms"]
     assert ptq.reference["runtime"] == "onnxruntime" and ptq.reference["latency"]["eager"]["bn_ms"] > 0
     assert "unavailable" in ptq.metrics["latency"]["eager"]
-    assert ptq.compression["label"] == "physical" and ptq.metrics["stored_bytes"] < base.metrics["stored_bytes"] / 3
+    assert ptq.compression["storage"] == "int8" and ptq.compression["compute"].startswith("int8")
+    assert ptq.compression["verified"]
+    # like for like: the fp32 reference as an ONNX graph with BatchNorm folded, as the int8 graph has it
+    assert ptq.reference["stored_form"] == "onnx fp32, BatchNorm folded"
+    assert ptq.metrics["stored_bytes"] < ptq.reference["stored_bytes"] / 3
+    assert ptq.reference["stored_bytes"] <= ptq.reference["state_dict_stored_bytes"]
     assert ptq.metrics["macs"] == base.metrics["macs"] and ptq.metrics["params"] == base.metrics["params"]
     assert abs(ptq.metrics["accuracy"] - base.metrics["accuracy"]) < 0.05   # measured by running the int8 model

@@ -1,0 +1,178 @@
+"""Evidence, not claims: what a stored and deployed model really is, measured by the harness.
+
+A method returns a model and may say what it did (`Outcome.compute`, `requested`, `achieved`); those words
+are kept as the claim. The figures and the two labels come from here:
+- storage: what the stored file holds for the weight tensors (dense fp32 / sparse / codebook / int8 / fp16
+  / bf16, and tied tensors stored once), read from the packed form's encodings;
+- compute: what kernels the deployed runtime executes (dense fp32 / masked — zeros in dense kernels / smaller
+  dense — fewer multiply-adds than the reference / int8 / fp16 / bf16), read from the ONNX Runtime graph it
+  really runs or from the torch model's layers.
+A claim the measurement contradicts is recorded and shown as "claim not verified".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbench.deploy.onnx_export import OnnxModel, kernel_precisions
+from slimbench.deploy.packing import Packed, unpack_state_dict
+
+SHARE = 0.05             # an encoding or precision covering < 5 % of the weights does not name the label
+MASKED_SPARSITY = 0.05   # at least this many zero weights in dense kernels reads as "masked"
+SMALLER_MACS = 0.98      # fewer than 98 % of the reference's multiply-adds reads as "smaller dense"
+SPARSITY_TOLERANCE = 0.01
+BITS_TOLERANCE = 0.10    # relative: scales and zero points add a little to 8 bits per weight
+_LAYER_KINDS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
+
+
+@dataclass
+class StorageEvidence:
+    label: str
+    weights: int                      # weight elements stored (tied tensors once)
+    sparsity: float                   # zeros among them
+    bits_per_weight: float            # stored bits of the weight tensors / weight elements
+    max_distinct_values: int          # the largest number of distinct values in one weight tensor
+    distinct_values: dict[str, int]   # per weight tensor
+    encodings: dict[str, int]         # weight elements per encoding ("dense float32", "codebook", ...)
+    tied_tensors: int                 # tensors stored as an alias of another
+
+
+@dataclass
+class ComputeEvidence:
+    label: str
+    kernels: dict[str, int]           # compute kernels by arithmetic ("float32": 12, "int8": 30, ...)
+    macs: int
+    reference_macs: int
+
+
+@dataclass
+class Evidence:
+    storage: StorageEvidence
+    compute: ComputeEvidence
+    claimed: dict[str, Any]
+    disagreements: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return not self.disagreements
+
+    @property
+    def label(self) -> str:
+        return f"storage {self.storage.label} · compute {self.compute.label}"
+
+    def measured(self) -> dict[str, Any]:
+        """The measured counterparts of what methods claim, under the names methods use."""
+        return {"sparsity": round(self.storage.sparsity, 6), "weight_bits": round(self.storage.bits_per_weight, 3),
+                "max_distinct_values": self.storage.max_distinct_values, "macs": self.compute.macs}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"storage": asdict(self.storage), "compute": asdict(self.compute), "claimed": self.claimed,
+                "disagreements": self.disagreements, "verified": self.verified}
+
+
+def _is_weight(meta: dict[str, Any]) -> bool:
+    return len(meta.get("shape", [])) >= 2
+
+
+def _encoding(meta: dict[str, Any]) -> str:
+    fmt = meta["format"]
+    if fmt.startswith("quantized") or meta.get("dtype") in ("int8", "uint8", "qint8", "quint8"):
+        return "int8"
+    if fmt == "dense":
+        return {"float32": "dense fp32", "float16": "fp16", "bfloat16": "bf16"}.get(meta.get("dtype", ""),
+                                                                                   f"dense {meta.get('dtype')}")
+    if fmt == "sparse_codebook":
+        return "sparse+codebook"
+    return fmt
+
+
+def storage_evidence(packed: Packed) -> StorageEvidence:
+    """Read from the stored encodings, and from the decoded tensors (exactly what was stored)."""
+    decoded = unpack_state_dict(packed)
+    part_bytes: Counter[str] = Counter()
+    for key, tensor in packed.tensors.items():
+        part_bytes[key.rpartition("/")[0]] += tensor.numel() * tensor.element_size()
+    weights = zeros = stored_bits = 0
+    encodings: Counter[str] = Counter()
+    distinct: dict[str, int] = {}
+    tied = 0
+    for name, meta in packed.meta.items():
+        if not _is_weight(meta):
+            continue
+        if meta["format"] == "alias":
+            tied += 1
+            continue
+        t = decoded[name]
+        weights += t.numel()
+        zeros += int((t == 0).sum())
+        stored_bits += 8 * part_bytes[name]
+        encodings[_encoding(meta)] += t.numel()
+        distinct[name] = int(torch.unique(t).numel())
+    if weights == 0:
+        return StorageEvidence("empty", 0, 0.0, 0.0, 0, {}, {}, tied)
+    shares = [(enc, n) for enc, n in encodings.most_common() if n >= SHARE * weights]
+    label = "+".join(enc for enc, _ in shares) or encodings.most_common(1)[0][0]
+    if tied:
+        label += " (tied)"
+    return StorageEvidence(label, weights, zeros / weights, stored_bits / weights, max(distinct.values()),
+                           distinct, dict(encodings), tied)
+
+
+def compute_evidence(deployed: nn.Module, counted: nn.Module, macs: int, reference_macs: int,
+                     sparsity: float) -> ComputeEvidence:
+    """The arithmetic of the kernels that run: the optimised ONNX Runtime graph, or the torch layers' dtypes."""
+    if isinstance(deployed, OnnxModel):
+        kernels = kernel_precisions(deployed.onnx_bytes)
+    else:
+        kernels = dict(Counter(str(m.weight.dtype).removeprefix("torch.") for m in counted.modules()
+                               if isinstance(m, _LAYER_KINDS) and isinstance(getattr(m, "weight", None), torch.Tensor)))
+    total = sum(kernels.values()) or 1
+    names = {"float32": "dense fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8", "uint8": "int8"}
+    shares: Counter[str] = Counter()
+    for dtype, n in kernels.items():
+        shares[names.get(dtype, dtype)] += n
+    parts = [kind for kind, n in shares.most_common() if n >= SHARE * total] or ["dense fp32"]
+    if macs < SMALLER_MACS * reference_macs:
+        parts = ["smaller dense" if p == "dense fp32" else p for p in parts]
+    elif parts == ["dense fp32"] and sparsity >= MASKED_SPARSITY:
+        parts = ["masked"]   # zeros in dense kernels: the same work is done
+    return ComputeEvidence("+".join(parts), kernels, macs, reference_macs)
+
+
+def gather(packed: Packed, deployed: nn.Module, counted: nn.Module, macs: int, reference_macs: int,
+           claimed_compute: str, requested: dict[str, Any], achieved: dict[str, Any]) -> Evidence:
+    storage = storage_evidence(packed)
+    compute = compute_evidence(deployed, counted, macs, reference_macs, storage.sparsity)
+    evidence = Evidence(storage, compute, {"compute": claimed_compute, "requested": requested, "achieved": achieved})
+    evidence.disagreements = check_claims(evidence)
+    return evidence
+
+
+def check_claims(evidence: Evidence) -> list[str]:
+    """Each claim the measurement can check, checked; a disagreement is one line saying claim vs measured."""
+    out = []
+    storage, compute, claimed = evidence.storage, evidence.compute, evidence.claimed
+    achieved = claimed.get("achieved", {})
+    if claimed.get("compute") == "physical" and compute.label in ("dense fp32", "masked"):
+        out.append(f"claims physically faster compute, but the runtime executes {compute.label} kernels "
+                   f"({compute.kernels})")
+    if isinstance(achieved.get("sparsity"), (int, float)):
+        if abs(achieved["sparsity"] - storage.sparsity) > SPARSITY_TOLERANCE:
+            out.append(f"claims sparsity {achieved['sparsity']:.3f}, measured {storage.sparsity:.3f} "
+                       f"({storage.weights:,} weights)")
+    if isinstance(achieved.get("weight_bits"), (int, float)):
+        if storage.bits_per_weight > achieved["weight_bits"] * (1 + BITS_TOLERANCE):
+            out.append(f"claims {achieved['weight_bits']:g} bits per weight, the stored form has "
+                       f"{storage.bits_per_weight:.2f}")
+    for key in ("clusters", "distinct_values"):
+        if isinstance(achieved.get(key), int) and storage.max_distinct_values > achieved[key]:
+            out.append(f"claims at most {achieved[key]} distinct values per layer, measured up to "
+                       f"{storage.max_distinct_values}")
+    if isinstance(achieved.get("macs"), (int, float)) and achieved["macs"] < compute.macs * 0.99:
+        out.append(f"claims {achieved['macs']:,.0f} multiply-adds, measured {compute.macs:,}")
+    return out
