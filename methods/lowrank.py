@@ -11,6 +11,7 @@ The decompositions are a few lines of `torch.linalg.svd`; tensorly would add a d
 
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -226,12 +227,13 @@ class LowRank(Method):
             return {"energy": self.energy}
         return {"params_ratio": self.params_ratio if self.params_ratio is not None else DEFAULT_PARAMS_RATIO}
 
+    @abc.abstractmethod
     def is_target(self, module: nn.Module) -> bool:
-        raise NotImplementedError
+        """Is this module a layer this decomposition applies to?"""
 
+    @abc.abstractmethod
     def plan_layer(self, name: str, module: nn.Module) -> LayerPlan | str:
         """The layer's factorized replacement, or why it stays as it is."""
-        raise NotImplementedError
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         method = f"lowrank.{self.decomposition}"

@@ -24,8 +24,8 @@ from torch import nn
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
-from slimbench.methods.quantization import StaticInt8Graph, StaticInt8Params, int8_outcome, int8_outcome_parts, \
-    static_int8_graph
+from slimbench.methods.quantization import (StaticInt8Graph, StaticInt8Params, int8_outcome, int8_outcome_parts,
+                                            static_int8_graph)
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "Gather")
 # Conv/Gemm/ConvTranspose fed by a per-tensor DequantizeLinear get their float weights quantized by ONNX Runtime
