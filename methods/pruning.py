@@ -94,9 +94,16 @@ def mask_to(pairs: Pairs, sparsity: float, scope: str, method: type[prune.BasePr
         if generator_seed is not None:
             torch.manual_seed(generator_seed)   # RandomUnstructured draws from the global generator
         if scope == "global":
+            # global_unstructured flattens weights and masks with view(-1): channels-last training tensors need a
+            # contiguous copy (the mask buffer is replaced by one; the forward hook reads it by name)
+            for module, name in pairs:
+                mask = getattr(module, name + "_mask", None)
+                if mask is not None and not mask.is_contiguous():
+                    setattr(module, name + "_mask", mask.contiguous())
+            scores = {(m, n): getattr(m, n).detach().contiguous() for m, n in pairs}
             total = sum(_numel(m, n) for m, n in pairs)
             more = round(sparsity * total) - sum(_pruned(m, n) for m, n in pairs)
-            prune.global_unstructured(pairs, pruning_method=method, amount=max(more, 0))
+            prune.global_unstructured(pairs, pruning_method=method, importance_scores=scores, amount=max(more, 0))
         else:
             for module, name in pairs:
                 more = round(sparsity * _numel(module, name)) - _pruned(module, name)
