@@ -23,7 +23,9 @@ log = logging.getLogger("slimbench")
 COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accuracy_std", "macro_f1", "params",
            "nonzero_params", "stored_bytes", "gzip_bytes", "compression_x", "macs", "latency_b1_ms",
            "latency_bn_ms", "speedup_b1_x", "label", "requested", "achieved", "run_ids", "runtime", "speedup_bn_x",
-           "delta_accuracy"]
+           "delta_accuracy", "delta_accuracy_std", "delta_significant", "storage", "compute", "claim_verified",
+           "speedup_b1_low", "speedup_b1_high", "speedup_bn_low", "speedup_bn_high", "compression_raw_x",
+           "provenance"]
 FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
 
 
@@ -43,13 +45,37 @@ def method_params_json(record: RunRecord) -> str:
     return json.dumps(record.config["method"]["params"], sort_keys=True)
 
 
+def _band(recs: list[RunRecord], key: str) -> tuple[float, float] | None:
+    """The widest interleaved-round band of the deployed runtime's speedup over the row's seeds."""
+    bands = [r.metrics.get("speedup", {}).get(r.metrics.get("runtime", "eager"), {}).get(key) for r in recs]
+    if not bands or any(b is None for b in bands):
+        return None
+    return min(b["low"] for b in bands), max(b["high"] for b in bands)
+
+
+def _significant(deltas: list[float], baseline_accs: list[float]) -> bool:
+    """A Δ counts only beyond the seeds' spread: of the paired Δ and of the baseline itself (needs ≥ 2 seeds)."""
+    if len(deltas) < 2:
+        return False
+    return abs(mean(deltas)) > max(std(deltas), std(baseline_accs))
+
+
+def _provenance(recs: list[RunRecord]) -> str:
+    commits = {(r.git.get("commit") or "?")[:10] for r in recs}
+    dirty = any(r.git.get("dirty") for r in recs)
+    text = "mixed commits " + ", ".join(sorted(commits)) if len(commits) > 1 else f"commit {next(iter(commits))}"
+    return text + (" (dirty tree)" if dirty else "")
+
+
 def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str, str, str], list[RunRecord]] = defaultdict(list)
-    families: dict[tuple[str, str, str, str], str] = {}
+    """One row per task × model × method × params × code versions: records of other code versions never mix."""
+    groups: dict[tuple[str, ...], list[RunRecord]] = defaultdict(list)
+    families: dict[tuple[str, ...], str] = {}
     for rec in records:
         if rec.status != "ok":
             continue
-        key = (rec.task, rec.model, rec.method, method_params_json(rec))
+        key = (rec.task, rec.model, rec.method, method_params_json(rec),
+               json.dumps(rec.config.get("versions", {}), sort_keys=True))
         groups[key].append(rec)
         families[key] = rec.family
     rows = []
@@ -58,6 +84,8 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
         m = [r.metrics for r in recs]
         ref = [r.reference for r in recs]
         acc = [x["accuracy"] for x in m]
+        deltas = [x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]
+        b1, bn = _band(recs, "b1"), _band(recs, "bn")
         rows.append({
             "task": key[0], "model": key[1], "method": key[2], "params_json": key[3],
             "seeds": " ".join(str(r.seed) for r in recs),
@@ -73,6 +101,16 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "latency_bn_ms": mean([x["latency_bn_ms"] for x in m]),
             "speedup_b1_x": mean([r["latency_b1_ms"] / x["latency_b1_ms"] for x, r in zip(m, ref)]),
             "label": "/".join(sorted({r.compression["label"] for r in recs})),
+            "storage": "/".join(sorted({r.compression.get("storage", r.compression["label"]) for r in recs})),
+            "compute": "/".join(sorted({r.compression.get("compute", "") for r in recs})),
+            "claim_verified": all(r.compression.get("verified", True) for r in recs),
+            "delta_accuracy_std": std(deltas),
+            "delta_significant": _significant(deltas, [r["accuracy"] for r in ref]),
+            "speedup_b1_low": b1[0] if b1 else None, "speedup_b1_high": b1[1] if b1 else None,
+            "speedup_bn_low": bn[0] if bn else None, "speedup_bn_high": bn[1] if bn else None,
+            "compression_raw_x": mean([r.get("state_dict_stored_bytes", r["stored_bytes"]) / x["stored_bytes"]
+                                       for x, r in zip(m, ref)]),
+            "provenance": _provenance(recs),
             "requested": json.dumps(recs[0].compression.get("requested", {}), sort_keys=True),
             "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
             "run_ids": " ".join(r.run_id for r in recs),
@@ -80,7 +118,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "_params_given": json.dumps(recs[0].details.get("params_given", json.loads(key[3]))),
             "speedup_bn_x": mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
             "runtime": "/".join(sorted({x.get("runtime", "eager") for x in m})),
-            "delta_accuracy": mean([x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]),
+            "delta_accuracy": mean(deltas),
             "_latency_batch": m[0].get("latency_batch"),
         })
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
@@ -93,7 +131,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in row.items()})
     return buf.getvalue()
 
 
@@ -104,6 +142,32 @@ def _achieved_short(row: dict[str, Any]) -> str:
         if key in req:
             parts.append(f"{key} {req[key]:g}→{value:.3f}" if isinstance(value, float) else f"{key} {req[key]}→{value}")
     return "; ".join(parts)
+
+
+def speedup_cell(ratio: float, low: float | None, high: float | None) -> str:
+    """A speedup whose round-to-round band contains 1 is noise, shown as ≈1.00×."""
+    if low is None or high is None:
+        return f"{ratio:.2f}×"
+    if low <= 1.0 <= high:
+        return f"≈1.00× ({low:.2f}–{high:.2f})"
+    return f"{ratio:.2f}× ({low:.2f}–{high:.2f})"
+
+
+def delta_cell(row: dict[str, Any]) -> str:
+    """Δ accuracy in points: `*` beyond the seeds' spread, `n.s.` inside it, and a single seed says so."""
+    if row["_family"] == "baseline":
+        return "0"
+    text = f"{100 * row['delta_accuracy']:+.2f}"
+    if len(row["seeds"].split()) < 2:
+        return text + " (1 seed)"
+    return text + (" *" if row["delta_significant"] else " (n.s.)")
+
+
+def label_cell(row: dict[str, Any]) -> str:
+    if row["_family"] == "baseline":
+        return "reference"
+    text = f"{row['storage']} / {row['compute']}" if row["compute"] else row["label"]
+    return text if row["claim_verified"] else text + " ⚠ claim not verified"
 
 
 def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: str) -> str:
@@ -119,8 +183,13 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             "model's trained baseline (same seed and budget), in points; sizes are the stored (packed) "
             "representation; latency is measured in the runtime the model is deployed in, and speedup is the baseline's "
             "latency over this model's in that same runtime and process (records hold every runtime).",
-            "Labels: `reference` = trained baseline; `physical` = really smaller or int8 kernels; "
-            "`compressed-storage` = the stored file really shrinks but dense kernels run; `simulated` = nothing physical.",
+            "Storage / compute are measured, not claimed: storage is what the stored file holds for the weights "
+            "(dense fp32, sparse, codebook, int8, fp16, tied); compute is what the deployed runtime's kernels execute "
+            "(dense fp32, masked = zeros in dense kernels, smaller dense = fewer multiply-adds, int8, fp16). "
+            "⚠ marks a method's claim the measurement contradicts. Compression is against the fp32 reference in the "
+            "same stored form (a BatchNorm-folded ONNX graph for ONNX Runtime models). Speedups show the band over "
+            "interleaved timing rounds; ≈1.00× = the band contains 1. Δ acc: * = beyond the seeds' spread, "
+            "n.s. = inside it.",
             "",
         ]
     for task in sorted({r["task"] for r in rows}):
@@ -128,17 +197,24 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
         for r in (r for r in rows if r["task"] == task):
             table.append([
                 r["model"], r["method"], short_params(r["_params_given"]), r["seeds"],
-                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", f"{100 * r['delta_accuracy']:+.2f}", f"{r['macro_f1']:.4f}",
+                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", delta_cell(r), f"{r['macro_f1']:.4f}",
                 f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
                 f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
-                r["runtime"], f"{r['latency_b1_ms']:.2f}", f"{r['latency_bn_ms']:.1f}", f"{r['speedup_b1_x']:.2f}×",
-                f"{r['speedup_bn_x']:.2f}×", r["label"], _achieved_short(r),
+                r["runtime"], f"{r['latency_b1_ms']:.2f}", f"{r['latency_bn_ms']:.1f}",
+                speedup_cell(r["speedup_b1_x"], r["speedup_b1_low"], r["speedup_b1_high"]),
+                speedup_cell(r["speedup_bn_x"], r["speedup_bn_low"], r["speedup_bn_high"]), label_cell(r),
+                _achieved_short(r),
             ])
         batch = next((r["_latency_batch"] for r in rows if r["task"] == task), "N")
         headers = ["model", "method", "params", "seeds", "accuracy", "Δ acc (pts)", "macro-F1", "parameters", "non-zero",
                    "stored KiB", "gzip KiB", "compression", "MMACs", "runtime", "latency b1 ms",
-                   f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "label", "requested→achieved"]
+                   f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "storage / compute",
+                   "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+        flagged = sorted({r["provenance"] for r in rows if r["task"] == task
+                          and ("dirty" in r["provenance"] or "mixed" in r["provenance"])})
+        if flagged:
+            lines += ["Provenance warning: some rows come from " + "; ".join(flagged) + ".", ""]
     lines += distillation_markdown(rows, records)
     return "\n".join(lines)
 
