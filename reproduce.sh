@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # slimbench front door.
-#   ./reproduce.sh [quick]   set up .venv and the offline datasets, run the quick suite -> results/quick/
+#   ./reproduce.sh [quick]   set up .venv and the offline datasets, rerun every quick-suite cell afresh and compare
+#                            with the committed records -> results/quick/reproduction.md (exit 1 if an exact figure differs)
 #   ./reproduce.sh test      same setup, then the test suite (pytest)
 #   ./reproduce.sh full      same setup, then the full suite on the real datasets (downloads them; uses a GPU if present)
 #   ./reproduce.sh setup     only the setup
@@ -66,9 +67,9 @@ setup() {
 
 case "$MODE" in
   setup) setup ;;
-  quick) setup; exec "$VENV/bin/slimbench" run configs/quick.yaml "$@" ;;
+  quick) setup; exec "$VENV/bin/slimbench" reproduce configs/quick.yaml "$@" ;;
   test)  setup; export WANDB_MODE=offline SLIMBENCH_PROGRESS=0; exec "$VENV/bin/python" -m pytest tests "$@" ;;
   full)  setup; unset HF_HUB_OFFLINE; exec "$VENV/bin/slimbench" run configs/full.yaml "$@" ;;
-  -h|--help|help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown mode '$MODE'; valid modes: quick (default), test, full, setup" ;;
 esac

@@ -18,6 +18,8 @@ EPILOG = """examples:
   slimbench run quick                     run (or resume) the shipped quick suite, then rebuild its report
   slimbench run my_suite.yaml --import my_methods.py    a suite that uses your own method file
   slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
+  slimbench reproduce quick               rerun every quick cell afresh, compare with results/quick -> reproduction.md
+  slimbench compare results/quick other/quick    the same comparison for any two result folders
 
 plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
 group (loaded automatically), or name modules / .py files with --import or a suite's `imports:` list.
@@ -65,6 +67,29 @@ def _parser() -> argparse.ArgumentParser:
                      help="suite file whose cells alone enter the tables (records of cells it no longer has, "
                           "e.g. from an older budget, stay on disk but out of the leaderboard); default: all records")
     _add_import(rep)
+
+    cmp = sub.add_parser("compare", help="compare two result folders figure by figure, with tolerances and verdicts",
+                         description="Check NEW against REFERENCE: exact figures (params, MACs, requested settings, "
+                                     "achieved sparsity), small tolerances (non-zero params, stored bytes), accuracy "
+                                     "within the seeds' spread (equal on the same CPU), overlapping speedup bands. "
+                                     "Exits 1 if an exact figure differs.")
+    cmp.add_argument("reference", type=Path, help="results folder of the reference, e.g. results/quick")
+    cmp.add_argument("new", type=Path, help="results folder of the new run")
+    cmp.add_argument("--out", type=Path, default=None, help="write the table here (Markdown)")
+
+    rpr = sub.add_parser("reproduce", help="run a suite afresh (committed records are the reference, never a reason "
+                                           "to skip) and write RESULTS/<suite>/reproduction.md",
+                         description="Runs every cell of the suite into a scratch folder with its own empty model "
+                                     "cache, then compares it with RESULTS/<suite>. The scratch folder is named by "
+                                     "the git commit, so an interrupted reproduction resumes and a new commit "
+                                     "starts afresh.")
+    rpr.add_argument("suite", type=Path, help="suite file or shipped suite name, e.g. quick")
+    rpr.add_argument("--results", type=Path, default=Path("results"), help="results root holding the reference")
+    rpr.add_argument("--scratch", type=Path, default=None,
+                     help="where the fresh run goes (default: RESULTS/.reproduce/<commit>)")
+    rpr.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled")
+    rpr.add_argument("--allow-dirty", action="store_true", help="as for run")
+    _add_import(rpr)
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
@@ -125,12 +150,56 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def cmd_compare(reference: Path, new: Path, out: Path | None, wall_seconds: float | None = None) -> int:
+    from slimbench.harness.compare import compare_dirs
+
+    checks, only = compare_dirs(reference, new, out, wall_seconds)
+    exact_bad = [c for c in checks if c.exact and not c.ok]
+    loose_bad = [c for c in checks if not c.exact and not c.ok]
+    for c in exact_bad + loose_bad:
+        print(f"{c.verdict}: {c.cell} {c.figure}: {c.reference} -> {c.new} ({c.tolerance})", file=sys.stderr)
+    print(f"{len({c.cell for c in checks})} cells, {len(checks)} figures compared: {len(exact_bad)} exact figures "
+          f"differ, {len(loose_bad)} outside tolerance, {len(only)} cells in one folder only"
+          + (f"; table -> {out}" if out else ""))
+    return 1 if exact_bad else 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from slimbench.harness.environment import git_state
+    from slimbench.harness.runner import SuiteRunner
+    from slimbench.harness.suite import load_suite
+
+    suite = load_suite(args.suite, imports=args.imports)
+    reference = args.results / suite.name
+    if not (reference / "runs").is_dir():
+        raise SlimbenchError(f"no committed records to reproduce in {reference}/runs; run `slimbench run` first")
+    scratch = args.scratch or args.results / ".reproduce" / ((git_state().get("commit") or "no-commit")[:12])
+    runner = SuiteRunner(suite, scratch, scratch / ".cache" / "models", args.wandb, progress=True,
+                         allow_dirty=args.allow_dirty or None)
+    start = time.perf_counter()
+    outcome = runner.run()
+    wall = time.perf_counter() - start
+    from slimbench.harness.report import build_report
+
+    build_report(runner.paths.root, run_ids={c.run_id for c in suite.cells})
+    log.info("fresh run of %s: %d run, %d already done (an interrupted reproduction resumes), %d failed in %.1f s",
+             suite.name, len(outcome.done), len(outcome.skipped), len(outcome.failed), wall)
+    code = cmd_compare(reference, runner.paths.root, reference / "reproduction.md", wall if outcome.done else None)
+    for label, err in outcome.failed.items():
+        print(f"FAILED {label}: {err}", file=sys.stderr)
+    return 1 if outcome.failed else code
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
             return cmd_list(args.kind, args.pattern, args.imports)
+        if args.command == "compare":
+            return cmd_compare(args.reference, args.new, args.out)
+        if args.command == "reproduce":
+            return cmd_reproduce(args)
         if args.command == "report":
             from slimbench.harness.report import build_report
 

@@ -177,3 +177,25 @@ def test_a_method_version_bump_reruns_only_its_cells(evidence_run, monkeypatch):
     changed = {label for label in after if after[label] != before.get(label)}
     assert changed == {label for label in after if "test.unchanged" in label}
     assert all(runner.paths.runs.joinpath(f"{after[l]}.json").exists() for l in after if l not in changed)
+
+
+def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_figure(evidence_run, tmp_path: Path):
+    import shutil
+
+    from slimbench.harness.cli import main
+
+    runner = evidence_run[0]
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(runner.paths.root / "runs", copy_dir / "runs")
+    assert main(["compare", str(runner.paths.root), str(copy_dir), "--out", str(tmp_path / "same.md")]) == 0
+    table = (tmp_path / "same.md").read_text()
+    assert "0 exact figures differ, 0 outside tolerance" in table
+    victim = next(p for p in (copy_dir / "runs").glob("*.json") if json.loads(p.read_text())["method"] == "prune.magnitude")
+    data = json.loads(victim.read_text())
+    data["metrics"]["macs"] += 1
+    data["metrics"]["accuracy"] += 0.2
+    victim.write_text(json.dumps(data))
+    assert main(["compare", str(runner.paths.root), str(copy_dir), "--out", str(tmp_path / "diff.md")]) == 1
+    table = (tmp_path / "diff.md").read_text()
+    assert "1 exact figures differ, 1 outside tolerance" in table
+    assert "DIFFERS (exact figure)" in table and "same CPU: deterministic" in table
