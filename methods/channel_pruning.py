@@ -19,11 +19,10 @@ model there (measured here: 0.3-0.6×), while counts rounded to 8 ran 1.6-1.8× 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -37,9 +36,9 @@ from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
-from slimbench.methods.pruning import output_layer, step_seed
+from slimbench.methods.pruning import output_layer, seeded, step_seed
 
-Importance = Literal["l1", "l2", "taylor", "random"]
+Criterion = Literal["l1", "l2", "taylor", "random"]
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MAX_RATIO = 1.0 - 1e-6        # every group at its floor: the most the dependency graph can remove
 RATIO_TOLERANCE = 1e-3        # bisection precision of the channel fraction (one channel in 1000)
@@ -70,7 +69,7 @@ class Layout:
         return cls(tuple(names[m] for m in ignored), tuple(groups))
 
 
-def make_importance(kind: Importance) -> tp.importance.Importance:
+def make_importance(kind: Criterion) -> tp.importance.Importance:
     """torch-pruning's criterion for each name; the group score is the mean over the coupled layers."""
     if kind == "l1":
         return tp.importance.MagnitudeImportance(p=1)
@@ -124,7 +123,6 @@ class Plan:
     base_macs: int
     macs: int
     base_params: int
-    params: int
 
     @property
     def macs_ratio(self) -> float:
@@ -147,8 +145,7 @@ def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, mac
         emptied = [name for name, width in widths(trial).items() if width == 0]
         if emptied:   # the floors make this impossible; a model torch-pruning mis-traces would land here
             raise NotApplicableError(f"{who}: pruning at {ratio:.4f} would empty {', '.join(emptied)}")
-        return Plan(ratio, base_macs, count_macs(trial, example), base_params,
-                    sum(p.numel() for p in trial.parameters()))
+        return Plan(ratio, base_macs, count_macs(trial, example), base_params)
 
     if channel_ratio is not None:
         return measure(channel_ratio)
@@ -210,14 +207,6 @@ def round_budget(cfg: TrainConfig, rounds: int, batches_per_epoch: int) -> Train
     return dataclasses.replace(cfg, epochs=epochs, max_train_batches=math.ceil(share / epochs))
 
 
-@contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Draw from the global generator (RandomImportance does) without disturbing the caller's stream."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
 def accumulate_gradients(model: nn.Module, batches: Callable[[], Any], count: int) -> None:
     """Cross-entropy gradients summed over `count` training batches, for Taylor importance (|w · ∂L/∂w|).
 
@@ -240,7 +229,7 @@ class ChannelPruning(Method):
     family: ClassVar[str] = "pruning"
     name: ClassVar[str] = "prune.channel"
 
-    importance: Importance = "l1"
+    importance: Criterion = "l1"
     macs_ratio: float | None = bounded(None, gt=1.0)      # target: base MACs / pruned MACs (2.0 = half the MACs)
     channel_ratio: float | None = bounded(None, ge=0.0, lt=1.0)  # or: fraction of each layer's channels to remove
     rounds: int = bounded(1, ge=1)                        # prune → fine-tune rounds sharing the fine-tune budget

@@ -9,6 +9,7 @@ every pruning table needs (Blalock et al. 2020): a criterion is only worth its n
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -81,6 +82,14 @@ def _numel(module: nn.Module, name: str) -> int:
     return getattr(module, name).numel()
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from the global generator (torch's random pruning does) without disturbing the caller's stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def mask_to(pairs: Pairs, sparsity: float, scope: str, method: type[prune.BasePruningMethod],
             generator_seed: int | None = None) -> None:
     """Grow the masks so exactly round(sparsity · n) weights are pruned (n: all weights, or each layer's).
@@ -89,10 +98,8 @@ def mask_to(pairs: Pairs, sparsity: float, scope: str, method: type[prune.BasePr
     them among the still unpruned ones, so masks only grow, the count is exact, and the reparametrization
     (`weight_orig` that the optimizer holds) stays the same tensor while training.
     """
-    rng = torch.random.fork_rng(devices=[]) if generator_seed is not None else contextlib.nullcontext()
-    with rng, torch.no_grad():
-        if generator_seed is not None:
-            torch.manual_seed(generator_seed)   # RandomUnstructured draws from the global generator
+    rng = seeded(generator_seed) if generator_seed is not None else contextlib.nullcontext()
+    with rng, torch.no_grad():   # RandomUnstructured draws from the global generator
         if scope == "global":
             # global_unstructured flattens weights and masks with view(-1): channels-last training tensors need a
             # contiguous copy (the mask buffer is replaced by one; the forward hook reads it by name)

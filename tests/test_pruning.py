@@ -207,10 +207,10 @@ TEXT = InputSpec(1, 24, 16, modality="text", token_vocab=300)
 
 
 @pytest.mark.parametrize("name, spec, params", [
-    ("mobilenetv2", SMALL, {"macs_ratio": 2.0}),
-    ("squeezenet", SMALL, {"macs_ratio": 2.0, "importance": "l2"}),
+    ("mobilenetv2", SMALL, {"channel_ratio": 0.3, "rounds": 2}),
+    ("squeezenet", SMALL, {"macs_ratio": 2.0, "importance": "l2"}),    # the MACs search on the cheapest backbone
     ("efficientnet_b0", SMALL, {"channel_ratio": 0.3, "importance": "taylor"}),
-    ("mobilenetv2", TEXT, {"channel_ratio": 0.3, "importance": "random", "rounds": 2}),
+    ("mobilenetv2", TEXT, {"channel_ratio": 0.3, "importance": "random"}),
 ])
 def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, spec, params):
     torch.manual_seed(0)
