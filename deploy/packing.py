@@ -344,8 +344,7 @@ def pack_state_dict(state: dict[str, torch.Tensor]) -> Packed:
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             continue
-        if "/" in name:
-            raise ValueError(f"cannot pack {name!r}: '/' separates a tensor's name from its parts")
+        # names may contain '/' (ONNX initializers do): parts are split off at the last '/', part names have none
         key = _storage_key(tensor)
         if key is not None and key in first_name:
             packed.meta[name] = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),

@@ -173,3 +173,12 @@ def test_views_of_one_storage_are_not_aliases():
     assert [m["format"] for m in packed.meta.values()] == ["dense", "dense", "alias"]
     restored = unpack_state_dict(packed)
     assert torch.equal(restored["b"], base[64:]) and restored["c"] is restored["a"]
+
+
+def test_names_with_slashes_round_trip():
+    """ONNX initializer names contain '/': a part is split off at the last '/', and part names have none."""
+    torch.manual_seed(0)
+    state = {"/features/0/Conv_w": pruned(torch.randn(64, 64), 0.9), "/features/0": torch.randn(8),
+             "a/b/c": torch.linspace(-1, 1, 4)[torch.randint(0, 4, (64, 64))]}
+    restored = unpack_state_dict(Packed.from_payload(pack_state_dict(state).to_payload()))
+    assert set(restored) == set(state) and all(torch.equal(restored[k], v) for k, v in state.items())
