@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.core.params import bounded, check_ranges
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.pruning import output_layer
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 DEFAULT_PARAMS_RATIO = 2.0
@@ -28,12 +30,6 @@ DEFAULT_PARAMS_RATIO = 2.0
 
 def layer_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def classifier_name(model: nn.Module) -> str | None:
-    """The last weight layer in module order: the classifier of every baseline (Linear, or SqueezeNet's 1×1 conv)."""
-    names = [name for name, m in model.named_modules() if type(m) in WEIGHT_LAYERS]
-    return names[-1] if names else None
 
 
 def energy_rank(singular_values: torch.Tensor, energy: float) -> int:
@@ -206,20 +202,18 @@ class LowRank(Method):
     """Shared parameters and flow: choose ranks per layer, replace the layers, fine-tune."""
 
     family: ClassVar[str] = "low_rank"
+    name: ClassVar[str]
     decomposition: ClassVar[str]
-    energy: float | None = None          # keep this share of each layer's squared singular values
-    params_ratio: float | None = None    # or: this many times fewer parameters per factorized layer (default 2)
+    energy: float | None = bounded(None, gt=0.0, le=1.0)   # keep this share of each layer's squared singular values
+    params_ratio: float | None = bounded(None, gt=1.0)     # or: this many times fewer parameters per layer (default 2)
     include_classifier: bool = False     # the classifier's rank would have to drop below the number of classes
     finetune: bool = True
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
+        check_ranges(self, self.name)
         if self.energy is not None and self.params_ratio is not None:
-            raise ConfigError(f"{name}: give energy ({self.energy}) or params_ratio ({self.params_ratio}), not both")
-        if self.energy is not None and not 0.0 < self.energy <= 1.0:
-            raise ConfigError(f"{name}: energy must be in (0, 1], got {self.energy}")
-        if self.params_ratio is not None and not self.params_ratio > 1.0:
-            raise ConfigError(f"{name}: params_ratio must be > 1 (2.0 = half the parameters), got {self.params_ratio}")
+            raise ConfigError(f"{self.name}: give energy ({self.energy}) or params_ratio ({self.params_ratio}), "
+                              f"not both")
 
     @property
     def rule(self) -> dict[str, float]:
@@ -236,14 +230,13 @@ class LowRank(Method):
         """The layer's factorized replacement, or why it stays as it is."""
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        method = f"lowrank.{self.decomposition}"
-        classifier = classifier_name(model)
+        classifier = output_layer(model, ctx.task.example_input(1))
         plans: list[LayerPlan] = []
         skipped: dict[str, str] = {}
         for name, module in model.named_modules():
             if not name or not self.is_target(module):   # the model itself is not replaceable in place
                 continue
-            if name == classifier and not self.include_classifier:
+            if module is classifier and not self.include_classifier:
                 skipped[name] = "classifier (include_classifier: false)"
                 continue
             plan = self.plan_layer(name, module)
@@ -253,7 +246,7 @@ class LowRank(Method):
                 plans.append(plan)
         if not plans:
             why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:6]) or "it has no such layer"
-            raise NotApplicableError(f"{method}: nothing to factorize in {type(model).__name__} at {self.rule}: {why}")
+            raise NotApplicableError(f"{self.name}: nothing to factorize in {type(model).__name__} at {self.rule}: {why}")
         for plan in plans:
             model.set_submodule(plan.name, plan.replacement)
         if self.finetune:
@@ -279,6 +272,7 @@ class SvdFactorization(LowRank):
     1×1 convs; k×k convs are lowrank.tucker's.
     """
 
+    name: ClassVar[str] = "lowrank.svd"
     decomposition: ClassVar[str] = "svd"
 
     def is_target(self, module: nn.Module) -> bool:
@@ -316,6 +310,7 @@ class TuckerFactorization(LowRank):
     layers are lowrank.svd's.
     """
 
+    name: ClassVar[str] = "lowrank.tucker"
     decomposition: ClassVar[str] = "tucker"
 
     def is_target(self, module: nn.Module) -> bool:

@@ -22,6 +22,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.core.params import bounded
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 from slimbench.methods.quantization import (StaticInt8Graph, StaticInt8Params, int8_outcome, int8_outcome_parts,
@@ -140,26 +141,19 @@ class MixedPrecision(StaticInt8Params, Method):
     """
 
     family: ClassVar[str] = "quantization"
+    name: ClassVar[str] = "quant.mixed"
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-mixed"
-    max_loss_increase: float | None = None
-    max_accuracy_drop: float | None = None
-    int8_fraction: float | None = None
-    sensitivity_samples: int = 1000       # validation samples each layer's sensitivity is measured on
+    max_loss_increase: float | None = bounded(None, ge=0.0)
+    max_accuracy_drop: float | None = bounded(None, ge=0.0, le=1.0)
+    int8_fraction: float | None = bounded(None, gt=0.0, le=1.0)
+    sensitivity_samples: int = bounded(1000, ge=1)   # validation samples each layer's sensitivity is measured on
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        super().__post_init__()   # every range, this class's included
         given = {k: v for k, v in self.budget_fields().items() if v is not None}
         if len(given) > 1:
-            raise ConfigError(f"quant.mixed: give one budget, got {given}")
-        for key in ("max_loss_increase", "max_accuracy_drop"):
-            value = given.get(key)
-            if value is not None and value < 0:
-                raise ConfigError(f"quant.mixed: {key} must be >= 0, got {value}")
-        if self.int8_fraction is not None and not 0.0 < self.int8_fraction <= 1.0:
-            raise ConfigError(f"quant.mixed: int8_fraction must be in (0, 1], got {self.int8_fraction}")
-        if self.sensitivity_samples < 1:
-            raise ConfigError(f"quant.mixed: sensitivity_samples must be >= 1, got {self.sensitivity_samples}")
+            raise ConfigError(f"{self.name}: give one budget, got {given}")
 
     def budget_fields(self) -> dict[str, float | None]:
         return {"max_loss_increase": self.max_loss_increase, "max_accuracy_drop": self.max_accuracy_drop,

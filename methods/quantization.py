@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.core.params import bounded, check_ranges
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 from slimbench.deploy.onnx_export import OnnxModel, export_onnx, initializer_arrays, int8_kernel_count, optimized_op_counts
 from slimbench.tasks.base import Task
@@ -164,17 +165,15 @@ def preprocess(fp32: bytes, tmp: Path) -> tuple[str, str]:
 class StaticInt8Params:
     """Static int8 settings shared by PTQ and QAT (ONNX Runtime QDQ, per-channel symmetric int8 weights)."""
 
-    calibration_samples: int = 512       # drawn from the training split only
+    name: ClassVar[str]
+    calibration_samples: int = bounded(512, ge=1)   # drawn from the training split only
     observer: Literal["minmax", "percentile", "entropy"] = "minmax"   # percentile/entropy are histogram-based
-    percentile: float = 99.999           # for observer: percentile
+    percentile: float = bounded(99.999, gt=90.0, le=100.0)   # for observer: percentile
     activations: Literal["uint8", "int8"] = "uint8"   # uint8 x int8 is ONNX Runtime's fast x86 path (U8S8)
     reduce_range: bool = False           # 7-bit weights, for CPUs without VNNI
 
     def __post_init__(self) -> None:
-        if self.calibration_samples < 1:
-            raise ConfigError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
-        if not 90.0 < self.percentile <= 100.0:
-            raise ConfigError(f"percentile must be in (90, 100], got {self.percentile}")
+        check_ranges(self, getattr(self, "name", type(self).__name__))
 
 
 class StaticInt8Graph:
@@ -293,11 +292,12 @@ class PtqInt8(StaticInt8Params, Method):
     """Static post-training int8 quantization (ONNX Runtime QDQ), calibrated on training batches."""
 
     family: ClassVar[str] = "quantization"
+    name: ClassVar[str] = "quant.ptq_int8"
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-int8"
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        onnx_model, info = static_int8(model, ctx.task, self, "quant.ptq_int8")
+        onnx_model, info = static_int8(model, ctx.task, self, self.name)
         return int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
                                                 "calibration_samples": self.calibration_samples})
 
@@ -336,6 +336,7 @@ class QatInt8(StaticInt8Params, Method):
     """
 
     family: ClassVar[str] = "quantization"
+    name: ClassVar[str] = "quant.qat_int8"
     produces: ClassVar[str] = "onnx-int8"
     epochs: int | None = None            # None = the suite's fine-tune budget
     max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
