@@ -83,7 +83,7 @@ class SharedWeights(nn.Module):
 def share_weights(module: nn.Module, k: int, init: Literal["linear", "density"], keep_zeros: bool) -> dict[str, Any]:
     """Cluster `module.weight` into ≤ k values and parametrize it as codebook[index]; returns what was done."""
     weight = module.weight.detach()
-    flat = weight.reshape(-1).cpu().numpy()
+    flat = weight.reshape(-1).float().cpu().numpy()   # numpy has no bfloat16
     zero = (flat == 0) if keep_zeros else np.zeros(flat.shape, dtype=bool)
     centroids, labels = kmeans_1d(flat[~zero], k, init)
     index = np.full(flat.shape, len(centroids), dtype=np.int64)
