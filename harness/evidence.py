@@ -86,8 +86,16 @@ def _encoding(meta: dict[str, Any]) -> str:
     if fmt == "dense":
         return {"float32": "dense fp32", "float16": "fp16", "bfloat16": "bf16"}.get(meta.get("dtype", ""),
                                                                                    f"dense {meta.get('dtype')}")
-    if fmt == "sparse_codebook":
+    # stored positions of non-zeros: a bit mask ("sparse") or Huffman-coded gaps ("relative", Han's relative
+    # indices); values: raw, a codebook, or a Huffman-coded codebook ("huffman")
+    sparse = fmt.startswith(("sparse", "relative"))
+    codebook = fmt.endswith(("codebook", "huffman")) or fmt in ("codebook", "huffman")
+    if sparse and codebook:
         return "sparse+codebook"
+    if sparse:
+        return "sparse"
+    if codebook:
+        return "codebook"
     return fmt
 
 

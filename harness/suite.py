@@ -85,6 +85,8 @@ class Cell:
             config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
             versions["teacher"] = entry_version(MODELS, self.teacher.name)
         config["measure"] = dataclasses.asdict(self.measure)
+        if getattr(method, "stage_versions", None):   # a chain expires when any of its stages changes
+            versions["stages"] = method.stage_versions
         config["versions"] = versions
         used = self.plugins(method_uses_teacher=method.uses_teacher)
         if used:

@@ -25,8 +25,6 @@ class Tracker:
                 "or use `--wandb offline` (the default) and `wandb sync` the runs later"
             )
         self.mode, self.root, self.project, self.group = mode, Path(root), project, group
-        if mode != "disabled":
-            self.root.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
         os.environ.setdefault("WANDB_CONSOLE", "off")
 
@@ -37,6 +35,7 @@ class Tracker:
             return
         import wandb
 
+        self.root.mkdir(parents=True, exist_ok=True)   # only when a run is really logged (not on --dry-run)
         run = wandb.init(
             project=self.project, group=self.group, name=name, job_type=job_type, config=config,
             tags=[t[:64] for t in tags], dir=str(self.root), mode=self.mode, reinit="create_new",
