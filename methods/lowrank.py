@@ -21,11 +21,12 @@ from torch import nn
 
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded, check_ranges
+from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 from slimbench.methods.pruning import output_layer
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 DEFAULT_PARAMS_RATIO = 2.0
+NEGLIGIBLE_MACS_CUT = 0.02   # fewer multiply-adds than this share of the model's is no compute claim
 
 
 def layer_params(module: nn.Module) -> int:
@@ -230,7 +231,9 @@ class LowRank(Method):
         """The layer's factorized replacement, or why it stays as it is."""
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        classifier = output_layer(model, ctx.task.example_input(1))
+        example = ctx.task.example_input(1)
+        classifier = output_layer(model, example)
+        macs_before = count_macs(model, example)
         plans: list[LayerPlan] = []
         skipped: dict[str, str] = {}
         for name, module in model.named_modules():
@@ -253,13 +256,17 @@ class LowRank(Method):
             model = ctx.finetune(model)
         before = sum(p.row["params_before"] for p in plans)
         after = sum(p.row["params_after"] for p in plans)
+        macs = count_macs(model, example)
         return Outcome(
             model,
-            compute="physical",   # thinner dense layers: the same kernels do less work
+            # thinner dense layers: the same kernels do less work, unless the factorized layers were a sliver of it
+            compute="physical" if macs <= (1 - NEGLIGIBLE_MACS_CUT) * macs_before else "dense",
             requested=dict(self.rule),
-            achieved={"factorized_layers": len(plans), "factorized_params_ratio": round(before / after, 4)},
+            achieved={"factorized_layers": len(plans), "factorized_params_ratio": round(before / after, 4),
+                      "macs": macs},
             details={"decomposition": self.decomposition, "layers": [p.row for p in plans], "skipped": skipped,
-                     "factorized_params": {"before": before, "after": after}, "finetuned": self.finetune},
+                     "factorized_params": {"before": before, "after": after},
+                     "macs": {"before": macs_before, "after": macs}, "finetuned": self.finetune},
         )
 
 
