@@ -340,12 +340,16 @@ def _globs_match(rule: dict[str, Any], values: dict[str, str]) -> bool:
     return all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items() if k in values)
 
 
-def _excluded(rules: list[dict[str, str]], task: Named, model: Named, method: Named) -> bool:
-    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (glob patterns)."""
+def _excluded(rules: list[dict[str, Any]], task: Named, model: Named, method: Named) -> bool:
+    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (glob patterns);
+    `params: {macs_ratio: 1.5}` narrows a rule to the method entries whose resolved params have those values."""
     values = {"task": task.name, "model": model.name, "method": method.name}
     for rule in rules:
-        if not isinstance(rule, dict) or not set(rule) <= set(values):
-            raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern, got {rule!r}")
-        if _globs_match(rule, values):
+        if (not isinstance(rule, dict) or not set(rule) <= {*values, "params"}
+                or not isinstance(rule.get("params", {}), dict)):
+            raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
+                              f"`params` to method parameter values), got {rule!r}")
+        params = rule.get("params", {})
+        if _globs_match(rule, values) and all(method.params.get(k) == v for k, v in params.items()):
             return True
     return False

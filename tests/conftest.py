@@ -13,6 +13,12 @@ os.environ.setdefault("SLIMBENCH_ALLOW_DIRTY", "1")   # tests run from working t
 
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
+
+# One intra-op thread: tests use tiny models, where a second thread mostly adds contention (measured up to 10×
+# slower on a busy 2-core machine), and the subprocess tests (plugins, packaging) run beside them.
+torch.set_num_threads(1)
+
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 

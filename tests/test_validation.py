@@ -88,3 +88,13 @@ def test_a_shipped_suite_loads_by_name_from_any_directory(tmp_path: Path, monkey
     assert suite.name == "quick" and len(suite.cells) > 10
     with pytest.raises(Exception, match="shipped suites: .*quick"):
         load_suite("no-such-suite")
+
+
+def test_exclude_can_name_method_params(smoke_config, tmp_path: Path):
+    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}},
+                               {"name": "prune.magnitude", "params": {"sparsity": 0.8}}]
+    smoke_config["exclude"] = [{"method": "prune.*", "params": {"sparsity": 0.8}}]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    labels = [c.label for c in load_suite(path).cells]
+    assert labels == ["digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0"]
