@@ -15,14 +15,140 @@ DOWNSAMPLING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 
 
 class TokenEmbeddingMap(nn.Module):
-    """Embed token ids `[B, L]` into a 1-channel `L × D` map so any image backbone can read text."""
+    """Embed token ids `[B, L]` into a `D × 1 × L` map: the embedding as channels over a one-row sequence.
 
-    def __init__(self, vocab_size: int, dim: int):
+    Every image backbone reads it as an image one pixel high, so its convolutions slide along the text (a
+    1-channel `L × D` picture of the embedding table did not train: the network memorised it). `vectors`,
+    when given, are the task's training-split word vectors the table starts from.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, vectors: torch.Tensor | None = None):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
+        if vectors is not None:
+            if tuple(vectors.shape) != (vocab_size, dim):
+                raise ConfigError(f"word vectors of shape {tuple(vectors.shape)} do not fit a {vocab_size} × {dim} "
+                                  f"embedding")
+            with torch.no_grad():
+                self.embedding.weight.copy_(vectors)
+                self.embedding.weight[0].zero_()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.embedding(tokens).unsqueeze(1)
+        return self.embedding(tokens).transpose(1, 2).unsqueeze(2)
+
+
+def sequence_mask(tokens: torch.Tensor, positions: int) -> torch.Tensor:
+    """`[B, positions]` booleans: which of a feature map's positions along the text cover at least one word.
+
+    Position j of a map `positions` long stands for tokens `[j·L/positions, (j+1)·L/positions)` (the windows
+    of adaptive pooling); it is valid when that window starts before the text's last word. Padding sits at
+    the end of each row (vocab.encode), so this is exact for the token map and a fair rule after strides.
+    An empty text keeps position 0, so pooling always has something to take.
+    """
+    length = tokens.shape[-1]
+    order = torch.arange(1, length + 1, device=tokens.device)
+    words = ((tokens != 0).to(order.dtype) * order).amax(dim=-1).clamp_min(1)        # index of the last word + 1
+    starts = torch.div(torch.arange(positions, device=tokens.device) * length, positions, rounding_mode="floor")
+    return starts[None, :] < words[:, None]
+
+
+def masked_pool(features: torch.Tensor, mask: torch.Tensor, mode: str = "max") -> torch.Tensor:
+    """Pool `[B, C, H, W]` over the positions `mask` `[B, W]` keeps, to `[B, C, 1, 1]`; padding never pools.
+
+    Max-over-time (Collobert et al. 2011, Kim 2014): masked positions take the map's own minimum rather than
+    -inf, so the max is unchanged and the tensor keeps a finite range that int8 calibration can quantize.
+    "mean" averages the kept positions (fastText's bag of embeddings).
+    """
+    keep = mask[:, None, None, :]
+    if mode == "mean":
+        weights = keep.to(features.dtype).expand(-1, 1, features.shape[2], -1)
+        return (features * weights).sum(dim=(2, 3), keepdim=True) / weights.sum(dim=(2, 3), keepdim=True)
+    floor = features.amin(dim=(2, 3), keepdim=True)
+    # a copy: amax's backward needs its output, and a head may modify its input in place (EfficientNet's dropout)
+    return torch.where(keep, features, floor).amax(dim=(2, 3), keepdim=True).clone()
+
+
+def _split_kind(backbone: nn.Module) -> str:
+    """How to run a backbone in two parts around the text pooling (features, then its head on a 1×1 map)."""
+    from torchvision import models as tvm
+
+    if isinstance(backbone, tvm.SqueezeNet):
+        return "squeezenet"          # classifier (dropout, 1×1 conv, ReLU, pool) acts on the map, then flatten
+    if isinstance(backbone, tvm.ResNet):
+        return "resnet"
+    if hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head"):
+        return "timm"                # its own global pool is a no-op on the pooled 1×1 map
+    if hasattr(backbone, "features") and hasattr(backbone, "classifier"):
+        return "features"            # MobileNetV2, EfficientNet, the bag of embeddings
+    if isinstance(backbone, nn.Sequential) and _pool_index(backbone) is not None:
+        return "sequential"          # layers up to the global pool, then the rest
+    return "whole"                   # unknown layout: the backbone pools by itself (padding included)
+
+
+def _pool_index(seq: nn.Sequential) -> int | None:
+    return next((i for i, m in enumerate(seq) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))), None)
+
+
+def _features(kind: str, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if kind == "timm":
+        return backbone.forward_features(x)
+    if kind == "resnet":
+        b = backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+    if kind == "sequential":
+        return backbone[: _pool_index(backbone)](x)
+    return backbone.features(x)
+
+
+def _head(kind: str, backbone: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    if kind == "timm":
+        return backbone.forward_head(pooled)
+    if kind == "resnet":
+        return backbone.fc(pooled.flatten(1))
+    if kind == "squeezenet":
+        return backbone.classifier(pooled).flatten(1)
+    if kind == "sequential":
+        return backbone[_pool_index(backbone):](pooled)
+    return backbone.classifier(pooled.flatten(1))
+
+
+class TextClassifier(nn.Sequential):
+    """`[0]` the token embedding, `[1]` an image backbone; the backbone's global average pool is replaced by
+    masked max-over-time pooling, so the ~half of each row that is padding never dilutes what the text says.
+
+    A `Sequential` of the two so module paths stay `0.embedding`, `1.features.13`, ...; only the forward
+    differs: the token ids are needed again at the pool to know where each text ends. A backbone may set
+    `sequence_pool = "mean"` (the bag of embeddings) to average instead of taking the max.
+    """
+
+    def __init__(self, embedding: TokenEmbeddingMap, backbone: nn.Module):
+        super().__init__(embedding, backbone)
+        self.split = _split_kind(backbone)
+        self.pool = getattr(backbone, "sequence_pool", "max")
+        small_logits(backbone)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x, backbone = self[0](tokens), self[1]
+        if self.split == "whole":
+            return backbone(x)
+        features = _features(self.split, backbone, x)
+        pooled = masked_pool(features, sequence_mask(tokens, features.shape[-1]), self.pool)
+        return _head(self.split, backbone, pooled)
+
+
+def small_logits(backbone: nn.Module, std: float = 0.01) -> None:
+    """Start the classifier (the backbone's last Linear or Conv2d) at N(0, std), bias 0: small logits at step 0.
+
+    MobileNetV2's and SqueezeNet's own classifier init. torchvision's EfficientNet draws it from U(±1/√classes)
+    (the TF reference's rule, sized for 1000 classes): with 2 classes the first logits have a std of ~13 and the
+    first epochs go to undoing that (rotten-tomatoes validation 0.639 with it, 0.730 with this; seed 0).
+    """
+    last = [m for m in backbone.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if last:
+        nn.init.normal_(last[-1].weight, 0.0, std)
+        if last[-1].bias is not None:
+            nn.init.zeros_(last[-1].bias)
 
 
 def small_input(spec_height: int, spec_width: int) -> bool:
@@ -37,10 +163,17 @@ def fit_to_input(model: nn.Module, spec: InputSpec, stem: str) -> nn.Module:
         raise TypeError(f"{type(model).__name__}.{stem} is {type(conv).__name__}, not the Conv2d stem")
     if spec.channels != conv.in_channels:
         new = replace_conv(conv, in_channels=spec.channels)
-        with torch.no_grad():  # keep the architecture's own init scale (timm's rule: sum or repeat RGB filters)
-            from timm.models import adapt_input_conv
+        with torch.no_grad():  # keep the architecture's own init scale
+            if spec.channels < conv.in_channels:   # grey images, spectrograms: timm's rule, the RGB filters summed
+                from timm.models import adapt_input_conv
 
-            new.weight.copy_(adapt_input_conv(spec.channels, conv.weight))
+                new.weight.copy_(adapt_input_conv(spec.channels, conv.weight))
+            else:
+                # many channels (a text's embedding): independent draws. Repeating the RGB filters (timm's rule)
+                # would see only three sums of the channels at the start, and the deep backbones never recovered
+                # from that on text. The std gives each output the variance the RGB stem gave independent inputs.
+                scale = conv.weight.std() * (conv.in_channels / spec.channels) ** 0.5
+                new.weight.normal_(0.0, float(scale))
             if conv.bias is not None:
                 new.bias.copy_(conv.bias)
         parent, _, leaf = stem.rpartition(".")
@@ -58,9 +191,9 @@ class _Probe:
     outputs: dict[str, tuple[int, int]] = field(default_factory=dict)
     error: Exception | None = None
 
-    def final(self, default: int) -> int:
-        """The smallest map any downsampling layer produced: the final feature map's shorter side."""
-        return min((min(hw) for hw in self.outputs.values()), default=default)
+    def final(self, default: int, along_width: bool = False) -> int:
+        """The smallest map any downsampling layer produced: the final map's shorter side (or its width)."""
+        return min((hw[1] if along_width else min(hw) for hw in self.outputs.values()), default=default)
 
 
 def downsampling_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -79,14 +212,20 @@ def relax_last_strides(model: nn.Module, height: int, width: int, min_final: int
     Sizes come from a real forward pass, so parallel branches (a ResNet block and its strided shortcut) are
     relaxed together, unpadded pools that would collapse a tiny map (SqueezeNet at 8 px) are relaxed too,
     and any architecture works without knowing its layout. Returns the relaxed layers' names.
+
+    A map one pixel high (a text's sequence map) is first folded to one row (`fold_to_one_row`): it can only be
+    downsampled along its width, and `min_final` then counts positions along the sequence.
     """
+    one_row = height == 1
+    if one_row:
+        fold_to_one_row(model)
     layers = downsampling_layers(model)
     remaining = list(layers)
     channels = channels if channels is not None else _input_channels(model)
     changed: list[str] = []
     while True:
         probe = _probe(model, layers, channels, height, width)
-        if probe.error is None and probe.final(min(height, width)) >= min_final:
+        if probe.error is None and probe.final(width if one_row else min(height, width), one_row) >= min_final:
             return changed
         if not remaining:
             if probe.error is None:
@@ -98,6 +237,43 @@ def relax_last_strides(model: nn.Module, height: int, width: int, min_final: int
             _relax(layers[name])
             remaining.remove(name)
             changed.append(name)
+
+
+def fold_to_one_row(model: nn.Module) -> list[str]:
+    """Make every 2-D conv and pool read a one-row map: kernel, stride, padding and dilation 1/0 along height.
+
+    A `k×k` kernel on a one-pixel-high map would only ever multiply its middle row with data (the other rows
+    see zero padding): dead weights that would be counted, pruned and stored. Folding sums the rows into one
+    `1×k` kernel, which keeps the architecture's init scale for the smaller fan (a sum of k rows has k times
+    the variance), and which computes exactly what the `k×k` kernel would on a map repeated along its height.
+    Returns the changed layers' names.
+    """
+    changed = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if isinstance(m.padding, str):
+                if max(_pair(m.kernel_size)[0], _pair(m.stride)[0]) == 1:
+                    continue
+            elif _pair(m.kernel_size)[0] == 1 and _pair(m.stride)[0] == 1 and _pair(m.padding)[0] == 0:
+                continue
+            with torch.no_grad():
+                m.weight = nn.Parameter(m.weight.sum(dim=2, keepdim=True))
+            m.kernel_size = (1, m.kernel_size[1])
+            m.stride = (1, m.stride[1])
+            m.dilation = (1, m.dilation[1])
+            if not isinstance(m.padding, str):
+                m.padding = (0, m.padding[1])
+                m._reversed_padding_repeated_twice = [m.padding[1], m.padding[1], 0, 0]
+            changed.append(name)
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+            kernel, stride, padding = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+            if kernel[0] == 1 and stride[0] == 1 and padding[0] == 0:
+                continue
+            m.kernel_size, m.stride, m.padding = (1, kernel[1]), (1, stride[1]), (0, padding[1])
+            if isinstance(m, nn.MaxPool2d):
+                m.dilation = (1, _pair(m.dilation)[1])
+            changed.append(name)
+    return changed
 
 
 def _last_stage(remaining: list[str], probe: _Probe) -> list[str]:

@@ -29,12 +29,30 @@ class RowMeanClassifier(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
+class BagOfWordVectors(nn.Module):
+    """fastText on a text task: the text wrapper averages the word vectors of each text (padding left out,
+    `sequence_pool = "mean"`) and this classifies the mean. Alone, on a `D × 1 × L` map, it averages every position.
+    """
+
+    sequence_pool = "mean"
+
+    def __init__(self, dim: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.features = nn.Identity()
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).mean(dim=(2, 3)))
+
+
 @dataclass
 class BagOfEmbeddingsParams:
     dropout: float = 0.0
 
 
-@register_model("bag-of-embeddings")
+@register_model("bag-of-embeddings", version=2)   # 2: on text, a masked mean over the one-row sequence map
 def bag_of_embeddings(spec: InputSpec, num_classes: int, params: BagOfEmbeddingsParams) -> nn.Module:
     """Mean of the token embeddings + linear (fastText); the text baseline the image backbones are judged against."""
+    if spec.modality == "text" and spec.height == 1:
+        return BagOfWordVectors(spec.channels, num_classes, params.dropout)
     return RowMeanClassifier(spec.channels * spec.width, num_classes, params.dropout)

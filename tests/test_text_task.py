@@ -59,7 +59,8 @@ def test_rotten_tomatoes_shapes_and_movie_split(rotten):
     assert sum(sizes.values()) == 12808
     assert 2600 <= sizes["test"] < 2800 and 1300 <= sizes["val"] < 1500
     spec = rotten.spec
-    assert (spec.channels, spec.height, spec.width, spec.modality) == (1, 48, 32, "text")
+    assert (spec.channels, spec.height, spec.width, spec.modality) == (1, 48, 64, "text")
+    assert spec.word_vectors.table.shape == (spec.token_vocab, 64) and rotten.info["word_vectors"]["kind"] == "fasttext"
     assert spec.token_vocab == len(rotten.vocab)
     for split in (rotten.train, rotten.val, rotten.test):
         assert split.x.dtype == torch.long and split.x.shape[1] == 48 and split.y.dtype == torch.long
