@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import CheckpointError
+from slimbench.deploy.casting import CastBoundary
 
 _CONV = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
          "padding_mode")
@@ -32,6 +33,8 @@ LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Identity: (),
 }
 _BY_NAME = {cls.__name__: cls for cls in LAYERS}
+# Modules that wrap a whole model (its deployed form): stored by their `structure_args()`, rebuilt around the fresh model.
+WRAPPERS: dict[str, type[nn.Module]] = {"CastBoundary": CastBoundary}
 
 
 def _args(module: nn.Module) -> dict[str, Any]:
@@ -57,16 +60,25 @@ def describe(model: nn.Module) -> dict[str, Any]:
     groups: dict[int, list[str]] = {}
     for path, param in model.named_parameters(remove_duplicate=False):
         groups.setdefault(id(param), []).append(path)
-    return {"modules": modules, "ties": [names for names in groups.values() if len(names) > 1]}
+    out: dict[str, Any] = {"modules": modules, "ties": [names for names in groups.values() if len(names) > 1]}
+    if type(model).__name__ in WRAPPERS and isinstance(model, WRAPPERS[type(model).__name__]):
+        out["wrapper"] = {"type": type(model).__name__, "args": model.structure_args()}
+    return out
 
 
 def rebuild(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
-    """Reshape `model` (freshly built, same architecture) to `structure`, in place; weights are not loaded."""
+    """Reshape `model` (freshly built, same architecture) to `structure`; returns it (wrapped if it was stored
+    wrapped, e.g. behind a 16-bit cast boundary); weights are not loaded."""
     try:
         modules: dict[str, dict[str, Any]] = structure["modules"]
         ties: list[list[str]] = structure.get("ties", [])
     except (KeyError, TypeError):
         raise CheckpointError("the stored structure has no 'modules' mapping: not a slimbench structure") from None
+    wrapper = structure.get("wrapper")
+    if wrapper is not None:
+        if wrapper.get("type") not in WRAPPERS:
+            raise CheckpointError(f"unknown model wrapper {wrapper.get('type')!r}; known: {', '.join(WRAPPERS)}")
+        model = WRAPPERS[wrapper["type"]](model, **wrapper.get("args", {}))
     for path in sorted(modules, key=lambda p: (p.count(".") + bool(p), p)):
         want = modules[path]
         current = _get(model, path)
@@ -89,7 +101,7 @@ def rebuild(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
 
 def load_into(model: nn.Module, structure: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
     """Rebuild `model` to `structure` and load `state` strictly (a missing or extra tensor is an error)."""
-    rebuild(model, structure)
+    model = rebuild(model, structure)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded, check_ranges
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.deploy.casting import CastBoundary
 from slimbench.deploy.onnx_export import (OnnxModel, export_onnx, initializer_arrays, int8_kernel_count,
                                           kernel_precisions, optimized_op_counts)
 from slimbench.tasks.base import Task
@@ -393,17 +394,6 @@ class DynamicInt8(Method):
             int8 = out.read_bytes()
         onnx_model, info = int8_outcome_parts(int8, model, "quant.dynamic_int8", {"format": "dynamic (IntegerOps)"})
         return int8_outcome(onnx_model, info, {"weight_bits": 8, "op_types": list(self.op_types)})
-
-
-class CastBoundary(nn.Module):
-    """Runs a 16-bit model behind a float32 interface: float inputs are cast down, outputs cast back up."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.model, self.dtype = model.to(dtype), dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype) if x.is_floating_point() else x).float()
 
 
 @dataclass
