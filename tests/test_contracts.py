@@ -141,4 +141,7 @@ def test_golden_run_ids():
     assert {c.label: c.run_id for c in suite.cells} == GOLDEN_RUN_IDS
 
 
-GOLDEN_RUN_IDS: dict[str, str] = {}
+GOLDEN_RUN_IDS: dict[str, str] = {
+    "digits/tiny-cnn/baseline/s0": "f1dca65df07c",
+    "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "03f98aa48e0c",
+}
