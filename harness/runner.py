@@ -86,6 +86,7 @@ class SuiteRunner:
         self.tracker = Tracker(wandb_mode, self.paths.root, suite.wandb_project, suite.name)
         self.progress = progress
         self._tasks: dict[str, Task] = {}
+        self.source: dict[str, Any] = {}
 
     # -- pieces shared by cells ------------------------------------------------------------------------
     def task(self, cfg: Named) -> Task:
@@ -129,7 +130,7 @@ class SuiteRunner:
         return state
 
     def run(self, only: str | None = None) -> SuiteOutcome:
-        self.check_source_tree()
+        self.source = self.check_source_tree()   # the code this process runs: later edits do not change it
         outcome = SuiteOutcome()
         cells = [c for c in self.suite.cells if only is None or fnmatch.fnmatchcase(c.label, only)]
         bar = tqdm(cells, desc=f"suite {self.suite.name}", unit="cell", disable=not self.progress)
@@ -200,7 +201,7 @@ class SuiteRunner:
                 details={**result.details, "task": task.describe(), "stages": stages,
                          "params_given": {k: cell.method.params[k] for k in cell.method.given}},
                 baseline_training={k: v for k, v in base.meta.items() if k != "history"},
-                artifact=artifact, versions=versions(), plugins=cell.plugins(), git=git_state(), hardware=hardware(),
+                artifact=artifact, versions=versions(), plugins=cell.plugins(), git=self.source or git_state(), hardware=hardware(),
                 wall_seconds={"apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
                               "total": round(time.perf_counter() - t_start, 2)},
                 wandb=Tracker.describe(run),
