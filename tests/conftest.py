@@ -49,3 +49,34 @@ def write_suite(tmp_path: Path):
         return path
 
     return _write
+
+
+# -- shared helpers for method tests --------------------------------------------------------------------------
+from slimbench.baselines.classifier import TrainConfig  # noqa: E402
+from slimbench.baselines.training import TrainedModel, fit  # noqa: E402
+from slimbench.methods import MethodContext  # noqa: E402
+from slimbench.tasks.base import MethodView  # noqa: E402
+
+TEST_FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
+
+
+def train_tiny(task, model, epochs: int, lr: float = 0.01):  # noqa: ANN001, ANN201
+    """A seeded, quick fit of a test model on a test task, returned in eval mode."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=lr, channels_last=False)
+    return fit(model, task, cfg, seed=0, progress=False).model.eval()
+
+
+def method_context(task, baseline, fresh=None, finetune=None, on_fit=None) -> MethodContext:  # noqa: ANN001
+    """What the harness hands a method, built for a test: the task's method view, a real fine-tune loop."""
+    def default_finetune(m, module=None, cfg=None):  # noqa: ANN001, ANN202
+        if on_fit is not None:
+            on_fit()
+        return fit(m, task, cfg or TEST_FINETUNE, seed=0, module=module, progress=False).model
+
+    import copy
+
+    return MethodContext(task=MethodView(task), finetune=finetune or default_finetune,
+                         teacher=lambda: TrainedModel(baseline), seed=0, budget=TEST_FINETUNE,
+                         train_budget=TEST_FINETUNE, baseline=TrainedModel(baseline),
+                         fresh_model=fresh or (lambda: copy.deepcopy(baseline)))

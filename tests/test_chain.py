@@ -12,26 +12,17 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError
 from slimbench.deploy.packing import pack_state_dict
 from slimbench.harness.suite import load_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, build_method, register_method
 from slimbench.tasks import build_task
 from slimbench.tasks.base import Task
+from tests.conftest import method_context
 
-FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
 DEEP_COMPRESSION = [{"name": "prune.magnitude", "params": {"sparsity": 0.8}},
                     {"name": "share.kmeans", "params": {"clusters": 8}}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make these tiny fits 40× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +39,8 @@ def trained(task: Task) -> nn.Module:
 
 
 def make_ctx(task: Task, model: nn.Module, fits: list[int]) -> MethodContext:
-    def finetune(m, module=None, cfg=None):
-        fits.append(1)
-        return fit(m, task, cfg or FINETUNE, seed=0, module=module, progress=False).model
-
-    return MethodContext(task=task, finetune=finetune, teacher=lambda: TrainedModel(model), seed=0, budget=FINETUNE,
-                         train_budget=FINETUNE, baseline=TrainedModel(model),
-                         fresh_model=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 32}))
+    return method_context(task, model, on_fit=lambda: fits.append(1),
+                          fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 32}))
 
 
 @register_method("test.to_int8_graph")

@@ -12,16 +12,16 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.layers import TokenEmbeddingMap
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
 from slimbench.methods.lowrank import energy_rank, retained, svd_factorize, tucker2_factorize
 from slimbench.tasks import build_task
-from slimbench.tasks.base import InputSpec, MethodView, Split, Task
+from slimbench.tasks.base import InputSpec, Split, Task
+from tests.conftest import method_context
 
-FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
 
 
 def small_net(classes: int = 10) -> nn.Sequential:
@@ -48,12 +48,7 @@ def trained(digits: Task) -> nn.Module:
 
 
 def make_ctx(task: Task, model: nn.Module, finetune=None) -> MethodContext:
-    def default_finetune(m, module=None, cfg=None):  # noqa: ANN001, ANN202
-        return fit(m, task, cfg or FINETUNE, seed=0, progress=False).model
-
-    return MethodContext(task=MethodView(task), finetune=finetune or default_finetune,
-                         teacher=lambda: TrainedModel(model), seed=0, budget=FINETUNE, train_budget=FINETUNE,
-                         baseline=TrainedModel(model), fresh_model=lambda: small_net(task.num_classes))
+    return method_context(task, model, finetune=finetune, fresh=lambda: small_net(task.num_classes))
 
 
 def apply(name: str, model: nn.Module, task: Task, ctx_finetune=None, **params):  # noqa: ANN001, ANN201

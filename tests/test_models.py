@@ -28,15 +28,6 @@ SMALL_SPECS = {
 ZOO = ["mobilenetv2", "squeezenet", "efficientnet_b0", "resnet18", "timm/resnet18"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-2 passes gain nothing from threads; on a loaded 2-core machine two threads ran 20× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def count_params(model: nn.Module) -> int:
     return counting.count_params(model)[0]
 

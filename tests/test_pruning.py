@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -25,16 +24,6 @@ from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
 
 FINETUNE = TrainConfig(epochs=2, batch_size=64, lr=0.002, channels_last=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convs gain nothing from a second thread, and on a busy 2-core machine OpenMP's waiting threads
-    made these tests ten times slower (measured: 145 s against 15 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

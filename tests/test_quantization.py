@@ -14,7 +14,7 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.layers import TokenEmbeddingMap
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.harness.measure import evaluate
 from slimbench.deploy.runtimes import stored_form
@@ -24,21 +24,12 @@ from slimbench.deploy.packing import pack_state_dict
 from slimbench.methods.quantization import LoaderCalibrationReader
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task
+from tests.conftest import method_context
 
-FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
 
 
 def make_ctx(task: Task, model: nn.Module) -> MethodContext:
-    return MethodContext(
-        task=task,
-        finetune=lambda m, module=None, cfg=None: fit(m, task, cfg or FINETUNE, seed=0, progress=False).model,
-        teacher=lambda: TrainedModel(model),
-        seed=0,
-        budget=FINETUNE,
-        train_budget=FINETUNE,
-        baseline=TrainedModel(model),
-        fresh_model=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}),
-    )
+    return method_context(task, model, fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
 
 
 @pytest.fixture(scope="module")

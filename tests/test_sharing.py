@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
 from slimbench.deploy.structure import describe, load_into
@@ -21,31 +21,14 @@ from slimbench.methods.distillation import validation_accuracy
 from slimbench.methods.sharing import SharedWeights, repeated_runs, share_weights
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
+from tests.conftest import method_context
 
 FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
 
 
 def make_ctx(task: Task, model: nn.Module, finetune=None) -> MethodContext:
-    return MethodContext(
-        task=task,
-        finetune=finetune or (lambda m, module=None, cfg=None: fit(m, task, cfg or FINETUNE, seed=0,
-                                                                  progress=False).model),
-        teacher=lambda: TrainedModel(model),
-        seed=0,
-        budget=FINETUNE,
-        train_budget=FINETUNE,
-        baseline=TrainedModel(model),
-        fresh_model=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}),
-    )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, two spinning threads make these tiny fits 40× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return method_context(task, model, finetune=finetune,
+                          fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
 
 
 @pytest.fixture(scope="module")
