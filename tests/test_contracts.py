@@ -29,10 +29,13 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "share.cross_layer": ("mobilenetv2", {}),
     "prune.channel": ("tiny-cnn", {"macs_ratio": 1.5}),
     "lowrank.svd": ("mobilenetv2", {}),
+    "quant.mixed": ("tiny-cnn", {"int8_fraction": 0.5}),   # an accuracy budget may be unreachable on a tiny model
     "chain": ("tiny-cnn", {"stages": [{"name": "prune.magnitude", "params": {"sparsity": 0.5}},
                                       {"name": "share.kmeans", "params": {"clusters": 16}}]}),
 }
 MODEL_PARAMS = {"mobilenetv2": {"width_mult": 0.25}}
+# every registered method except throw-away ones other test modules register for their own tests
+METHOD_NAMES = [name for name in METHODS.names() if not name.startswith("test.")]
 RECORD_FIELDS = ("run_id", "suite", "status", "task", "model", "method", "family", "seed", "config", "metrics",
                  "reference", "compression", "versions", "git", "hardware", "artifact", "wall_seconds", "created")
 METRIC_FIELDS = ("accuracy", "macro_f1", "params", "nonzero_params", "stored_bytes", "gzip_bytes", "macs",
@@ -52,7 +55,7 @@ def _suite(methods: list, models: list, **extra) -> dict:
 def method_records(tmp_path_factory) -> dict[str, tuple[RunRecord, Path]]:
     """Every registered method as one cell (on the model its settings name): its record and its suite folder."""
     by_model: dict[str, list] = {}
-    for name in METHODS.names():
+    for name in METHOD_NAMES:
         model, params = SETTINGS.get(name, ("tiny-cnn", {}))
         by_model.setdefault(model, []).append({"name": name, "params": params} if params else name)
     root = tmp_path_factory.mktemp("contracts")
@@ -72,7 +75,7 @@ def method_records(tmp_path_factory) -> dict[str, tuple[RunRecord, Path]]:
     return records
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_keeps_the_record_contract(method_records, method):
     failures = method_records["_failures"]
     assert not [k for k in failures if f"/{method}" in k], failures
@@ -102,7 +105,7 @@ def test_every_method_keeps_the_record_contract(method_records, method):
         assert comp["evidence"]["compute"]["kernels"].get("int8", 0) + comp["evidence"]["compute"]["kernels"].get("uint8", 0) > 0
 
 
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_artifact_reloads_to_the_measured_model(method_records, method):
     rec, root = method_records[method]
     data = (root / rec.artifact["path"]).read_bytes()
