@@ -76,7 +76,7 @@ def test_efficientnet_multipliers_scale_like_the_published_family() -> None:
 
 @pytest.mark.parametrize("spec_name", SMALL_SPECS)
 @pytest.mark.parametrize("name", ZOO)
-def test_small_inputs_train_and_keep_a_2x2_final_map(name: str, spec_name: str) -> None:
+def test_small_inputs_train_and_keep_a_large_enough_final_map(name: str, spec_name: str) -> None:
     spec = SMALL_SPECS[spec_name]
     torch.manual_seed(0)
     model = build_model(name, spec, 7)
@@ -92,7 +92,10 @@ def test_small_inputs_train_and_keep_a_2x2_final_map(name: str, spec_name: str) 
     model.eval()
     with torch.no_grad():
         h, w = final_map(model, x)
-    assert min(h, w) >= 2, (name, spec_name, (h, w))
+    if spec.token_vocab:   # text is a one-row map (embedding as channels over the sequence): its length is what stays
+        assert h == 1 and w >= 2, (name, spec_name, (h, w))
+    else:
+        assert min(h, w) >= 2, (name, spec_name, (h, w))
 
 
 def test_text_models_own_their_embedding() -> None:
