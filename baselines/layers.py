@@ -17,9 +17,11 @@ DOWNSAMPLING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
 class TokenEmbeddingMap(nn.Module):
     """Embed token ids `[B, L]` into a `D × 1 × L` map: the embedding as channels over a one-row sequence.
 
-    Every image backbone reads it as an image one pixel high, so its convolutions slide along the text (a
-    1-channel `L × D` picture of the embedding table did not train: the network memorised it). `vectors`,
-    when given, are the task's training-split word vectors the table starts from.
+    Every image backbone reads it as an image one pixel high, so its convolutions slide along the text only.
+    A 1-channel `L × D` picture of the embedded text learns as well once the table starts from word vectors
+    (MobileNetV2 on rotten-tomatoes, validation 0.742 vs 0.742 here) but costs 3.7× the MACs (19.5 M vs 5.3 M)
+    and 4.7× the training time. `vectors`, when given, are the task's training-split word vectors the table
+    starts from: the lever that makes the backbones learn text at all (0.572 from a random table).
     """
 
     def __init__(self, vocab_size: int, dim: int, vectors: torch.Tensor | None = None):
@@ -148,7 +150,7 @@ def small_logits(backbone: nn.Module, std: float = 0.01) -> None:
 
     MobileNetV2's and SqueezeNet's own classifier init. torchvision's EfficientNet draws it from U(±1/√classes)
     (the TF reference's rule, sized for 1000 classes): with 2 classes the first logits have a std of ~13 and the
-    first epochs go to undoing that (rotten-tomatoes validation 0.639 with it, 0.730 with this; seed 0).
+    first epochs go to undoing that (rotten-tomatoes validation 0.639 with it, 0.730 with this; 3 epochs, seed 0).
     """
     last = [m for m in backbone.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     if last:

@@ -1,10 +1,10 @@
 """Word vectors learned from a text task's training split, to initialise every text model's embedding.
 
-Deep image backbones trained from scratch on ~9k short reviews memorise instead of learning word polarity
-(a random embedding gives them nothing to start from); starting their embedding from vectors that already
-carry the task's signal lets them learn it. The vectors come from the training split alone (texts and
-labels), never from validation, test or a download, and are deterministic for a seed, so every run and
-every machine starts its models from the same table.
+Deep image backbones trained from scratch on ~9k short reviews do not learn word polarity from a random
+embedding (MobileNetV2 on rotten-tomatoes: validation 0.572, the majority rate); started from vectors that
+already carry the task's signal they do (0.742). The vectors come from the training split alone (texts and
+labels), never from validation, test or a download, and are deterministic for a seed (one intra-op thread, a
+fixed generator), so every run starts its models from the same table.
 
 The pass is the supervised fastText classifier (Joulin et al. 2017: mean of word vectors + linear), trained on
 the training split in seconds; its embedding table is kept, the classifier thrown away. (Unsupervised count
