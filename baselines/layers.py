@@ -54,12 +54,14 @@ def sequence_mask(tokens: torch.Tensor, positions: int) -> torch.Tensor:
     return starts[None, :] < words[:, None]
 
 
-def masked_pool(features: torch.Tensor, mask: torch.Tensor, mode: str = "max") -> torch.Tensor:
+def masked_pool(features: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """Pool `[B, C, H, W]` over the positions `mask` `[B, W]` keeps, to `[B, C, 1, 1]`; padding never pools.
 
-    Max-over-time (Collobert et al. 2011, Kim 2014): masked positions take the map's own minimum rather than
-    -inf, so the max is unchanged and the tensor keeps a finite range that int8 calibration can quantize.
-    "mean" averages the kept positions (fastText's bag of embeddings).
+    "mean" averages the kept positions: the backbones' own global average pool without the padding (and
+    fastText's bag of embeddings). "max" is max-over-time (Collobert et al. 2011, Kim 2014): masked positions
+    take the map's own minimum rather than -inf, so the max is unchanged and the tensor keeps a finite range
+    that int8 calibration can quantize. On rotten-tomatoes the two are within seed noise (validation, 3 seeds:
+    MobileNetV2 0.745 mean / 0.739 max / 0.745 unmasked average; SqueezeNet 0.737 / 0.734 / 0.734).
     """
     keep = mask[:, None, None, :]
     if mode == "mean":
@@ -253,7 +255,8 @@ def fold_to_one_row(model: nn.Module) -> list[str]:
     A `k×k` kernel on a one-pixel-high map would only ever multiply its middle row with data (the other rows
     see zero padding): dead weights that would be counted, pruned and stored. Folding sums the rows into one
     `1×k` kernel, which keeps the architecture's init scale for the smaller fan (a sum of k rows has k times
-    the variance), and which computes exactly what the `k×k` kernel would on a map repeated along its height.
+    the variance), and which computes exactly what the `k×k` kernel would on a map repeated along its height
+    (away from its top and bottom edges).
     Returns the changed layers' names.
     """
     changed = []

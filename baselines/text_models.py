@@ -50,7 +50,7 @@ class BagOfEmbeddingsParams:
     dropout: float = 0.0
 
 
-@register_model("bag-of-embeddings", version=2)   # 2: on text, a masked mean over the one-row sequence map
+@register_model("bag-of-embeddings")
 def bag_of_embeddings(spec: InputSpec, num_classes: int, params: BagOfEmbeddingsParams) -> nn.Module:
     """Mean of the token embeddings + linear (fastText); the text baseline the image backbones are judged against."""
     if spec.modality == "text" and spec.height == 1:
