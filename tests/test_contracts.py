@@ -145,6 +145,6 @@ def test_golden_run_ids():
 
 
 GOLDEN_RUN_IDS: dict[str, str] = {
-    "digits/tiny-cnn/baseline/s0": "f1dca65df07c",
-    "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "03f98aa48e0c",
+    "digits/tiny-cnn/baseline/s0": "a20a3965989e",
+    "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "f0b533ddcad9",
 }
