@@ -11,20 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from slimbench.core.params import bounded
+
 
 @dataclass
 class TrainConfig:
     """A training budget from the suite file (`train:` for baselines, `finetune:` for methods)."""
 
-    epochs: int = 3
-    batch_size: int = 128
+    epochs: int = bounded(3, ge=1)
+    batch_size: int = bounded(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
+    lr: float = bounded(3e-3, gt=0)
+    weight_decay: float = bounded(1e-4, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    label_smoothing: float = 0.0
-    max_train_batches: int | None = None  # batches per epoch; each epoch draws them afresh from the whole split
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    max_train_batches: int | None = bounded(None, ge=1)  # batches per epoch, drawn afresh from the whole split
     channels_last: bool = True            # NHWC: ~2.5x faster CPU training of depthwise convs, measured here
 
 
@@ -80,7 +82,8 @@ class ClassifierModule(L.LightningModule):
             return opt
         steps = int(self.trainer.estimated_stepping_batches)
         if cfg.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.25)
+            # one-cycle needs ≥ 1 step per phase: a budget of a few batches runs the first steps of an 8-step cycle
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 8), pct_start=0.25)
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
