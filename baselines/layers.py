@@ -173,17 +173,10 @@ def fit_to_input(model: nn.Module, spec: InputSpec, stem: str) -> nn.Module:
         raise TypeError(f"{type(model).__name__}.{stem} is {type(conv).__name__}, not the Conv2d stem")
     if spec.channels != conv.in_channels:
         new = replace_conv(conv, in_channels=spec.channels)
-        with torch.no_grad():  # keep the architecture's own init scale
-            if spec.channels < conv.in_channels:   # grey images, spectrograms: timm's rule, the RGB filters summed
-                from timm.models import adapt_input_conv
+        with torch.no_grad():  # keep the architecture's own init scale (timm's rule: sum or repeat RGB filters)
+            from timm.models import adapt_input_conv
 
-                new.weight.copy_(adapt_input_conv(spec.channels, conv.weight))
-            else:
-                # many channels (a text's embedding): independent draws. Repeating the RGB filters (timm's rule)
-                # would see only three sums of the channels at the start, and the deep backbones never recovered
-                # from that on text. The std gives each output the variance the RGB stem gave independent inputs.
-                scale = conv.weight.std() * (conv.in_channels / spec.channels) ** 0.5
-                new.weight.normal_(0.0, float(scale))
+            new.weight.copy_(adapt_input_conv(spec.channels, conv.weight))
             if conv.bias is not None:
                 new.bias.copy_(conv.bias)
         parent, _, leaf = stem.rpartition(".")
