@@ -25,7 +25,7 @@ COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accur
            "latency_bn_ms", "speedup_b1_x", "label", "requested", "achieved", "run_ids", "runtime", "speedup_bn_x",
            "delta_accuracy", "delta_accuracy_std", "delta_significant", "storage", "compute", "claim_verified",
            "speedup_b1_low", "speedup_b1_high", "speedup_bn_low", "speedup_bn_high", "compression_raw_x",
-           "provenance"]
+           "provenance", "baseline_accuracy_std", "baseline_seeds"]
 FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
 
 
@@ -121,9 +121,19 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "delta_accuracy": mean(deltas),
             "_latency_batch": m[0].get("latency_batch"),
         })
+    _attach_baseline_spread(rows)
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     rows.sort(key=lambda r: (r["task"], r["model"], order.get(r["_family"], 99), r["method"], r["params_json"]))
     return rows
+
+
+def _attach_baseline_spread(rows: list[dict[str, Any]]) -> None:
+    """A one-seed row can still be judged against the seed spread of its own baseline (same task, model, code)."""
+    spread = {(r["task"], r["model"]): (r["accuracy_std"], len(r["seeds"].split()))
+              for r in rows if r["_family"] == "baseline"}
+    for row in rows:
+        std_, n = spread.get((row["task"], row["model"]), (None, 0))
+        row["baseline_accuracy_std"], row["baseline_seeds"] = (std_ if n >= 2 else None), n
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -159,7 +169,12 @@ def delta_cell(row: dict[str, Any]) -> str:
         return "0"
     text = f"{100 * row['delta_accuracy']:+.2f}"
     if len(row["seeds"].split()) < 2:
-        return text + " (1 seed)"
+        sigma = row.get("baseline_accuracy_std")
+        if sigma is None:
+            return text + " (1 seed)"
+        # one draw of Δ carries the noise of both sides: beyond 2σ of the baseline's seeds it is more than noise
+        return text + (" (1 seed, > 2σ baseline)" if abs(row["delta_accuracy"]) > 2 * sigma
+                       else " (1 seed, inside baseline spread)")
     return text + (" *" if row["delta_significant"] else " (n.s.)")
 
 

@@ -26,7 +26,7 @@ from slimbench.methods import METHODS, build_method
 from slimbench.tasks import TASKS
 
 SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
-              "measure", "wandb_project", "exclude", "train_overrides", "imports"}
+              "measure", "wandb_project", "exclude", "train_overrides", "imports", "extra_seeds"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # a suite name is a folder under the results root
 DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
 
@@ -281,11 +281,18 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
         raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
     for kind, entries in (("tasks", tasks), ("models", models), ("methods", methods)):
         _no_duplicates(entries, kind, where)
+    extra = _extra_seed_rules(raw.get("extra_seeds"), where)
     cells = [
         Cell(name, t, m, meth, seed, budgets[ti, mi], finetune, teacher, teacher_train, measure)
-        for (ti, t), (mi, m), meth, seed in itertools.product(enumerate(tasks), enumerate(models), methods, seeds)
+        for (ti, t), (mi, m), meth in itertools.product(enumerate(tasks), enumerate(models), methods)
         if not _excluded(exclude, t, m, meth)
+        for seed in _cell_seeds(seeds, extra, t, m, meth)
     ]
+    for rule in extra:
+        if not any(_rule_matches(rule, c.task, c.model, c.method) for c in cells):
+            raise ConfigError(f"{where}: `extra_seeds` rule {rule!r} matches no cell of this suite (after `exclude:`); "
+                              f"tasks: {', '.join(t.name for t in tasks)}; models: "
+                              f"{', '.join(m.name for m in models)}; methods: {', '.join(m.name for m in methods)}")
     if not cells:
         raise ConfigError(f"{where}: `exclude:` removes every cell of the grid ({len(tasks)} tasks × {len(models)} "
                           f"models × {len(methods)} methods × {len(seeds)} seeds); nothing would run")
@@ -340,16 +347,48 @@ def _globs_match(rule: dict[str, Any], values: dict[str, str]) -> bool:
     return all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items() if k in values)
 
 
-def _excluded(rules: list[dict[str, Any]], task: Named, model: Named, method: Named) -> bool:
-    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (glob patterns);
-    `params: {macs_ratio: 1.5}` narrows a rule to the method entries whose resolved params have those values."""
+def _rule_matches(rule: dict[str, Any], task: Named, model: Named, method: Named) -> bool:
+    """Glob patterns on task/model/method names; `params: {macs_ratio: 1.5}` narrows a rule to the method entries
+    whose resolved params have those values."""
     values = {"task": task.name, "model": model.name, "method": method.name}
+    params = rule.get("params", {})
+    return _globs_match(rule, values) and all(method.params.get(k) == v for k, v in params.items())
+
+
+def _excluded(rules: list[dict[str, Any]], task: Named, model: Named, method: Named) -> bool:
+    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations."""
     for rule in rules:
-        if (not isinstance(rule, dict) or not set(rule) <= {*values, "params"}
+        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "method", "params"}
                 or not isinstance(rule.get("params", {}), dict)):
             raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
                               f"`params` to method parameter values), got {rule!r}")
-        params = rule.get("params", {})
-        if _globs_match(rule, values) and all(method.params.get(k) == v for k, v in params.items()):
+        if _rule_matches(rule, task, model, method):
             return True
     return False
+
+
+def _extra_seed_rules(raw: Any, where: str) -> list[dict[str, Any]]:
+    """`extra_seeds: [{model: mobilenetv2, method: baseline, seeds: [1, 2]}]`: more seeds only where a verdict
+    depends on the spread (baselines, methods near a cliff), so the rest of the grid stays one seed cheap."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: `extra_seeds:` must be a list of {{task, model, method, params, seeds}} rules, "
+                          f"got {raw!r}")
+    for rule in raw:
+        seeds = rule.get("seeds") if isinstance(rule, dict) else None
+        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "method", "params", "seeds"}
+                or not isinstance(rule.get("params", {}), dict) or not isinstance(seeds, list) or not seeds
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            raise ConfigError(f"{where}: each `extra_seeds` rule needs `seeds:` (a list of non-negative integers) "
+                              f"and task/model/method patterns (optionally `params`), got {rule!r}")
+    return raw
+
+
+def _cell_seeds(seeds: list[int], extra: list[dict[str, Any]], task: Named, model: Named, method: Named) -> list[int]:
+    """The suite's seeds plus those of every matching `extra_seeds` rule, each once, in order."""
+    out = list(seeds)
+    for rule in extra:
+        if _rule_matches(rule, task, model, method):
+            out += [s for s in rule["seeds"] if s not in out]
+    return out

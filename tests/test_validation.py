@@ -40,6 +40,9 @@ BAD = [
     ("same seed twice", {"seeds": [0, 0]}, ["seeds", "distinct"]),
     ("negative seed", {"seeds": [-1]}, ["seeds", "-1"]),
     ("exclude removes everything", {"exclude": [{"model": "*"}]}, ["exclude", "every cell"]),
+    ("extra seeds matching nothing", {"extra_seeds": [{"model": "squeezenet", "seeds": [1]}]},
+     ["extra_seeds", "matches no cell"]),
+    ("extra seeds without seeds", {"extra_seeds": [{"method": "baseline"}]}, ["extra_seeds", "seeds"]),
     ("unknown method", {"methods": ["prune.magnitud"]}, ["unknown method", "prune.magnitude"]),
     ("unknown train field", {"train": {"epoch": 3}}, ["epoch", "valid parameters"]),
     ("missing plugin file", {"imports": ["no_such_dir/plugin.py"]}, ["plugin file", "does not exist"]),
@@ -98,3 +101,17 @@ def test_exclude_can_name_method_params(smoke_config, tmp_path: Path):
     path.write_text(yaml.safe_dump(smoke_config))
     labels = [c.label for c in load_suite(path).cells]
     assert labels == ["digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0"]
+
+
+def test_extra_seeds_add_cells_only_where_a_rule_matches(smoke_config, tmp_path: Path):
+    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}},
+                               {"name": "prune.magnitude", "params": {"sparsity": 0.8}}]
+    smoke_config["extra_seeds"] = [{"method": "baseline", "seeds": [1, 2]},
+                                   {"method": "prune.*", "params": {"sparsity": 0.8}, "seeds": [0, 2]}]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    labels = [c.label for c in load_suite(path).cells]
+    assert labels == ["digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/baseline/s1", "digits/tiny-cnn/baseline/s2",
+                      "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0",
+                      "digits/tiny-cnn/prune.magnitude[sparsity=0.8]/s0",
+                      "digits/tiny-cnn/prune.magnitude[sparsity=0.8]/s2"]

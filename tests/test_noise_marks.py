@@ -1,0 +1,34 @@
+"""Δ accuracy and speedups are shown as noise unless they leave the measured spread."""
+
+from __future__ import annotations
+
+from slimbench.harness.report import _attach_baseline_spread, _significant, delta_cell, speedup_cell
+
+
+def _row(family: str, seeds: str, acc: float, std: float, delta: float = 0.0, significant: bool = False) -> dict:
+    return {"task": "t", "model": "m", "_family": family, "seeds": seeds, "accuracy": acc, "accuracy_std": std,
+            "delta_accuracy": delta, "delta_significant": significant}
+
+
+def test_paired_deltas_count_only_beyond_both_spreads():
+    assert _significant([-0.10, -0.11, -0.09], [0.89, 0.90, 0.88])
+    assert not _significant([-0.004, 0.003, -0.001], [0.89, 0.90, 0.88])
+    assert not _significant([-0.2], [0.9])      # one seed is never "significant"
+
+
+def test_a_one_seed_row_is_judged_against_its_baselines_seed_spread():
+    base = _row("baseline", "0 1 2", 0.89, 0.004)
+    small = _row("quantization", "0", 0.888, 0.0, delta=-0.002)
+    cliff = _row("pruning", "0", 0.78, 0.0, delta=-0.11)
+    rows = [base, small, cliff]
+    _attach_baseline_spread(rows)
+    assert delta_cell(small) == "-0.20 (1 seed, inside baseline spread)"
+    assert delta_cell(cliff) == "-11.00 (1 seed, > 2σ baseline)"
+    lone = _row("pruning", "0", 0.78, 0.0, delta=-0.11)
+    _attach_baseline_spread([_row("baseline", "0", 0.89, 0.0), lone])   # one baseline seed: no spread to judge by
+    assert delta_cell(lone) == "-11.00 (1 seed)"
+
+
+def test_a_speedup_band_containing_one_reads_as_noise():
+    assert speedup_cell(1.04, 0.97, 1.08).startswith("≈1.00×")
+    assert speedup_cell(2.8, 2.6, 2.9) == "2.80× (2.60–2.90)"
