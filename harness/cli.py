@@ -20,6 +20,7 @@ EPILOG = """examples:
   slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
   slimbench reproduce quick               rerun every quick cell afresh, compare with results/quick -> reproduction.md
   slimbench compare results/quick other/quick    the same comparison for any two result folders
+  slimbench replicate                     published claims beside our measurements -> results/replication.md
 
 plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
 group (loaded automatically), or name modules / .py files with --import or a suite's `imports:` list.
@@ -90,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     rpr.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled")
     rpr.add_argument("--allow-dirty", action="store_true", help="as for run")
     _add_import(rpr)
+
+    rpl = sub.add_parser("replicate", help="published claims beside our measurements, with verdicts -> "
+                                           "results/replication.md",
+                         description="Evaluate every claim of configs/claims.yaml: architecture counts on the model "
+                                     "built at the paper's input size, relational claims on the run records of every "
+                                     "suite folder under RESULTS (leaderboard rows, seed spread), full-scale claims "
+                                     "as the command that measures them. Writes one Markdown table atomically; the "
+                                     "same records give the same bytes.")
+    rpl.add_argument("--results", type=Path, default=Path("results"),
+                     help="results root whose <suite>/runs folders are read (default: results)")
+    rpl.add_argument("--out", type=Path, default=None, help="where the table goes (default: RESULTS/replication.md)")
+    rpl.add_argument("--claims", type=Path, default=None,
+                     help="claims file (default: the shipped configs/claims.yaml)")
+    _add_import(rpl)
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
@@ -190,6 +205,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else code
 
 
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from slimbench.harness.claims import NOT_MEASURED, VERDICTS
+    from slimbench.harness.replication import replicate
+    from slimbench.harness.suite import load_imports
+
+    if not args.results.is_dir():
+        raise SlimbenchError(f"results folder {args.results} does not exist")
+    load_imports(args.imports, "--import", Path.cwd())
+    out = args.out or args.results / "replication.md"
+    lines = replicate(args.results, out, args.claims)
+    counts = ", ".join(f"{sum(line.verdict == v for line in lines)} {v}" for v in (*VERDICTS, NOT_MEASURED))
+    print(f"{len({line.claim.id for line in lines})} claims, {len(lines)} rows ({counts}) -> {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
@@ -200,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args.reference, args.new, args.out)
         if args.command == "reproduce":
             return cmd_reproduce(args)
+        if args.command == "replicate":
+            return cmd_replicate(args)
         if args.command == "report":
             from slimbench.harness.report import build_report
 
