@@ -69,7 +69,8 @@ def seed_spread(records: list[RunRecord]) -> dict[tuple[str, ...], float]:
     baseline's σ (same task and model), since a seed changes the baseline as much as anything."""
     groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for rec in records:
-        groups[_key(rec)[:4]].append(rec.metrics["accuracy"])
+        if rec.status == "ok":
+            groups[_key(rec)[:4]].append(rec.metrics["accuracy"])
     sigma = {k: statistics.stdev(v) for k, v in groups.items() if len(v) > 1}
     baseline = {k[:2]: s for k, s in sigma.items() if k[2] == "baseline"}
     return {k: sigma.get(k, baseline.get(k[:2], 0.0)) for k in groups}
@@ -83,6 +84,9 @@ def compare_records(reference: list[RunRecord], new: list[RunRecord]) -> tuple[l
     for key in sorted(set(ref_by) & set(new_by)):
         a, b = ref_by[key], new_by[key]
         cell = _label(a)
+        if a.status != "ok" or b.status != "ok":   # a failed cell is a failed reproduction, whichever side failed
+            checks.append(Check(cell, "status", a.status, b.status, "both ok", False, True))
+            continue
         for fig in ("params", "macs"):
             checks.append(Check(cell, fig, a.metrics[fig], b.metrics[fig], "exact", a.metrics[fig] == b.metrics[fig], True))
         req_a, req_b = a.compression.get("requested", {}), b.compression.get("requested", {})

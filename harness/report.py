@@ -15,7 +15,8 @@ from tabulate import tabulate
 
 from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
-from slimbench.harness.replication import load_claims, replication_markdown
+from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
+                                            matrix_csv, matrix_markdown, matrix_rows)
 from slimbench.harness.stats import mean, short_params, std
 
 log = logging.getLogger("slimbench")
@@ -185,7 +186,8 @@ def label_cell(row: dict[str, Any]) -> str:
     return text if row["claim_verified"] else text + " ⚠ claim not verified"
 
 
-def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: str) -> str:
+def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: str,
+                  failed: list[dict[str, Any]] = ()) -> str:
     lines = [f"# slimbench leaderboard — suite `{suite}`", ""]
     if records:
         r0 = records[0]
@@ -207,7 +209,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             "n.s. = inside it.",
             "",
         ]
-    for task in sorted({r["task"] for r in rows}):
+    for task in sorted({r["task"] for r in rows} | {f["task"] for f in failed}):
         table = []
         for r in (r for r in rows if r["task"] == task):
             table.append([
@@ -226,6 +228,12 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
                    f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "storage / compute",
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+        task_failed = [f for f in failed if f["task"] == task]
+        if task_failed:
+            lines += ["Failed cells (rerun the suite to retry them):", "",
+                      tabulate([[f["model"], f["method"], short_params(f["_params_given"]), f["seeds"], f["error"]]
+                                for f in task_failed], headers=["model", "method", "params", "seed", "error"],
+                               tablefmt="github"), ""]
         flagged = sorted({r["provenance"] for r in rows if r["task"] == task
                           and ("dirty" in r["provenance"] or "mixed" in r["provenance"])})
         if flagged:
@@ -244,6 +252,27 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
+OFFSETS = [(5, 4), (5, -11), (-14, 4), (-14, -11), (5, 13), (-14, 13), (5, -20), (-14, -20), (14, -4), (-23, -4)]
+
+
+def _place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], fontsize: float = 7) -> None:
+    """Short numeric labels placed greedily where they overlap no earlier label (deterministic, so the PNG is
+    byte-identical on rebuild); the key below the axes maps each number to its row."""
+    ax.figure.canvas.draw()
+    placed: list[tuple[float, float, float, float]] = []
+    for (x, y), text in zip(points, texts):
+        px, py = ax.transData.transform((x, y))
+        w, h = fontsize * 0.62 * len(text) + 2, fontsize + 2
+        choice = OFFSETS[0]
+        for dx, dy in OFFSETS:
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed):
+                choice = (dx, dy)
+                break
+        placed.append((px + choice[0], py + choice[1], px + choice[0] + w, py + choice[1] + h))
+        ax.annotate(text, (x, y), fontsize=fontsize, xytext=choice, textcoords="offset points")
+
+
 def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib
 
@@ -251,27 +280,37 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     task_rows = [r for r in rows if r["task"] == task]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    keys = [f"{i}: {r['model']} · {r['method']}" + (f" ({g})" if (g := short_params(r["_params_given"])) else "")
+            + f" [{len(r['seeds'].split())} seed{'s' if len(r['seeds'].split()) > 1 else ''}]"
+            for i, r in enumerate(task_rows, 1)]
+    key_lines = (len(keys) + 1) // 2
+    fig = plt.figure(figsize=(13, 5.2 + 0.16 * key_lines))
+    grid = fig.add_gridspec(2, 2, height_ratios=[5.0, 0.16 * key_lines + 0.3])
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])]
     for ax, key, xlabel in ((axes[0], "stored_bytes", "stored size (KiB, log)"),
                             (axes[1], "latency_b1_ms", "CPU latency, batch 1 (ms, log)")):
         scale = 1024 if key == "stored_bytes" else 1
         pts = [(r[key] / scale, r["accuracy"]) for r in task_rows]
         for r, (x, y) in zip(task_rows, pts):
-            ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3)
-            given = short_params(r["_params_given"])
-            label = f"{r['model']} · {r['method']}" + (f" ({given})" if given else "")
-            ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3, markersize=4,
+                        color="tab:orange" if r["_family"] == "baseline" else "tab:blue")
         front = pareto_front(pts)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy (mean ± std over seeds)")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{task}: accuracy vs size and latency (from run records)")
+        _place_labels(ax, pts, [str(i) for i in range(1, len(pts) + 1)])
+    key_ax = fig.add_subplot(grid[1, :])
+    key_ax.axis("off")
+    for col, chunk in enumerate((keys[:key_lines], keys[key_lines:])):
+        key_ax.text(0.5 * col, 1.0, "\n".join(chunk), fontsize=7, va="top", ha="left", transform=key_ax.transAxes,
+                    family="monospace")
+    fig.suptitle(f"{task}: accuracy vs size and latency (from run records; orange = baselines)")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
@@ -291,12 +330,17 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[
                      "leaderboard: %s", len(stale), suite_dir / "runs", ", ".join(stale))
         records = [r for r in records if r.run_id in run_ids]
     rows = leaderboard_rows(records)
+    failed = failed_rows(records)
     suite = records[0].suite if records else suite_dir.name
     atomic_write_text(suite_dir / "leaderboard.csv", csv_text(rows))
-    atomic_write_text(suite_dir / "leaderboard.md", markdown_text(rows, records, suite) + "\n")
+    atomic_write_text(suite_dir / "leaderboard.md", markdown_text(rows, records, suite, failed) + "\n")
+    per_method = by_method_rows(rows, failed)
+    atomic_write_text(suite_dir / "leaderboard_by_method.csv", by_method_csv(per_method))
+    atomic_write_text(suite_dir / "leaderboard_by_method.md",
+                      by_method_markdown(per_method, delta_cell, speedup_cell, label_cell) + "\n")
+    matrix = matrix_rows(rows)
+    atomic_write_text(suite_dir / "matrix.csv", matrix_csv(matrix))
+    atomic_write_text(suite_dir / "matrix.md", matrix_markdown(matrix, failed, delta_cell, speedup_cell) + "\n")
     for task in sorted({r["task"] for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
-    claims = load_claims()
-    if claims and rows:
-        atomic_write_text(suite_dir / "replication.md", replication_markdown(claims, rows, records))
     return rows

@@ -28,7 +28,7 @@ from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
 from slimbench.harness.evidence import Evidence, gather
 from slimbench.harness.measure import Metrics, evaluate
-from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, write_record
+from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, load_records, write_record
 from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
                                       speedup_bands, stored_form, torch_form)
 from slimbench.harness.suite import Cell, Named, Suite
@@ -108,15 +108,26 @@ class SuiteRunner:
         return trained
 
     def log_leaderboard(self, rows: list[dict[str, Any]]) -> None:
-        """The leaderboard as a W&B table in a run of its own."""
+        """The suite summary in a W&B run of its own: the three leaderboards as tables, the Pareto plots as images
+        (the same files `slimbench report` wrote, so W&B and the folder never disagree)."""
         if self.tracker.mode == "disabled" or not rows:
             return
         import wandb
 
+        from slimbench.harness.leaderboards import (BY_METHOD_COLUMNS, MATRIX_COLUMNS, by_method_rows, failed_rows,
+                                                    matrix_rows)
         from slimbench.harness.report import COLUMNS
 
+        def table(columns: list[str], data: list[dict[str, Any]]) -> Any:
+            return wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in data])
+
+        failed = failed_rows(load_records(self.paths.runs))
         with self.tracker.run("leaderboard", "report", {"suite": self.suite.name}, ["leaderboard"]) as run:
-            run.log({"leaderboard": wandb.Table(columns=COLUMNS, data=[[row[c] for c in COLUMNS] for row in rows])})
+            run.log({"leaderboard": table(COLUMNS, rows),
+                     "leaderboard_by_method": table(BY_METHOD_COLUMNS, by_method_rows(rows, failed)),
+                     "matrix": table(MATRIX_COLUMNS, matrix_rows(rows)),
+                     **{f"pareto/{p.stem.removeprefix('pareto_')}": wandb.Image(str(p))
+                        for p in sorted(self.paths.root.glob("pareto_*.png"))}})
 
     # -- the suite ----------------------------------------------------------------------------------------
     def check_source_tree(self) -> dict[str, Any]:
@@ -144,15 +155,29 @@ class SuiteRunner:
             except SlimbenchError as exc:
                 log.error("cell %s failed: %s", cell.label, exc)
                 outcome.failed[cell.label] = str(exc)
+                self.record_failure(cell, str(exc))
                 continue
             except Exception as exc:  # one broken cell must not lose the rest of the suite
                 log.exception("cell %s crashed", cell.label)
                 outcome.failed[cell.label] = f"{exc.__class__.__name__}: {exc}"
+                self.record_failure(cell, outcome.failed[cell.label])
                 continue
             outcome.done.append(record.run_id)
             log.info("%s: accuracy %.4f, stored %d B, %.2f ms (b1)", cell.label, record.metrics["accuracy"],
                      record.metrics["stored_bytes"], record.metrics["latency_b1_ms"])
         return outcome
+
+    def record_failure(self, cell: Cell, error: str) -> None:
+        """A failed cell stays visible in every table with its error; it is not "done", so a rerun retries it."""
+        record = RunRecord(
+            run_id=cell.run_id, suite=cell.suite, status="failed", task=cell.task.name, model=cell.model.name,
+            method=cell.method.name, family=METHODS.get(cell.method.name).family, seed=cell.seed,
+            config=cell.config(), metrics={}, reference={}, compression={},
+            details={"error": error, "params_given": {k: cell.method.params[k] for k in cell.method.given}},
+            versions=versions(), plugins=cell.plugins(), git=self.source or git_state(), hardware=hardware(),
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+        write_record(self.paths.runs, record)
 
     def run_cell(self, cell: Cell) -> RunRecord:
         t_start = time.perf_counter()

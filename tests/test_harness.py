@@ -11,7 +11,7 @@ import torch
 
 from slimbench.harness.cli import main
 from slimbench.core.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
-from slimbench.harness.records import RunRecord, load_records, read_record
+from slimbench.harness.records import RunRecord, has_record, load_records, read_record
 from slimbench.harness.report import build_report
 from slimbench.harness.runner import SuiteRunner
 from slimbench.harness.suite import load_suite, parse_suite
@@ -132,11 +132,14 @@ def test_interrupted_suite_resumes_where_it_stopped(tmp_path, smoke_config, monk
     monkeypatch.setattr(MagnitudePruning, "apply", crash)
     first = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False).run()
     assert len(first.done) == 1 and len(first.failed) == 1
-    assert [r.method for r in load_records(tmp_path / "smoke" / "runs")] == ["baseline"]
+    kept = {r.method: r for r in load_records(tmp_path / "smoke" / "runs")}
+    assert kept["baseline"].status == "ok"
+    assert kept["prune.magnitude"].status == "failed" and "power cut" in kept["prune.magnitude"].details["error"]
     monkeypatch.setattr(MagnitudePruning, "apply", original)
     second = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False).run()
     assert len(second.done) == 1 and len(second.skipped) == 1
-    assert sorted(r.method for r in load_records(tmp_path / "smoke" / "runs")) == ["baseline", "prune.magnitude"]
+    assert sorted((r.method, r.status) for r in load_records(tmp_path / "smoke" / "runs")) == [
+        ("baseline", "ok"), ("prune.magnitude", "ok")]
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, smoke_config):
@@ -258,12 +261,20 @@ def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path):
     assert str(tmp_path / "empty") in str(err.value) and "apt-get install dataset-fashion-mnist" in str(err.value)
 
 
-def test_missing_dataset_cell_writes_no_record(tmp_path, smoke_config):
+def test_missing_dataset_cell_is_recorded_as_failed_and_shown(tmp_path, smoke_config):
     smoke_config["tasks"] = [{"name": "fashion-mnist", "params": {"root": str(tmp_path / "nowhere"), "download": False}}]
-    smoke_config["methods"] = ["baseline"]
+    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}]
     outcome = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False).run()
-    assert len(outcome.failed) == 1 and "not found" in next(iter(outcome.failed.values()))
-    assert not (tmp_path / "smoke" / "runs").exists()
+    assert len(outcome.failed) == 2 and "not found" in next(iter(outcome.failed.values()))
+    records = load_records(tmp_path / "smoke" / "runs")
+    assert [r.status for r in records] == ["failed", "failed"]
+    assert not any(has_record(tmp_path / "smoke" / "runs", r.run_id) for r in records)   # a rerun retries them
+    build_report(tmp_path / "smoke")
+    for name in ("leaderboard.md", "leaderboard_by_method.md", "matrix.md"):
+        text = (tmp_path / "smoke" / name).read_text()
+        assert "failed" in text.lower(), name
+    assert "not found" in (tmp_path / "smoke" / "leaderboard_by_method.md").read_text()
+    assert "prune.magnitude" in (tmp_path / "smoke" / "matrix.md").read_text()
 
 
 def test_online_wandb_without_a_key_is_refused(tmp_path, smoke_config, monkeypatch):
@@ -271,3 +282,15 @@ def test_online_wandb_without_a_key_is_refused(tmp_path, smoke_config, monkeypat
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     with pytest.raises(ConfigError, match="needs an API key"):
         SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="online")
+
+
+def test_wandb_suite_summary_logs_the_three_leaderboards_and_the_plots(smoke_run):
+    runner, _, rows = smoke_run
+    before = set((runner.paths.root / "wandb").glob("offline-run-*"))
+    runner.log_leaderboard(rows)
+    [run_dir] = set((runner.paths.root / "wandb").glob("offline-run-*")) - before
+    summary = read_offline_summary(run_dir)
+    for key in ("leaderboard", "leaderboard_by_method", "matrix"):
+        assert summary[f"{key}/_type"] == "table-file", key
+    assert summary["leaderboard/nrows"] == len(rows)
+    assert summary["pareto/digits/_type"] == "image-file"
