@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from slimbench.baselines import build_model
@@ -50,6 +51,12 @@ class ModelCache:
     def path(self, task: Named, model: Named, train: TrainConfig, seed: int) -> Path:
         safe = model.name.replace("/", "_")
         return self.root / f"{task.name}__{safe}__s{seed}__{self.key(task, model, train, seed)}.pt"
+
+    def lock(self, task: Named, model: Named, train: TrainConfig, seed: int) -> FileLock:
+        """One trainer per entry across processes: the second waits, then finds the entry written."""
+        path = self.path(task, model, train, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path) + ".lock")
 
     def load(self, task: Task, task_cfg: Named, model_cfg: Named, train: TrainConfig, seed: int
              ) -> TrainedModel | None:

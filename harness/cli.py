@@ -20,6 +20,8 @@ EPILOG = """examples:
   slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
   slimbench reproduce quick               rerun every quick cell afresh, compare with results/quick -> reproduction.md
   slimbench compare results/quick other/quick    the same comparison for any two result folders
+  slimbench plan quick                    done / failed / pending cells, estimated remaining time
+  slimbench run prune --shard 0/4         one of 4 processes (or SLURM array tasks) sharing a results folder
   slimbench replicate                     published claims beside our measurements -> results/replication.md
 
 plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
@@ -55,12 +57,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="Weights & Biases mode (default offline: no key or network needed; logs in RESULTS/<suite>/wandb)")
     run.add_argument("--only", default=None, metavar="GLOB",
                      help="run only cells whose label matches, e.g. 'fashion-mnist/mobilenetv2/prune.*'")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only shard I of N (0-based); a cell's shard depends on its run_id alone, so N processes "
+                          "or SLURM array tasks (--shard $SLURM_ARRAY_TASK_ID/N) share one results folder safely")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done, run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     run.add_argument("--allow-dirty", action="store_true",
                      help="run from a source tree with uncommitted changes (records are marked dirty; reports flag "
                           "them); by default a record must name the exact commit that produced it")
     _add_import(run)
+
+    pln = sub.add_parser("plan", help="a suite's cells: done, failed, pending, and the estimated remaining time",
+                         description="Reads the suite's records; the remaining time is the median wall time of "
+                                     "finished cells of the same model and method (else method, else baseline vs method cells).")
+    pln.add_argument("suite", type=Path, help="suite file or shipped suite name")
+    pln.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
+    pln.add_argument("--shard", default=None, metavar="I/N", help="only the cells of this shard")
+    _add_import(pln)
 
     rep = sub.add_parser("report", help="rebuild leaderboard.md, leaderboard.csv and pareto_<task>.png from records")
     rep.add_argument("suite_dir", type=Path, help="a suite's results folder, e.g. results/quick")
@@ -140,7 +153,7 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from slimbench.harness.records import has_record
     from slimbench.harness.report import build_report
-    from slimbench.harness.runner import SuiteRunner
+    from slimbench.harness.runner import SuiteRunner, parse_shard
     from slimbench.harness.suite import load_suite
 
     if args.no_progress:
@@ -154,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell.run_id}  {'done   ' if done else 'pending'}  {cell.label}")
         return 0
     start = time.perf_counter()
-    outcome = runner.run(only=args.only)
+    outcome = runner.run(only=args.only, shard=parse_shard(args.shard) if args.shard else None)
     rows = build_report(runner.paths.root, run_ids={cell.run_id for cell in suite.cells})
     runner.log_leaderboard(rows)
     log.info("suite %s: %d run, %d already done, %d failed in %.1f s; leaderboard: %s",
@@ -228,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args.kind, args.pattern, args.imports)
         if args.command == "compare":
             return cmd_compare(args.reference, args.new, args.out)
+        if args.command == "plan":
+            from slimbench.harness.plan import make_plan, plan_text
+            from slimbench.harness.runner import parse_shard
+            from slimbench.harness.suite import load_suite
+
+            suite = load_suite(args.suite, imports=args.imports)
+            plan = make_plan(suite, args.results / suite.name / "runs", parse_shard(args.shard) if args.shard else None)
+            print(plan_text(suite, plan))
+            return 0
         if args.command == "reproduce":
             return cmd_reproduce(args)
         if args.command == "replicate":

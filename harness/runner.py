@@ -22,7 +22,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.harness.cache import ModelCache
 from slimbench.harness.environment import git_state, hardware, versions
-from slimbench.core.errors import SlimbenchError
+from slimbench.core.errors import ConfigError, SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
@@ -76,6 +76,22 @@ class Measured:
     evidence: Evidence
 
 
+def in_shard(run_id: str, index: int, count: int) -> bool:
+    """Shard `index` of `count` owns a cell by its run_id alone, so a slice never changes on resume or reorder."""
+    return int(run_id, 16) % count == index
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard 2/8` → (2, 8); SLURM's `$SLURM_ARRAY_TASK_ID/$N` fits it directly."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text}: need N ≥ 1 and 0 ≤ I < N")
+    return index, count
+
+
 class SuiteRunner:
     def __init__(self, suite: Suite, results_root: Path, cache_root: Path | None = None, wandb_mode: str = "offline",
                  progress: bool = True, allow_dirty: bool | None = None):
@@ -99,6 +115,13 @@ class SuiteRunner:
         cached = self.cache.load(task, cell.task, model, train, cell.seed)
         if cached is not None:
             return cached
+        with self.cache.lock(cell.task, model, train, cell.seed):   # another shard may be training it right now
+            cached = self.cache.load(task, cell.task, model, train, cell.seed)
+            if cached is not None:
+                return cached
+            return self._train(task, cell, model, train, role)
+
+    def _train(self, task: Task, cell: Cell, model: Named, train: TrainConfig, role: str) -> TrainedModel:
         with self.tracker.run(f"{role}/{task.name}/{model.name}/s{cell.seed}", f"train-{role}",
                               {"task": cell.task.to_dict(), "model": model.to_dict(), "train": asdict(train),
                                "seed": cell.seed}, [task.name, model.name, role]) as run:
@@ -140,10 +163,11 @@ class SuiteRunner:
                 f"anyway (records are then marked dirty and reports flag them)")
         return state
 
-    def run(self, only: str | None = None) -> SuiteOutcome:
+    def run(self, only: str | None = None, shard: tuple[int, int] | None = None) -> SuiteOutcome:
         self.source = self.check_source_tree()   # the code this process runs: later edits do not change it
         outcome = SuiteOutcome()
-        cells = [c for c in self.suite.cells if only is None or fnmatch.fnmatchcase(c.label, only)]
+        cells = [c for c in self.suite.cells if (only is None or fnmatch.fnmatchcase(c.label, only))
+                 and (shard is None or in_shard(c.run_id, *shard))]
         bar = tqdm(cells, desc=f"suite {self.suite.name}", unit="cell", disable=not self.progress)
         for cell in bar:
             bar.set_postfix_str(cell.label)
