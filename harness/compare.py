@@ -84,8 +84,8 @@ def compare_records(reference: list[RunRecord], new: list[RunRecord]) -> tuple[l
     for key in sorted(set(ref_by) & set(new_by)):
         a, b = ref_by[key], new_by[key]
         cell = _label(a)
-        if a.status != "ok" or b.status != "ok":   # a failed cell is a failed reproduction, whichever side failed
-            checks.append(Check(cell, "status", a.status, b.status, "both ok", False, True))
+        if a.status != "ok" or b.status != "ok":   # a failure reproduces only as the same failure
+            checks.append(Check(cell, "status", a.status, b.status, "exact", a.status == b.status, True))
             continue
         for fig in ("params", "macs"):
             checks.append(Check(cell, fig, a.metrics[fig], b.metrics[fig], "exact", a.metrics[fig] == b.metrics[fig], True))

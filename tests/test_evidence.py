@@ -131,10 +131,11 @@ def test_a_smaller_network_is_smaller_dense_compute(evidence_run):
 
 
 def test_reading_the_test_split_fails_the_cell_with_a_clear_error(evidence_run):
-    _, outcome, records, _ = evidence_run
-    assert "test.peek" not in records
+    _, outcome, records, rows = evidence_run
     (label, error), = [(k, v) for k, v in outcome.failed.items() if "test.peek" in k]
     assert "may not read" in error and "test" in error
+    assert records["test.peek"].status == "failed" and records["test.peek"].details["error"] == error
+    assert records["test.peek"].metrics == {} and not [r for r in rows if r["method"] == "test.peek"]
 
 
 @pytest.mark.parametrize("method", ["baseline", "prune.magnitude", "quant.fp16", "test.narrower"])
@@ -199,3 +200,22 @@ def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_fig
     table = (tmp_path / "diff.md").read_text()
     assert "1 exact figures differ, 1 outside tolerance" in table
     assert "DIFFERS (exact figure)" in table and "same CPU: deterministic" in table
+
+
+def test_compare_a_cell_that_fails_on_one_side_only_is_an_exact_difference(evidence_run, tmp_path: Path):
+    import shutil
+
+    from slimbench.harness.compare import compare_dirs
+
+    runner = evidence_run[0]
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(runner.paths.root / "runs", copy_dir / "runs")
+    victim = next(p for p in (copy_dir / "runs").glob("*.json") if json.loads(p.read_text())["method"] == "quant.fp16")
+    data = json.loads(victim.read_text())
+    data.update(status="failed", metrics={}, details={**data["details"], "error": "RuntimeError: boom"})
+    victim.write_text(json.dumps(data))
+    checks, _ = compare_dirs(runner.paths.root, copy_dir)
+    status = [c for c in checks if c.figure == "status"]
+    assert [(c.reference, c.new, c.ok) for c in status if c.new == "failed" and c.reference == "ok"] == [
+        ("ok", "failed", False)]
+    assert all(c.ok for c in status if c.reference == c.new == "failed")   # the same failure on both sides
