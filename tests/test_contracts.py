@@ -105,6 +105,18 @@ def test_every_method_keeps_the_record_contract(method_records, method):
         assert comp["evidence"]["compute"]["kernels"].get("int8", 0) + comp["evidence"]["compute"]["kernels"].get("uint8", 0) > 0
 
 
+def test_an_int8_graph_is_int8_storage_and_int8_compute_against_a_folded_fp32_graph(method_records):
+    """Evidence rule for int8: the stored tensors are int8 and ONNX Runtime's optimized graph runs int8 kernels;
+    the compression ratio is against the BatchNorm-folded fp32 graph of the same runtime (about 4×, not more)."""
+    rec, _ = method_records["quant.ptq_int8"]
+    comp = rec.compression
+    assert comp["storage"] == "int8" and comp["compute"] == "int8", comp
+    assert rec.reference["stored_form"] == "onnx fp32, BatchNorm folded"
+    ratio = rec.reference["stored_bytes"] / rec.metrics["stored_bytes"]
+    assert 2.5 < ratio <= 4.0            # per-channel scales cost a little on a model of a few thousand weights
+    assert rec.reference["state_dict_stored_bytes"] > rec.reference["stored_bytes"]   # BN folded: fewer fp32 bytes
+
+
 @pytest.mark.parametrize("method", METHOD_NAMES)
 def test_every_method_artifact_reloads_to_the_measured_model(method_records, method):
     rec, root = method_records[method]
