@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.records import RunRecord, atomic_write_text, load_records
+from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, widened
 
 SAME_MACHINE_ACCURACY = 1e-6
 SEED_SIGMAS = 3.0
@@ -111,9 +112,11 @@ def compare_records(reference: list[RunRecord], new: list[RunRecord]) -> tuple[l
             ba = a.metrics.get("speedup", {}).get(runtime, {}).get(batch)
             bb = b.metrics.get("speedup", {}).get(runtime, {}).get(batch)
             if ba and bb and a.family != "baseline":
-                ok = ba["low"] <= bb["high"] and bb["low"] <= ba["high"]
+                (al, ah), (bl, bh) = widened(ba["low"], ba["high"]), widened(bb["low"], bb["high"])
+                ok = al <= bh and bl <= ah
                 checks.append(Check(cell, f"speedup {batch} ({runtime})", f"{ba['ratio']:.2f} [{ba['low']:.2f}–{ba['high']:.2f}]",
-                                    f"{bb['ratio']:.2f} [{bb['low']:.2f}–{bb['high']:.2f}]", "bands overlap", ok, False))
+                                    f"{bb['ratio']:.2f} [{bb['low']:.2f}–{bb['high']:.2f}]",
+                                    f"bands ±{RUN_TO_RUN_SPEEDUP:.0%} overlap", ok, False))
     only = [f"only in reference: {_label(ref_by[k])}" for k in sorted(set(ref_by) - set(new_by))]
     only += [f"only in new run: {_label(new_by[k])}" for k in sorted(set(new_by) - set(ref_by))]
     return checks, only
@@ -131,7 +134,8 @@ def markdown(checks: list[Check], only: list[str], ref_dir: Path, new_dir: Path,
              "Tolerances: exact for parameters, multiply-adds, requested settings and a pruning method's achieved "
              "sparsity; ±0.5 % non-zero parameters, ±2 % stored and gzip bytes; accuracy equal to 1e-6 on the same "
              "CPU model and instruction sets (training is deterministic there), otherwise within 3σ of the seeds "
-             "(floor 0.5 points); speedup bands must overlap.", ""]
+             "(floor 0.5 points); speedup bands, each widened by the run-to-run spread of speedups measured on this kind of "
+             f"machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/stats.py), must overlap.", ""]
     if only:
         lines += ["Cells in one folder only:", ""] + [f"- {o}" for o in only] + [""]
     rows = [[c.cell, c.figure, c.reference, c.new, c.tolerance, c.verdict] for c in checks]

@@ -17,7 +17,7 @@ from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
                                             matrix_csv, matrix_markdown, matrix_rows)
-from slimbench.harness.stats import mean, short_params, std
+from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
 
 log = logging.getLogger("slimbench")
 
@@ -156,10 +156,12 @@ def _achieved_short(row: dict[str, Any]) -> str:
 
 
 def speedup_cell(ratio: float, low: float | None, high: float | None) -> str:
-    """A speedup whose round-to-round band contains 1 is noise, shown as ≈1.00×."""
+    """A speedup whose round-to-round band, widened by the measured run-to-run spread, contains 1 is noise (≈1.00×);
+    the band shown is the one measured in the run."""
     if low is None or high is None:
         return f"{ratio:.2f}×"
-    if low <= 1.0 <= high:
+    wide_low, wide_high = widened(low, high)
+    if wide_low <= 1.0 <= wide_high:
         return f"≈1.00× ({low:.2f}–{high:.2f})"
     return f"{ratio:.2f}× ({low:.2f}–{high:.2f})"
 
@@ -205,7 +207,8 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             "(dense fp32, masked = zeros in dense kernels, smaller dense = fewer multiply-adds, int8, fp16). "
             "⚠ marks a method's claim the measurement contradicts. Compression is against the fp32 reference in the "
             "same stored form (a BatchNorm-folded ONNX graph for ONNX Runtime models). Speedups show the band over "
-            "interleaved timing rounds; ≈1.00× = the band contains 1. Δ acc: * = beyond the seeds' spread, "
+            "interleaved timing rounds; ≈1.00× = the band, widened by the run-to-run spread measured between two runs "
+            f"of this suite (±{RUN_TO_RUN_SPEEDUP:.0%}), contains 1. Δ acc: * = beyond the seeds' spread, "
             "n.s. = inside it.",
             "",
         ]

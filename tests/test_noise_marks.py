@@ -32,3 +32,12 @@ def test_a_one_seed_row_is_judged_against_its_baselines_seed_spread():
 def test_a_speedup_band_containing_one_reads_as_noise():
     assert speedup_cell(1.04, 0.97, 1.08).startswith("≈1.00×")
     assert speedup_cell(2.8, 2.6, 2.9) == "2.80× (2.60–2.90)"
+
+
+def test_the_run_to_run_spread_widens_the_band_before_it_is_read():
+    from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP
+
+    assert RUN_TO_RUN_SPEEDUP == 0.08
+    assert speedup_cell(1.05, 1.03, 1.06).startswith("≈1.00×")        # 1.03 × 0.92 < 1: one run cannot tell
+    assert speedup_cell(1.32, 1.31, 1.40) == "1.32× (1.31–1.40)"
+    assert speedup_cell(0.70, 0.70, 0.71) == "0.70× (0.70–0.71)"
