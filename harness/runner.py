@@ -173,14 +173,14 @@ class SuiteRunner:
         for i, cell in enumerate(bar):
             bar.set_postfix_str(f"{len(outcome.done)} done, {len(outcome.failed)} failed, {len(outcome.skipped)} "
                                 f"skipped | {cell.label}")
-            if not self.progress and outcome.done:   # the same summary in the log when bars are off
-                per_cell = (time.perf_counter() - start) / (len(outcome.done) + len(outcome.failed))
-                log.info("suite %s: cell %d/%d (%d done, %d failed, %d skipped), about %.0f min left",
-                         self.suite.name, i + 1, len(cells), len(outcome.done), len(outcome.failed),
-                         len(outcome.skipped), per_cell * (len(cells) - i) / 60)
             if has_record(self.paths.runs, cell.run_id):
                 outcome.skipped.append(cell.run_id)
                 continue
+            if not self.progress and outcome.done:   # the same summary in the log when bars are off
+                per_cell = (time.perf_counter() - start) / (len(outcome.done) + len(outcome.failed))
+                log.info("suite %s: cell %d/%d (%d done, %d failed, %d skipped), about %.0f min left at most",
+                         self.suite.name, i + 1, len(cells), len(outcome.done), len(outcome.failed),
+                         len(outcome.skipped), per_cell * (len(cells) - i) / 60)
             try:
                 record = self.run_cell(cell)
             except SlimbenchError as exc:
