@@ -73,6 +73,25 @@ def _module_name(node: onnx.NodeProto, weight: str, module_names: set[str]) -> s
     return node.name
 
 
+def int8_neighbourhood(onnx_bytes: bytes, weight_nodes: set[str], float_nodes: set[str]) -> set[str]:
+    """The nodes to quantize: the int8 weight layers, and every op without weights none of whose direct producers
+    or consumers is a float weight layer."""
+    graph = onnx.load_from_string(onnx_bytes).graph
+    producers = {out: node.name for node in graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.name)
+    out = set(weight_nodes) - set(float_nodes)
+    for node in graph.node:
+        if node.name in weight_nodes:
+            continue
+        neighbours = {producers.get(i) for i in node.input} | {c for o in node.output for c in consumers.get(o, [])}
+        if not neighbours & set(float_nodes):
+            out.add(node.name)
+    return out
+
+
 def keep_float(onnx_bytes: bytes, float_nodes: set[str]) -> bytes:
     """Give each float Conv/Gemm its own per-channel DequantizeLinear input (same scale, so the same values).
 
@@ -142,6 +161,7 @@ class MixedPrecision(StaticInt8Params, Method):
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.mixed"
+    version: ClassVar[int] = 2   # 2: ops without weights next to a float layer stay float
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-mixed"
     max_loss_increase: float | None = bounded(None, ge=0.0)
@@ -210,8 +230,16 @@ class MixedPrecision(StaticInt8Params, Method):
 
     @staticmethod
     def mixed_graph(graph: StaticInt8Graph, nodes: set[str], float_nodes: set[str]) -> bytes:
-        """The PTQ graph with the weight layers in `float_nodes` kept float32 (see `keep_float`)."""
-        return keep_float(graph.quantize(nodes_to_exclude=sorted(float_nodes)), float_nodes)
+        """The PTQ graph with the weight layers in `float_nodes` kept float32 (see `keep_float`).
+
+        Ops without weights (Add, Clip, pooling) are quantized only where no float weight layer touches them: a
+        quantized residual Add next to a float conv would round that conv's input and output to int8 anyway, so a
+        graph with all but one layer "float" would still run mostly int8 activations.
+        """
+        if not float_nodes:
+            return graph.quantize()
+        return keep_float(graph.quantize(nodes_to_quantize=sorted(int8_neighbourhood(graph.float_bytes, nodes,
+                                                                                     float_nodes))), float_nodes)
 
     @staticmethod
     def probe_graph(graph: StaticInt8Graph, nodes: set[str], node: str) -> bytes:

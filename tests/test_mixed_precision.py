@@ -170,3 +170,22 @@ def test_mixed_precision_leaves_an_onnx_graph_no_torch_method_can_follow():
     method = build_method("quant.mixed")
     assert method.consumes == frozenset({"float"}) and method.produces == "onnx-mixed"
     assert method.budget == {"max_accuracy_drop": 0.0}
+
+
+def test_ops_without_weights_next_to_a_float_layer_stay_float(trained, digits):
+    """With every layer but the classifier float, only the classifier's neighbourhood is quantized: no Relu that
+    touches a float conv rounds its activations to int8."""
+    from slimbench.methods.mixed_precision import MixedPrecision, int8_neighbourhood, weight_layers
+
+    with static_int8_graph(trained, MethodView(digits), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
+        layers = weight_layers(graph.float_bytes, {name for name, _ in trained.named_modules()})
+        weight_nodes = {l.node for l in layers}
+        gemm = next(l.node for l in layers if l.op == "Gemm")
+        float_nodes = weight_nodes - {gemm}
+        chosen = int8_neighbourhood(graph.float_bytes, weight_nodes, float_nodes)
+        mixed = MixedPrecision.mixed_graph(graph, weight_nodes, float_nodes)
+        nodes = {n.name: n for n in onnx.load_from_string(graph.float_bytes).graph.node}
+    relus = {name for name, n in nodes.items() if n.op_type == "Relu"}
+    assert gemm in chosen and not chosen & float_nodes and not chosen & relus
+    int8, floats = kernels_by_weight(mixed)
+    assert int8 == {"8.weight_quantized"} and floats == len(float_nodes)
