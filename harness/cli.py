@@ -21,6 +21,7 @@ EPILOG = """examples:
   slimbench reproduce quick               rerun every quick cell afresh, compare with results/quick -> reproduction.md
   slimbench compare results/quick other/quick    the same comparison for any two result folders
   slimbench plan quick                    done / failed / pending cells, estimated remaining time
+  slimbench bench-fit --model mobilenetv2 Lightning training vs a bare PyTorch loop doing the same work
   slimbench run prune --shard 0/4         one of 4 processes (or SLURM array tasks) sharing a results folder
   slimbench replicate                     published claims beside our measurements -> results/replication.md
 
@@ -118,6 +119,19 @@ def _parser() -> argparse.ArgumentParser:
     rpl.add_argument("--claims", type=Path, default=None,
                      help="claims file (default: the shipped configs/claims.yaml)")
     _add_import(rpl)
+
+    bfit = sub.add_parser("bench-fit", help="time the harness's Lightning training against a bare PyTorch loop "
+                                            "doing the same work (the overhead Lightning adds)",
+                          description="Same model init, data loader, batches, optimizer, one-cycle schedule, loss, "
+                                      "channels-last layout and one validation pass; the two paths alternate in one "
+                                      "process. Prints both times and their ratio (goal ≤ 1.10×).")
+    bfit.add_argument("--task", default="fashion-mnist", help="registered task (default fashion-mnist)")
+    bfit.add_argument("--model", default="mobilenetv2", help="registered model (default mobilenetv2)")
+    bfit.add_argument("--batches", type=int, default=40, help="training batches per timed run (default 40)")
+    bfit.add_argument("--batch-size", type=int, default=128)
+    bfit.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    bfit.add_argument("--repeats", type=int, default=3, help="timed runs of each path (default 3)")
+    bfit.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
@@ -241,6 +255,24 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args.kind, args.pattern, args.imports)
         if args.command == "compare":
             return cmd_compare(args.reference, args.new, args.out)
+        if args.command == "bench-fit":
+            import torch
+
+            from slimbench.baselines.classifier import TrainConfig
+            from slimbench.core.params import build_dataclass
+            from slimbench.harness.bench import benchmark_fit
+            from slimbench.tasks import build_task
+
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            if args.batches < 1 or args.repeats < 1:
+                raise SlimbenchError("--batches and --repeats must be ≥ 1")
+            cfg = build_dataclass(TrainConfig, {"epochs": 1, "batch_size": args.batch_size, "optimizer": args.optimizer,
+                                                "max_train_batches": args.batches}, "bench-fit")
+            result = benchmark_fit(build_task(args.task, {}), args.model, cfg, repeats=args.repeats)
+            print(f"torch threads: {torch.get_num_threads()}")
+            print(result.text())
+            return 0
         if args.command == "plan":
             from slimbench.harness.plan import make_plan, plan_text
             from slimbench.harness.runner import parse_shard
