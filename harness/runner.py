@@ -74,6 +74,19 @@ class Measured:
     packed: Packed
     data: bytes
     evidence: Evidence
+    phases: dict[str, float] = field(default_factory=dict)   # seconds per measurement phase (the cell's profile)
+
+
+class Laps:
+    """Wall time per phase of a cell, so a slow suite says where its time goes."""
+
+    def __init__(self) -> None:
+        self.last, self.seconds = time.perf_counter(), {}
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self.last, 2)
+        self.last = now
 
 
 def in_shard(run_id: str, index: int, count: int) -> bool:
@@ -213,7 +226,9 @@ class SuiteRunner:
     def run_cell(self, cell: Cell) -> RunRecord:
         t_start = time.perf_counter()
         task = self.task(cell.task)
+        t_task = time.perf_counter()
         base = self.trained(task, cell, cell.model, cell.train, "baseline")
+        t_base = time.perf_counter()
         method = build_method(cell.method.name, cell.method.params)
         family = METHODS.get(cell.method.name).family
         config = cell.config()
@@ -258,7 +273,9 @@ class SuiteRunner:
                          "params_given": {k: cell.method.params[k] for k in cell.method.given}},
                 baseline_training={k: v for k, v in base.meta.items() if k != "history"},
                 artifact=artifact, versions=versions(), plugins=cell.plugins(), git=self.source or git_state(), hardware=hardware(),
-                wall_seconds={"apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
+                wall_seconds={"task": round(t_task - t_start, 2), "baseline": round(t_base - t_task, 2),
+                              "apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
+                              **{f"measure.{k}": v for k, v in measured.phases.items()},
                               "total": round(time.perf_counter() - t_start, 2)},
                 wandb=Tracker.describe(run),
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -276,9 +293,12 @@ class SuiteRunner:
         runtime = check_runtime(result.runtime)
         model = result.model.eval()
         x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
+        lap = Laps()
         t0 = time.perf_counter()
         deployed = deploy(model, runtime, xn, threads=None)
+        lap("deploy")
         accuracy, macro_f1 = evaluate(deployed, task)
+        lap("evaluate")
         eval_seconds = time.perf_counter() - t0
         packed = result.packed or stored_form(model)
         check_packed(packed, model)
@@ -286,8 +306,10 @@ class SuiteRunner:
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed, structure=describe(reference_model))
         like = reference_stored_like(reference_model, runtime, xn) if isinstance(model, OnnxModel) else None
+        lap("sizes")
         latency = latency_by_runtime(model, None if model_is_reference else reference_model, runtime,
                                      {"b1": x1, "bn": xn}, cfg)
+        lap("latency")
         counted = torch_form(model)
         params, nonzero = count_params(counted)
         ref_params, ref_nonzero = count_params(reference_model)
@@ -313,7 +335,8 @@ class SuiteRunner:
         }
         metrics.speedup = speedup_bands(latency, runtime)
         evidence = gather(packed, deployed, counted, macs, ref_macs, result.compute, result.requested, result.achieved)
-        return Measured(metrics, reference, packed, data, evidence)
+        lap("counting")
+        return Measured(metrics, reference, packed, data, evidence, lap.seconds)
 
     def measure_stage(self, stage: Stage, reference_model: nn.Module, task: Task, cell: Cell) -> dict[str, Any]:
         """One step of a chain, measured like a cell: what each stage bought."""
