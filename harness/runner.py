@@ -89,6 +89,11 @@ class Laps:
         self.last = now
 
 
+def params_given(cell: Cell) -> dict[str, Any]:
+    """The method parameters the suite file set (the rest are defaults): what labels show."""
+    return {k: cell.method.params[k] for k in cell.method.given}
+
+
 def in_shard(run_id: str, index: int, count: int) -> bool:
     """Shard `index` of `count` owns a cell by its run_id alone, so a slice never changes on resume or reorder."""
     return int(run_id, 16) % count == index
@@ -217,11 +222,14 @@ class SuiteRunner:
             run_id=cell.run_id, suite=cell.suite, status="failed", task=cell.task.name, model=cell.model.name,
             method=cell.method.name, family=METHODS.get(cell.method.name).family, seed=cell.seed,
             config=cell.config(), metrics={}, reference={}, compression={},
-            details={"error": error, "params_given": {k: cell.method.params[k] for k in cell.method.given}},
-            versions=versions(), plugins=cell.plugins(), git=self.source or git_state(), hardware=hardware(),
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            details={"error": error, "params_given": params_given(cell)}, **self.provenance(cell),
         )
         write_record(self.paths.runs, record)
+
+    def provenance(self, cell: Cell) -> dict[str, Any]:
+        """What every record says about the code, packages and machine that produced it, and when."""
+        return {"versions": versions(), "plugins": cell.plugins(), "git": self.source or git_state(),
+                "hardware": hardware(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
     def run_cell(self, cell: Cell) -> RunRecord:
         t_start = time.perf_counter()
@@ -270,15 +278,14 @@ class SuiteRunner:
                              "claimed": evidence.claimed, "storage_formats": measured.packed.formats(),
                              "evidence": evidence.to_dict()},
                 details={**result.details, "task": task.describe(), "stages": stages,
-                         "params_given": {k: cell.method.params[k] for k in cell.method.given}},
+                         "params_given": params_given(cell)},
                 baseline_training={k: v for k, v in base.meta.items() if k != "history"},
-                artifact=artifact, versions=versions(), plugins=cell.plugins(), git=self.source or git_state(), hardware=hardware(),
+                artifact=artifact,
                 wall_seconds={"task": round(t_task - t_start, 2), "baseline": round(t_base - t_task, 2),
                               "apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
                               **{f"measure.{k}": v for k, v in measured.phases.items()},
                               "total": round(time.perf_counter() - t_start, 2)},
-                wandb=Tracker.describe(run),
-                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                wandb=Tracker.describe(run), **self.provenance(cell),
             )
             run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items()},
                                 "label": record.compression["label"], "run_id": cell.run_id})
@@ -294,12 +301,10 @@ class SuiteRunner:
         model = result.model.eval()
         x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
         lap = Laps()
-        t0 = time.perf_counter()
         deployed = deploy(model, runtime, xn, threads=None)
         lap("deploy")
         accuracy, macro_f1 = evaluate(deployed, task)
         lap("evaluate")
-        eval_seconds = time.perf_counter() - t0
         packed = result.packed or stored_form(model)
         check_packed(packed, model)
         data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
@@ -320,7 +325,7 @@ class SuiteRunner:
             latency_b1_ms=latency["model"][runtime]["b1_ms"], latency_bn_ms=latency["model"][runtime]["bn_ms"],
             latency_batch=cfg.latency_batch,
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
-            eval_seconds=round(eval_seconds, 2), runtime=runtime, latency=latency["model"],
+            eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime, latency=latency["model"],
         )
         reference = {
             "params": ref_params, "nonzero_params": ref_nonzero, "gzip_bytes": ref_gz, "file_bytes": len(ref_data),

@@ -237,7 +237,7 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
         raise ConfigError(f"{where}: suite name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names "
                           f"the folder results/<suite>), starting with a letter or digit")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if not _int_list(seeds):
         raise ConfigError(f"{where}: `seeds:` must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise ConfigError(f"{where}: `seeds:` must be distinct non-negative integers, got {seeds!r}")
@@ -279,6 +279,10 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     exclude = raw.get("exclude") or []
     if not isinstance(exclude, list):
         raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
+    for rule in exclude:
+        if not _rule_shape(rule):
+            raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
+                              f"`params` to method parameter values), got {rule!r}")
     for kind, entries in (("tasks", tasks), ("models", models), ("methods", methods)):
         _no_duplicates(entries, kind, where)
     extra = _extra_seed_rules(raw.get("extra_seeds"), where)
@@ -355,16 +359,21 @@ def _rule_matches(rule: dict[str, Any], task: Named, model: Named, method: Named
     return _globs_match(rule, values) and all(method.params.get(k) == v for k, v in params.items())
 
 
+def _rule_shape(rule: Any, extra: frozenset[str] = frozenset()) -> bool:
+    """A task/model/method pattern rule, optionally narrowed by `params`, with `extra` keys of its own."""
+    return (isinstance(rule, dict) and set(rule) <= {"task", "model", "method", "params", *extra}
+            and isinstance(rule.get("params", {}), dict))
+
+
+def _int_list(values: Any) -> bool:
+    """A non-empty list of integers (booleans are not seeds)."""
+    return (isinstance(values, list) and bool(values)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in values))
+
+
 def _excluded(rules: list[dict[str, Any]], task: Named, model: Named, method: Named) -> bool:
-    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations."""
-    for rule in rules:
-        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "method", "params"}
-                or not isinstance(rule.get("params", {}), dict)):
-            raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
-                              f"`params` to method parameter values), got {rule!r}")
-        if _rule_matches(rule, task, model, method):
-            return True
-    return False
+    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (rules checked at parse)."""
+    return any(_rule_matches(rule, task, model, method) for rule in rules)
 
 
 def _extra_seed_rules(raw: Any, where: str) -> list[dict[str, Any]]:
@@ -377,9 +386,7 @@ def _extra_seed_rules(raw: Any, where: str) -> list[dict[str, Any]]:
                           f"got {raw!r}")
     for rule in raw:
         seeds = rule.get("seeds") if isinstance(rule, dict) else None
-        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "method", "params", "seeds"}
-                or not isinstance(rule.get("params", {}), dict) or not isinstance(seeds, list) or not seeds
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        if not _rule_shape(rule, frozenset({"seeds"})) or not _int_list(seeds) or any(s < 0 for s in seeds):
             raise ConfigError(f"{where}: each `extra_seeds` rule needs `seeds:` (a list of non-negative integers) "
                               f"and task/model/method patterns (optionally `params`), got {rule!r}")
     return raw

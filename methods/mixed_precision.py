@@ -82,12 +82,13 @@ def int8_neighbourhood(onnx_bytes: bytes, weight_nodes: set[str], float_nodes: s
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node.name)
-    out = set(weight_nodes) - set(float_nodes)
+    floats = set(float_nodes)
+    out = set(weight_nodes) - floats
     for node in graph.node:
         if node.name in weight_nodes:
             continue
         neighbours = {producers.get(i) for i in node.input} | {c for o in node.output for c in consumers.get(o, [])}
-        if not neighbours & set(float_nodes):
+        if not neighbours & floats:
             out.add(node.name)
     return out
 
