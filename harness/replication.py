@@ -136,8 +136,11 @@ def _seeds(n: int) -> str:
 
 def _where(suite: SuiteData, row: dict[str, Any], recs: list[RunRecord]) -> str:
     given = short_params(row["_params_given"])
+    dirty = [r for r in recs if r.git.get("dirty")]
     return (f"{suite.name} · {row['task']} · {row['model']} · {row['method']}" + (f" ({given})" if given else "")
-            + " · runs " + " ".join(r.run_id for r in recs))
+            + " · runs " + " ".join(r.run_id for r in recs)
+            + (f" · ⚠ {len(dirty)} of {len(recs)} records from a dirty tree (commit "
+               f"{(dirty[0].git.get('commit') or '?')[:10]}): they do not name the exact code" if dirty else ""))
 
 
 def _single(name: str, row: dict[str, Any], suite: SuiteData, teacher_not_below: bool = False) -> Measurement:

@@ -190,3 +190,14 @@ def test_report_keeps_its_per_suite_table():
     records = [_record("p0", "prune.magnitude", 0, 0.84, stored=1000, ref_stored=1830)]
     text = replication_markdown(claims, leaderboard_rows(records), records)
     assert "deep-compression-pruning-9x" in text and "1.83×" in text
+
+
+def test_a_value_from_dirty_tree_records_says_so_where_it_was_measured():
+    (claim,) = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
+    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830) for s in range(3)]
+    pruned[1].git = {"commit": "d494a64a05ff", "dirty": True}
+    (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
+    assert "⚠ 1 of 3 records from a dirty tree (commit d494a64a05)" in line.where
+    (clean,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + [
+        _record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830) for s in range(3)])])
+    assert "dirty" not in clean.where
