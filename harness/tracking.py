@@ -80,6 +80,7 @@ def read_offline_summary(run_dir: Path) -> dict[str, Any]:
     import json
     import struct
 
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
     files = sorted(Path(run_dir).glob("*.wandb"))
@@ -95,6 +96,8 @@ def read_offline_summary(run_dir: Path) -> dict[str, Any]:
             pos += block - pos % block
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):  # a torn tail: wandb's writer is still appending this chunk
+            break
         chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
         if kind in (1, 2):
             pending = chunk
@@ -103,7 +106,12 @@ def read_offline_summary(run_dir: Path) -> dict[str, Any]:
         if kind not in (1, 4):
             continue
         record = pb.Record()
-        record.ParseFromString(pending)
+        try:
+            record.ParseFromString(pending)
+        except DecodeError:
+            if pos + 7 <= len(data):  # corruption before the tail is a broken file, not a write in progress
+                raise
+            break
         if record.WhichOneof("record_type") == "summary":
             for item in record.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)

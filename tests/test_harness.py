@@ -115,6 +115,18 @@ def test_wandb_offline_run_has_the_summary(smoke_run):
     assert summary["run_id"] == rec.run_id
 
 
+def test_reading_a_run_file_while_wandb_still_writes_it_sees_a_prefix(smoke_run, tmp_path):
+    rec = next(r for r in load_records(smoke_run[0].paths.runs) if r.method == "prune.magnitude")
+    [run_file] = Path(rec.wandb["dir"]).glob("*.wandb")
+    data = run_file.read_bytes()
+    full = read_offline_summary(run_file.parent)
+    for cut in range(7, len(data), max(1, len(data) // 97)):   # torn at header, inside a chunk, between chunks
+        (tmp_path / "torn").mkdir(exist_ok=True)
+        (tmp_path / "torn" / run_file.name).write_bytes(data[:cut])
+        part = read_offline_summary(tmp_path / "torn")
+        assert set(part) <= set(full)   # a prefix of the summary updates, never an error or a made-up key
+
+
 def test_rerun_skips_finished_cells(smoke_run):
     runner, _, _ = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in runner.paths.runs.glob("*.json")}
