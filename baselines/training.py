@@ -29,6 +29,33 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 TRAINING_VERSION = 1
 
 
+@dataclass(frozen=True)
+class Devices:
+    """How Lightning spreads one fit (`slimbench run --devices N --strategy ddp --num-nodes K`). Process-wide and,
+    as the scale-out issue asks, not part of any run_id or cache key: it says how a long cell trains. With ddp each
+    device takes a full batch, so the effective batch (and the numbers) can differ from a one-device run."""
+
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {"devices": self.devices, "strategy": self.strategy, "num_nodes": self.num_nodes}
+
+
+_DEVICES = Devices()
+
+
+def set_devices(devices: Devices) -> None:
+    """Every later fit in this process uses `devices` (the CLI sets it once; Ray workers from the driver's)."""
+    global _DEVICES
+    _DEVICES = devices
+
+
+def current_devices() -> Devices:
+    return _DEVICES
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -103,7 +130,7 @@ def fit(
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator="auto",
-        devices=1,
+        **_DEVICES.trainer_kwargs(),
         logger=logger,
         callbacks=[keep],
         enable_checkpointing=False,

@@ -23,6 +23,7 @@ EPILOG = """examples:
   slimbench plan quick                    done / failed / pending cells, estimated remaining time
   slimbench bench-fit --model mobilenetv2 Lightning training vs a bare PyTorch loop doing the same work
   slimbench run prune --shard 0/4         one of 4 processes (or SLURM array tasks) sharing a results folder
+  slimbench run standard --executor ray   every cell a Ray task (local instance; --address for a cluster)
   slimbench replicate                     published claims beside our measurements -> results/replication.md
 
 plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
@@ -34,6 +35,19 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
                    help="import a module (by name) or a .py file that registers methods, tasks or models; "
                         "repeatable")
+
+
+def _devices(text: str) -> int | str:
+    """`--devices 2` → 2; `--devices auto` stays a string (Lightning takes both)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +75,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only shard I of N (0-based); a cell's shard depends on its run_id alone, so N processes "
                           "or SLURM array tasks (--shard $SLURM_ARRAY_TASK_ID/N) share one results folder safely")
+    run.add_argument("--executor", choices=["serial", "ray"], default="serial",
+                     help="serial: one cell after another in this process (default); ray: each cell a Ray task "
+                          "with the suite's `resources:` (baselines and teachers first), on a local Ray instance or "
+                          "the cluster at --address (needs slimbench[ray])")
+    run.add_argument("--address", default=None, metavar="ADDR",
+                     help="with --executor ray: join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
+                          "starting a local instance; results and cache must be on a path every worker sees")
+    run.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                     help="with --executor ray and no --address: CPUs of the local Ray instance (default: all)")
+    run.add_argument("--devices", type=_devices, default=1, metavar="N",
+                     help="Lightning devices per training run (default 1; an integer or 'auto')")
+    run.add_argument("--strategy", default="auto",
+                     help="Lightning strategy for training runs, e.g. ddp (default auto)")
+    run.add_argument("--num-nodes", type=int, default=1, metavar="K",
+                     help="Lightning nodes per training run (default 1); with --devices and --strategy ddp a long "
+                          "cell trains on several GPUs or machines. Not part of any run_id")
     run.add_argument("--dry-run", action="store_true", help="list the cells and whether each is done, run nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     run.add_argument("--allow-dirty", action="store_true",
@@ -180,8 +210,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             done = has_record(runner.paths.runs, cell.run_id)
             print(f"{cell.run_id}  {'done   ' if done else 'pending'}  {cell.label}")
         return 0
+    from slimbench.baselines.training import Devices, set_devices
+    from slimbench.harness.executors import make_executor
+
+    if args.num_nodes < 1:
+        raise SlimbenchError(f"--num-nodes must be ≥ 1, got {args.num_nodes}")
+    set_devices(Devices(args.devices, args.strategy, args.num_nodes))
+    executor = make_executor(args.executor, args.address, args.ray_cpus, args.imports)
     start = time.perf_counter()
-    outcome = runner.run(only=args.only, shard=parse_shard(args.shard) if args.shard else None)
+    outcome = runner.run(only=args.only, shard=parse_shard(args.shard) if args.shard else None, executor=executor)
     rows = build_report(runner.paths.root, run_ids={cell.run_id for cell in suite.cells})
     runner.log_leaderboard(rows)
     log.info("suite %s: %d run, %d already done, %d failed in %.1f s; leaderboard: %s",

@@ -181,40 +181,16 @@ class SuiteRunner:
                 f"anyway (records are then marked dirty and reports flag them)")
         return state
 
-    def run(self, only: str | None = None, shard: tuple[int, int] | None = None) -> SuiteOutcome:
+    def run(self, only: str | None = None, shard: tuple[int, int] | None = None,
+            executor: Any = None) -> SuiteOutcome:
+        """Run every selected cell that has no record yet, one after another here (default) or through `executor`
+        (harness.executors: serial, or Ray tasks); either way each cell gets a record, failed ones with their error."""
+        from slimbench.harness.executors import SerialExecutor
+
         self.source = self.check_source_tree()   # the code this process runs: later edits do not change it
-        outcome = SuiteOutcome()
         cells = [c for c in self.suite.cells if (only is None or fnmatch.fnmatchcase(c.label, only))
                  and (shard is None or in_shard(c.run_id, *shard))]
-        bar = tqdm(cells, desc=f"suite {self.suite.name}", unit="cell", disable=not self.progress)
-        start = time.perf_counter()
-        for i, cell in enumerate(bar):
-            bar.set_postfix_str(f"{len(outcome.done)} done, {len(outcome.failed)} failed, {len(outcome.skipped)} "
-                                f"skipped | {cell.label}")
-            if has_record(self.paths.runs, cell.run_id):
-                outcome.skipped.append(cell.run_id)
-                continue
-            if not self.progress and outcome.done:   # the same summary in the log when bars are off
-                per_cell = (time.perf_counter() - start) / (len(outcome.done) + len(outcome.failed))
-                log.info("suite %s: cell %d/%d (%d done, %d failed, %d skipped), about %.0f min left at most",
-                         self.suite.name, i + 1, len(cells), len(outcome.done), len(outcome.failed),
-                         len(outcome.skipped), per_cell * (len(cells) - i) / 60)
-            try:
-                record = self.run_cell(cell)
-            except SlimbenchError as exc:
-                log.error("cell %s failed: %s", cell.label, exc)
-                outcome.failed[cell.label] = str(exc)
-                self.record_failure(cell, str(exc))
-                continue
-            except Exception as exc:  # one broken cell must not lose the rest of the suite
-                log.exception("cell %s crashed", cell.label)
-                outcome.failed[cell.label] = f"{exc.__class__.__name__}: {exc}"
-                self.record_failure(cell, outcome.failed[cell.label])
-                continue
-            outcome.done.append(record.run_id)
-            log.info("%s: accuracy %.4f, stored %d B, %.2f ms (b1)", cell.label, record.metrics["accuracy"],
-                     record.metrics["stored_bytes"], record.metrics["latency_b1_ms"])
-        return outcome
+        return (executor or SerialExecutor()).run(self, cells)
 
     def record_failure(self, cell: Cell, error: str) -> None:
         """A failed cell stays visible in every table with its error; it is not "done", so a rerun retries it."""

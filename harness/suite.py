@@ -18,7 +18,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TRAINING_VERSION
 from slimbench.core import plugins
 from slimbench.core.errors import ConfigError
-from slimbench.core.params import build_dataclass, load_yaml
+from slimbench.core.params import bounded, build_dataclass, load_yaml
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.latency import MeasureConfig
 from slimbench.harness.measure import MEASURE_VERSION
@@ -26,9 +26,19 @@ from slimbench.methods import METHODS, build_method
 from slimbench.tasks import TASKS
 
 SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
-              "measure", "wandb_project", "exclude", "train_overrides", "imports", "extra_seeds"}
+              "measure", "wandb_project", "exclude", "train_overrides", "imports", "extra_seeds", "resources"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # a suite name is a folder under the results root
 DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one cell asks of a worker (`resources: {cpus: 1, gpus: 0, memory_gb: 2}`): the Ray executor schedules
+    by it; it decides where a cell runs, never its result, so it is not part of any run_id."""
+
+    cpus: float = bounded(1.0, gt=0)
+    gpus: float = bounded(0.0, ge=0)
+    memory_gb: float | None = bounded(None, gt=0)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Suite:
     cells: list[Cell]
     path: Path | None
     wandb_project: str = "slimbench"
+    resources: Resources = field(default_factory=Resources)
 
 
 def entry_version(registry: Registry[Any], name: str) -> int | str:
@@ -276,6 +287,10 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
                                     f"{where}: teacher.train")
     teacher = [_resolve(MODELS, n, p) for n, p, _ in _named_list(teacher_raw, "teacher")][0]
     measure = build_dataclass(MeasureConfig, raw.get("measure"), f"{where}: measure")
+    if not isinstance(raw.get("resources") or {}, dict):
+        raise ConfigError(f"{where}: `resources:` must be a mapping of what each cell asks of a worker "
+                          f"(e.g. {{cpus: 1, gpus: 0, memory_gb: 2}}), got {raw['resources']!r}")
+    resources = build_dataclass(Resources, raw.get("resources"), f"{where}: resources")
     exclude = raw.get("exclude") or []
     if not isinstance(exclude, list):
         raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
@@ -306,7 +321,8 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
         if other is not cell:
             raise ConfigError(f"{where}: cells {other.label} and {cell.label} are the same experiment (identical "
                               f"resolved config); remove one of the two entries")
-    return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")))
+    return Suite(name, str(raw.get("description", "")), cells, path, str(raw.get("wandb_project", "slimbench")),
+                 resources)
 
 
 def _no_duplicates(entries: list[Named], kind: str, where: str) -> None:

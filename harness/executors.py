@@ -1,0 +1,288 @@
+"""Executors: how a suite's pending cells run.
+
+`SerialExecutor` runs them one after another in this process (the default). `RayExecutor` runs each cell as a Ray
+task, on a local Ray instance or an existing cluster (`--address`): the baselines and teachers the cells need are a
+first stage (one task per distinct task × model × train budget × seed, trained once into the shared model cache),
+and each method cell starts when its baselines are ready. Workers rebuild a `SuiteRunner` from the suite file and
+the results and cache paths, so those paths must be on a filesystem every worker sees. A cell's outcome is the same
+whichever executor ran it: a record per cell, failed cells recorded with their error, a rerun retrying them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm.auto import tqdm
+
+from slimbench.baselines.training import Devices, current_devices, set_devices
+from slimbench.core.errors import SlimbenchError
+from slimbench.harness.records import has_record
+from slimbench.harness.runner import SuiteOutcome, SuiteRunner
+from slimbench.harness.suite import Cell, Suite, load_suite
+
+log = logging.getLogger("slimbench")
+
+EXECUTORS = ("serial", "ray")
+
+
+@dataclass
+class CellResult:
+    """What a cell's run tells the driver: its record is already written (ok or failed) by whoever ran it."""
+
+    run_id: str
+    label: str
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)   # accuracy, stored bytes, latency: the log line
+
+
+def run_one(runner: SuiteRunner, cell: Cell) -> CellResult:
+    """Run one cell; a failure becomes a failed record, never an exception (one broken cell must not lose the rest)."""
+    try:
+        record = runner.run_cell(cell)
+    except SlimbenchError as exc:
+        log.error("cell %s failed: %s", cell.label, exc)
+        error = str(exc)
+    except Exception as exc:
+        log.exception("cell %s crashed", cell.label)
+        error = f"{exc.__class__.__name__}: {exc}"
+    else:
+        return CellResult(cell.run_id, cell.label, summary={k: record.metrics.get(k) for k in
+                                                            ("accuracy", "stored_bytes", "latency_b1_ms")})
+    runner.record_failure(cell, error)
+    return CellResult(cell.run_id, cell.label, error=error)
+
+
+def _count(outcome: SuiteOutcome, result: CellResult) -> None:
+    if result.error is not None:
+        outcome.failed[result.label] = result.error
+        return
+    outcome.done.append(result.run_id)
+    s = result.summary
+    log.info("%s: accuracy %.4f, stored %d B, %.2f ms (b1)", result.label, s["accuracy"], s["stored_bytes"],
+             s["latency_b1_ms"])
+
+
+def _postfix(outcome: SuiteOutcome, current: str = "") -> str:
+    text = f"{len(outcome.done)} done, {len(outcome.failed)} failed, {len(outcome.skipped)} skipped"
+    return text + (f" | {current}" if current else "")
+
+
+class Executor(Protocol):
+    def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome: ...
+
+
+class SerialExecutor:
+    """One cell after another in this process."""
+
+    def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
+        outcome = SuiteOutcome()
+        bar = tqdm(cells, desc=f"suite {runner.suite.name}", unit="cell", disable=not runner.progress)
+        start = time.perf_counter()
+        for i, cell in enumerate(bar):
+            bar.set_postfix_str(_postfix(outcome, cell.label))
+            if has_record(runner.paths.runs, cell.run_id):
+                outcome.skipped.append(cell.run_id)
+                continue
+            if not runner.progress and outcome.done:   # the same summary in the log when bars are off
+                per_cell = (time.perf_counter() - start) / (len(outcome.done) + len(outcome.failed))
+                log.info("suite %s: cell %d/%d (%d done, %d failed, %d skipped), about %.0f min left at most",
+                         runner.suite.name, i + 1, len(cells), len(outcome.done), len(outcome.failed),
+                         len(outcome.skipped), per_cell * (len(cells) - i) / 60)
+            _count(outcome, run_one(runner, cell))
+        return outcome
+
+
+# -- Ray ------------------------------------------------------------------------------------------------------------
+@dataclass
+class WorkerContext:
+    """Everything a worker needs to rebuild the driver's runner: paths absolute, the source state the driver checked."""
+
+    key: str                       # one driver run: a worker reuses its runner (and loaded tasks) within it
+    suite: Suite                   # used as is when the suite has no file a worker can read
+    suite_path: str | None
+    imports: list[str]
+    cwd: str
+    results_root: str
+    cache_root: str
+    wandb_mode: str
+    source: dict[str, Any]
+    devices: Devices
+    threads: int
+
+
+_WORKER_RUNNERS: dict[str, tuple[SuiteRunner, dict[str, Cell]]] = {}
+
+
+def _worker_runner(ctx: WorkerContext) -> tuple[SuiteRunner, dict[str, Cell]]:
+    """The runner of this driver run in this worker process, built once (Ray reuses worker processes)."""
+    if ctx.key not in _WORKER_RUNNERS:
+        import torch
+
+        os.environ["SLIMBENCH_PROGRESS"] = "0"   # no per-epoch bars from workers; the driver shows the overall one
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                datefmt="%H:%M:%S")
+        if ctx.cwd not in sys.path and Path(ctx.cwd).is_dir():
+            sys.path.append(ctx.cwd)   # `--import my_module` resolves as it did in the driver
+        torch.set_num_threads(ctx.threads)
+        set_devices(ctx.devices)
+        suite = ctx.suite
+        if ctx.suite_path is not None and Path(ctx.suite_path).is_file():   # plugins register in this process too
+            suite = load_suite(ctx.suite_path, imports=ctx.imports)
+        runner = SuiteRunner(suite, Path(ctx.results_root), Path(ctx.cache_root), ctx.wandb_mode, progress=False,
+                             allow_dirty=True)
+        runner.source = ctx.source   # checked once, in the driver
+        _WORKER_RUNNERS.clear()
+        _WORKER_RUNNERS[ctx.key] = (runner, {c.run_id: c for c in suite.cells})
+    return _WORKER_RUNNERS[ctx.key]
+
+
+def _cell(ctx: WorkerContext, run_id: str) -> tuple[SuiteRunner, Cell]:
+    runner, cells = _worker_runner(ctx)
+    if run_id not in cells:
+        raise SlimbenchError(f"cell {run_id} is not in the suite as this worker reads it; was the suite file edited "
+                             f"while the run was going?")
+    return runner, cells[run_id]
+
+
+def train_task(ctx: WorkerContext, run_id: str, role: str) -> str | None:
+    """Stage 1: train (or find cached) the baseline or teacher of this cell; returns an error text, never raises,
+    so the cells that wait on it still start (and record the failure themselves, as the serial loop would)."""
+    try:
+        runner, cell = _cell(ctx, run_id)
+        model, train = (cell.model, cell.train) if role == "baseline" else (cell.teacher, cell.teacher_train)
+        runner.trained(runner.task(cell.task), cell, model, train, role)
+        return None
+    except Exception as exc:   # noqa: BLE001 - reported by the cells that need this model
+        log.exception("training the %s for %s failed", role, run_id)
+        return f"{exc.__class__.__name__}: {exc}"
+
+
+def cell_task(ctx: WorkerContext, run_id: str, *_ready: Any) -> CellResult:
+    """Stage 2: one cell, after its baselines (`_ready`: their stage-1 results, here only to order the tasks)."""
+    runner, cell = _cell(ctx, run_id)
+    return run_one(runner, cell)
+
+
+class RayExecutor:
+    """Cells as Ray tasks with the suite's `resources:`; a local Ray instance unless `address` names a cluster."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, imports: list[str] | None = None):
+        self.address, self.num_cpus, self.imports = address, num_cpus, list(imports or [])
+
+    def _init(self) -> bool:
+        """Start or join Ray; True when this executor started it (and so shuts it down)."""
+        try:
+            import ray
+        except ImportError:
+            raise SlimbenchError("--executor ray needs Ray: pip install 'slimbench[ray]' (or pip install 'ray>=2.9')") from None
+        if ray.is_initialized():   # the caller (a test, a notebook) already chose the instance
+            return False
+        if self.address:
+            ray.init(address=self.address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=True)
+        return True
+
+    def _context(self, runner: SuiteRunner) -> WorkerContext:
+        suite, cwd = runner.suite, Path.cwd()
+        path = Path(str(suite.path)).resolve() if suite.path is not None else None
+        imports = [str((cwd / s).resolve()) if (s.endswith(".py") or "/" in s) and not Path(s).is_absolute() else s
+                   for s in self.imports]
+        return WorkerContext(
+            key=uuid.uuid4().hex, suite=suite, suite_path=str(path) if path and path.is_file() else None,
+            imports=imports, cwd=str(cwd), results_root=str(runner.paths.root.parent.resolve()),
+            cache_root=str(runner.cache.root.resolve()), wandb_mode=runner.tracker.mode, source=runner.source,
+            devices=current_devices(), threads=max(1, int(suite.resources.cpus)))
+
+    def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
+        import ray   # noqa: F401 - checked by _init first
+
+        started = self._init()
+        try:
+            return self._run(runner, cells)
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
+        import ray
+
+        from slimbench.methods import build_method
+
+        outcome = SuiteOutcome()
+        pending = []
+        for cell in cells:
+            (outcome.skipped.append(cell.run_id) if has_record(runner.paths.runs, cell.run_id) else pending.append(cell))
+        res = runner.suite.resources
+        options: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": 0}
+        if res.memory_gb:
+            options["memory"] = int(res.memory_gb * 2**30)
+        ctx = ray.put(self._context(runner))
+        # stage 1: each baseline / teacher that is not cached yet, once
+        trains: dict[Path, Any] = {}
+        needs: dict[str, list[Path]] = {}
+        for cell in pending:
+            wanted = [("baseline", cell.model, cell.train)]
+            if build_method(cell.method.name, cell.method.params).uses_teacher:
+                wanted.append(("teacher", cell.teacher, cell.teacher_train))
+            needs[cell.run_id] = []
+            for role, model, train in wanted:
+                path = runner.cache.path(cell.task, model, train, cell.seed)
+                if path.exists():
+                    continue
+                if path not in trains:
+                    trains[path] = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
+                needs[cell.run_id].append(path)
+        # stage 2: every cell, starting when its models are ready
+        running = {ray.remote(cell_task).options(**options).remote(ctx, c.run_id, *(trains[p] for p in needs[c.run_id])): c
+                   for c in pending}
+        log.info("suite %s on Ray: %d cells (%d already done), %d baselines/teachers to train first",
+                 runner.suite.name, len(pending), len(outcome.skipped), len(trains))
+        bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc=f"suite {runner.suite.name}", unit="cell",
+                   disable=not runner.progress)
+        start = time.perf_counter()
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                cell = running.pop(ready[0])
+                try:
+                    result = ray.get(ready[0])
+                except Exception as exc:   # the worker died (killed, out of memory) or the task could not run
+                    error = f"Ray task failed: {exc.__class__.__name__}: {str(exc)[:2000]}"
+                    log.error("cell %s failed: %s", cell.label, error)
+                    runner.record_failure(cell, error)
+                    result = CellResult(cell.run_id, cell.label, error=error)
+                _count(outcome, result)
+                bar.update(1)
+                bar.set_postfix_str(_postfix(outcome, cell.label))
+                if not runner.progress and running:
+                    finished = len(outcome.done) + len(outcome.failed)
+                    per_cell = (time.perf_counter() - start) / finished
+                    log.info("suite %s: %d/%d cells finished (%d done, %d failed, %d skipped), about %.0f min left "
+                             "at most", runner.suite.name, finished + len(outcome.skipped), len(cells),
+                             len(outcome.done), len(outcome.failed), len(outcome.skipped),
+                             per_cell * len(running) / 60)
+        finally:
+            bar.close()
+            for ref in running:   # interrupted: nothing keeps running on the cluster for a driver that is gone
+                ray.cancel(ref, force=True)
+        return outcome
+
+
+def make_executor(name: str, address: str | None = None, num_cpus: int | None = None,
+                  imports: list[str] | None = None) -> Executor:
+    if name == "serial":
+        if address is not None:
+            raise SlimbenchError("--address names a Ray cluster; use it with --executor ray")
+        return SerialExecutor()
+    if name == "ray":
+        return RayExecutor(address, num_cpus, imports)
+    raise SlimbenchError(f"unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")

@@ -1,0 +1,169 @@
+"""`--executor ray`: a real local Ray instance with 2 worker CPUs runs a six-cell suite; every cell runs exactly once,
+the baselines are trained once in the first stage, and the records equal a serial run's in everything but timings."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slimbench.harness.executors import RayExecutor, SerialExecutor, make_executor
+from slimbench.harness.runner import SuiteRunner
+from slimbench.harness.suite import load_suite
+from slimbench.core.errors import SlimbenchError
+
+ray = pytest.importorskip("ray")
+
+# Where two runs of the same code on the same data may differ: wall times, latency and what is derived from it,
+# when and where the record was written, and where the (different) model caches live. The baseline checkpoint's
+# sha256 differs too: the checkpoint file stores its own training seconds beside the weights.
+VOLATILE_SECTIONS = {"wall_seconds", "created", "wandb", "hardware"}
+VOLATILE_KEY_PARTS = ("latency", "seconds", "speedup", "_ms", "checkpoint")
+
+
+def _content(value: Any) -> Any:
+    """A record without its volatile fields, recursively."""
+    if isinstance(value, dict):
+        return {k: _content(v) for k, v in value.items() if not any(p in k for p in VOLATILE_KEY_PARTS)}
+    if isinstance(value, list):
+        return [_content(v) for v in value]
+    return value
+
+
+def _raw(runs: Path) -> dict[str, dict[str, Any]]:
+    return {(data := json.loads(p.read_text()))["run_id"]: data for p in sorted(runs.glob("*.json"))}
+
+
+def _records(runs: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for run_id, data in _raw(runs).items():
+        data["baseline_training"].pop("sha256", None)
+        out[run_id] = _content({k: v for k, v in data.items() if k not in VOLATILE_SECTIONS})
+    return out
+
+
+@pytest.fixture
+def six_cells(smoke_config, tmp_path: Path) -> Path:
+    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}},
+                               {"name": "prune.random", "params": {"sparsity": 0.5}}]
+    smoke_config["seeds"] = [0, 1]
+    smoke_config["resources"] = {"cpus": 1, "gpus": 0, "memory_gb": 1}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    return path
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def test_ray_runs_every_cell_once_with_the_serial_records(six_cells: Path, tmp_path: Path, local_ray: None):
+    suite = load_suite(six_cells)
+    run_ids = sorted(c.run_id for c in suite.cells)
+    assert len(run_ids) == 6
+    serial = SuiteRunner(suite, tmp_path / "serial", wandb_mode="disabled", progress=False)
+    out_serial = serial.run(executor=SerialExecutor())
+    assert sorted(out_serial.done) == run_ids and not out_serial.failed
+
+    distributed = SuiteRunner(suite, tmp_path / "ray", wandb_mode="disabled", progress=False)
+    start = time.perf_counter()
+    out_ray = distributed.run(executor=RayExecutor())   # Ray is already up: the executor joins it, leaves it up
+    seconds = time.perf_counter() - start
+    assert ray.is_initialized()
+    assert sorted(out_ray.done) == run_ids, out_ray          # every cell, each exactly once
+    assert not out_ray.failed and not out_ray.skipped
+    cache = tmp_path / "ray" / ".cache" / "models"
+    assert len(list(cache.glob("*.pt"))) == 2                 # the baseline stage: seeds 0 and 1, trained once each
+    assert not list(cache.glob("*.tmp"))
+    records = _records(distributed.paths.runs)
+    assert sorted(records) == run_ids
+    by_seed = {}
+    for rec in _raw(distributed.paths.runs).values():   # every cell of a seed used the baseline stage 1 trained
+        by_seed.setdefault(rec["seed"], set()).add(rec["baseline_training"]["sha256"])
+    assert all(len(shas) == 1 for shas in by_seed.values()), by_seed
+    expected = _records(serial.paths.runs)
+    for run_id in run_ids:
+        assert records[run_id] == expected[run_id], run_id
+        assert records[run_id]["status"] == "ok"
+    for rec in records.values():   # the figures the leaderboards are built from, named for the reader
+        exp = expected[rec["run_id"]]
+        for key in ("accuracy", "macro_f1", "stored_bytes", "nonzero_params", "params", "macs"):
+            assert rec["metrics"][key] == exp["metrics"][key]
+        assert rec["compression"]["label"] == exp["compression"]["label"]
+    print(f"ray run of 6 cells: {seconds:.1f} s")
+
+    again = distributed.run(executor=RayExecutor())            # a rerun finds nothing to do
+    assert sorted(again.skipped) == run_ids and not again.done and not again.failed
+
+
+BROKEN_PLUGIN = '''
+import os
+from dataclasses import dataclass
+from typing import ClassVar
+
+from slimbench.methods import Method, MethodContext, Outcome, register_method
+
+
+@register_method("raytest.raises")
+@dataclass
+class Raises(Method):
+    """Fails inside apply, as a buggy method would."""
+
+    family: ClassVar[str] = "pruning"
+    uses_finetune: ClassVar[bool] = False
+
+    def apply(self, model, ctx: MethodContext) -> Outcome:
+        raise RuntimeError("deliberately broken method")
+
+
+@register_method("raytest.dies")
+@dataclass
+class Dies(Method):
+    """Kills its process, as the out-of-memory killer would."""
+
+    family: ClassVar[str] = "pruning"
+    uses_finetune: ClassVar[bool] = False
+
+    def apply(self, model, ctx: MethodContext) -> Outcome:
+        os._exit(1)
+'''
+
+
+def test_failed_and_crashed_cells_on_workers_get_failed_records(six_cells: Path, tmp_path: Path, local_ray: None):
+    (six_cells.parent / "broken.py").write_text(BROKEN_PLUGIN)
+    config = yaml.safe_load(six_cells.read_text())
+    config.update(imports=["broken.py"], seeds=[0], methods=["baseline", "raytest.raises", "raytest.dies"])
+    six_cells.write_text(yaml.safe_dump(config))
+    suite = load_suite(six_cells)   # the workers import the plugin from the suite file too
+    label = {c.method.name: c.label for c in suite.cells}
+    serial = SuiteRunner(suite, tmp_path / "serial", wandb_mode="disabled", progress=False).run(
+        only="*/raytest.raises/*", executor=SerialExecutor())
+    distributed = SuiteRunner(suite, tmp_path / "ray", wandb_mode="disabled", progress=False)
+    out = distributed.run(executor=RayExecutor())
+    assert len(out.done) == 1 and set(out.failed) == {label["raytest.raises"], label["raytest.dies"]}, out
+    assert out.failed[label["raytest.raises"]] == serial.failed[label["raytest.raises"]] \
+        == "RuntimeError: deliberately broken method"
+    assert out.failed[label["raytest.dies"]].startswith("Ray task failed: ")
+    records = _raw(distributed.paths.runs)
+    assert sorted(r["status"] for r in records.values()) == ["failed", "failed", "ok"]
+    assert {r["details"]["error"] for r in records.values() if r["status"] == "failed"} == set(out.failed.values())
+    again = distributed.run(executor=RayExecutor(), only="*/baseline/*")   # ok cells are done, failed ones retried
+    assert len(again.skipped) == 1 and not again.done
+
+
+def test_executor_choice_is_checked():
+    assert isinstance(make_executor("serial"), SerialExecutor)
+    assert isinstance(make_executor("ray", address="auto"), RayExecutor)
+    with pytest.raises(SlimbenchError, match="--executor ray"):
+        make_executor("serial", address="auto")
+    with pytest.raises(SlimbenchError, match="valid executors: serial, ray"):
+        make_executor("dask")
