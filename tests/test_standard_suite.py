@@ -1,0 +1,27 @@
+"""configs/standard.yaml parses and covers the grid it promises: every registered method, every embedded task, the
+three backbones (distillation from the suite's teacher), seeds 0-2, with the resources a Ray worker is asked for."""
+
+from __future__ import annotations
+
+from slimbench.harness.suite import load_suite
+from slimbench.methods import METHODS
+
+EMBEDDED_TASKS = {"fashion-mnist", "rotten-tomatoes", "synth-kws"}
+BACKBONES = {"mobilenetv2", "squeezenet", "efficientnet_b0"}
+
+
+def test_standard_suite_is_every_method_on_every_task_and_backbone():
+    suite = load_suite("standard")
+    assert suite.name == "standard" and suite.resources.cpus == 1
+    builtin = {e.name for e in METHODS.entries("*") if e.source.get("kind") == "builtin"}
+    grid: dict[str, set[tuple[str, str]]] = {}
+    for cell in suite.cells:
+        grid.setdefault(cell.method.name, set()).add((cell.task.name, cell.model.name))
+    assert set(grid) == builtin
+    for method, pairs in grid.items():
+        tasks = EMBEDDED_TASKS - {"rotten-tomatoes"} if method == "prune.channel" else EMBEDDED_TASKS
+        assert pairs == {(t, m) for t in tasks for m in BACKBONES}, method
+    assert {c.seed for c in suite.cells} == {0, 1, 2}
+    assert all(len([c for c in suite.cells if (c.task, c.model, c.method) == (cell.task, cell.model, cell.method)]) == 3
+               for cell in suite.cells[:30])
+    assert {c.teacher.name for c in suite.cells} == {"mobilenetv2"}
