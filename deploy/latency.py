@@ -27,6 +27,8 @@ class MeasureConfig:
     min_run_time: float = bounded(0.3, gt=0)    # seconds of timed blocks per round
     rounds: int = bounded(3, ge=1)              # interleaved rounds; the median of round medians is reported
     peak_memory: bool = True
+    robustness: bool = True                     # corrupted test copies and per-class accuracy (tasks/corruptions.py)
+    corrupted_examples: int = bounded(500, ge=1)   # stratified test subset each corruption × severity is drawn from
 
 
 def latency_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor, cfg: MeasureConfig) -> dict[str, float]:

@@ -39,9 +39,13 @@ AT_LEAST_CAP = 0.10                    # at_least: the allowance is at most 10 %
 
 # values a records claim can measure; per-record ones can also be paired (A − B, seed by seed)
 PER_RECORD = ("compression_x", "gzip_x", "macs_x", "accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts",
-              "delta_vs_teacher_pts")
+              "delta_vs_teacher_pts", "corrupted_accuracy_pts", "corrupted_minus_clean_pts")
+# paired only, and only against a baseline: the worst class's Δ beyond the overall Δ, less the same figure between
+# two baseline seeds (Hooker et al.'s "the damage is concentrated in a few classes", net of retraining's churn)
+PAIRED_ONLY = ("worst_class_excess_pts",)
 ROW_VALUES = ("speedup_b1_x", "macs_x_over_speedup_b1")
-NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_teacher_pts")   # carry the seeds' spread
+NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts",
+         "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread
 
 
 @dataclass
@@ -171,13 +175,18 @@ class Records:
     teacher_not_below: bool = False                            # Hinton's ordering: teacher ≥ distilled
 
     def __post_init__(self) -> None:
-        if self.value not in PER_RECORD + ROW_VALUES:
-            raise ConfigError(f"records.value {self.value!r} is not one of {', '.join(PER_RECORD + ROW_VALUES)}")
+        if self.value not in PER_RECORD + ROW_VALUES + PAIRED_ONLY:
+            raise ConfigError(f"records.value {self.value!r} is not one of "
+                              f"{', '.join(PER_RECORD + ROW_VALUES + PAIRED_ONLY)}")
         self.where = build_dataclass(Selector, self.where, "records.where")
         if self.versus is not None:
             self.versus = build_dataclass(Versus, self.versus, "records.versus")
-            if self.value not in PER_RECORD:
-                raise ConfigError(f"records.value {self.value!r} cannot be paired; pairs take {', '.join(PER_RECORD)}")
+            if self.value not in PER_RECORD + PAIRED_ONLY:
+                raise ConfigError(f"records.value {self.value!r} cannot be paired; pairs take "
+                                  f"{', '.join(PER_RECORD + PAIRED_ONLY)}")
+        if self.value in PAIRED_ONLY and (self.versus is None or self.versus.method != "baseline"):
+            raise ConfigError(f"records.value {self.value!r} is measured against the baseline: give versus: "
+                              f"{{method: baseline}}")
         if self.premise and self.versus is None:
             raise ConfigError("records.premise versus_loses_accuracy needs a versus row")
         if self.teacher_not_below and self.value != "delta_accuracy_pts":

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import Task, stratified_subset
 
 
 # Bump when anything that produces a measured figure changes (this module, slimbench.deploy's counting,
 # latency, runtimes, packing or ONNX export): every record measured by older code then expires.
-MEASURE_VERSION = 1
+MEASURE_VERSION = 2   # 2: corrupted-input accuracy, per-class accuracy and per-example correctness
 
 
 @dataclass
@@ -35,21 +38,90 @@ class Metrics:
     runtime: str = "eager"           # where the model is deployed; `latency_b*_ms` are that runtime's
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)   # every runtime's timings
     speedup: dict[str, dict[str, Any]] = field(default_factory=dict)   # per runtime and batch: ratio + noise band
+    mean_corrupted_accuracy: float | None = None    # over every corruption × severity of the task (None: none declared)
+    robustness: dict[str, Any] = field(default_factory=dict)           # see `robustness` below
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @torch.inference_mode()
+def predict(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Predicted class of every row of `x`, in batches (the deployed runtime's own forward)."""
+    return torch.cat([torch.as_tensor(model(x[i:i + batch_size])).argmax(dim=1)
+                      for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0, dtype=torch.long)
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    macro_f1: float
+    predictions: torch.Tensor       # one class per test example, in test-split order
+
+
+def evaluate_test(model: Callable[[torch.Tensor], torch.Tensor], task: Task) -> Evaluation:
+    """Accuracy and macro-F1 on the test split (torchmetrics), with the predictions behind them."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    preds = predict(model, task.test.x)
+    acc = MulticlassAccuracy(num_classes=task.num_classes, average="micro")(preds, task.test.y)
+    f1 = MulticlassF1Score(num_classes=task.num_classes, average="macro")(preds, task.test.y)
+    return Evaluation(float(acc), float(f1), preds)
+
+
 def evaluate(model: nn.Module, task: Task) -> tuple[float, float]:
-    """Accuracy and macro-F1 on the test split (torchmetrics)."""
-    model.eval()
-    acc = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
-    f1 = MulticlassF1Score(num_classes=task.num_classes, average="macro")
-    for x, y in task.test_dataloader():
-        logits = model(x)
-        acc.update(logits, y)
-        f1.update(logits, y)
-    return float(acc.compute()), float(f1.compute())
+    """Accuracy and macro-F1 on the test split."""
+    e = evaluate_test(model, task)
+    return e.accuracy, e.macro_f1
 
 
+def pack_bits(flags: torch.Tensor) -> str:
+    """Per-example right/wrong flags as base64 bits: 10k test examples cost 1.7 kB in a record."""
+    return base64.b64encode(np.packbits(flags.numpy().astype(bool)).tobytes()).decode()
+
+
+def unpack_bits(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
+
+
+CORRUPTION_SEED = 0   # one set of corrupted inputs per task: every cell and its baseline see the same examples
+
+
+def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predictions: torch.Tensor,
+               examples: int) -> dict[str, Any]:
+    """Per-class accuracy on the clean test split, accuracy on each corrupted copy, and which examples are right.
+
+    Everything a report needs to pair this model with its baseline example by example (compression-identified
+    examples, the worst-hit class) without keeping either model.
+    """
+    y, classes = task.test.y, task.num_classes
+    correct = predictions == y
+    counts = torch.bincount(y, minlength=classes)
+    hits = torch.bincount(y[correct], minlength=classes)
+    out: dict[str, Any] = {
+        "classes": list(task.class_names), "class_counts": counts.tolist(),
+        "per_class_accuracy": [round(float(h) / int(c), 6) if c else None for h, c in zip(hits, counts)],
+        "test_correct": pack_bits(correct), "test_examples": len(y),
+    }
+    names = task.corruption_names()
+    if not names:
+        return out
+    corrupted: dict[str, dict[str, float]] = {}
+    levels: dict[str, list[float]] = {}
+    for name in names:
+        corruption = task.corruptions.get(name)
+        levels[name] = list(corruption.levels)
+        corrupted[name] = {}
+        for severity in range(1, len(corruption.levels) + 1):
+            split = task.corrupted_test(name, severity, examples, CORRUPTION_SEED)
+            corrupted[name][str(severity)] = round(float((predict(model, split.x) == split.y).float().mean()), 6)
+    index = stratified_subset(y, examples, CORRUPTION_SEED).sort().values     # the subset corrupted_test draws
+    out.update({"corrupted_accuracy": corrupted, "corruption_levels": levels, "corrupted_examples": len(index),
+                "corruption_seed": CORRUPTION_SEED,
+                "clean_subset_accuracy": round(float(correct[index].float().mean()), 6)})
+    return out
+
+
+def mean_corrupted(robust: dict[str, Any]) -> float | None:
+    values = [v for per in robust.get("corrupted_accuracy", {}).values() for v in per.values()]
+    return round(sum(values) / len(values), 6) if values else None

@@ -14,15 +14,19 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from itertools import permutations
 from typing import Any
 
+import numpy as np
 from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.claims import (AT_LEAST_CAP, CLOSE_TO_CAP, NEEDS_FULL_SCALE, NOISY, NOT_MEASURED,
-                                      NOT_REPRODUCED, REPRODUCED, SMALLER, Claim, Selector, fmt, judge, load_claims,
+                                      NOT_REPRODUCED, PAIRED_ONLY, REPRODUCED, SMALLER, Claim, Selector, fmt, judge,
+                                      load_claims,
                                       published_text, rule_text)
 from slimbench.harness.records import RunRecord, atomic_write_text, load_records
+from slimbench.harness.robustness import per_class
 from slimbench.harness.stats import mean, short_params, std
 
 __all__ = ["load_claims", "replicate", "replication_markdown", "evaluate", "load_suites", "SuiteData"]
@@ -88,6 +92,12 @@ def _per_record(name: str, rec: RunRecord) -> float:
         return 100 * (m["accuracy"] - r["accuracy"])
     if name == "delta_macro_f1_pts":
         return 100 * (m["macro_f1"] - r["macro_f1"])
+    if name in ("corrupted_accuracy_pts", "corrupted_minus_clean_pts"):
+        corrupted = m.get("mean_corrupted_accuracy")
+        if corrupted is None:
+            raise SlimbenchError(f"run record {rec.run_id} has no corrupted-input accuracy (measured before "
+                                 f"robustness was, or its task declares no corruptions): rerun its suite")
+        return 100 * (corrupted - (m["accuracy"] if name == "corrupted_minus_clean_pts" else 0.0))
     if name == "delta_vs_teacher_pts":
         teacher = rec.details.get("teacher_accuracy")
         if not isinstance(teacher, (int, float)):
@@ -123,7 +133,8 @@ def _one_seed_interval(value: float, suite: SuiteData, row: dict[str, Any], name
                        ) -> tuple[float | None, float | None, str]:
     if name not in NOISY:
         return value, value, "(1 seed)"
-    metric = "macro_f1" if name == "delta_macro_f1_pts" else "accuracy"
+    metric = ("macro_f1" if name == "delta_macro_f1_pts" else
+              "mean_corrupted_accuracy" if name.startswith("corrupted_") else "accuracy")
     sigma, n = _baseline_sigma(suite, row, metric)
     if n < 2:
         return None, None, "(1 seed; its baseline has 1 seed: no spread)"
@@ -200,6 +211,8 @@ def _pair(claim: Claim, a: dict[str, Any], b: dict[str, Any], suite: SuiteData) 
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         return None
+    if spec.value in PAIRED_ONLY:
+        return _worst_class_excess(a, ra, rb, seeds, suite, b)
     fa = [_per_record(spec.value, ra[s]) for s in seeds]
     fb = [_per_record(spec.value, rb[s]) for s in seeds]
     diffs = [x - y for x, y in zip(fa, fb)]
@@ -219,6 +232,31 @@ def _pair(claim: Claim, a: dict[str, Any], b: dict[str, Any], suite: SuiteData) 
             m.violations.append(f"premise absent: {b['method']} loses no accuracy beyond the spread here, "
                                 f"Δ {lost.value:+.2f} pts {lost.spread}: nothing to recover")
     return m
+
+
+def _excess(model: RunRecord, base: RunRecord) -> float | None:
+    """How far the worst class's Δ falls below the overall Δ (points), model against base."""
+    pm, pb = per_class(model), per_class(base)
+    if pm is None or pb is None:
+        return None
+    return 100 * (float(np.nanmin(pm - pb)) - (model.metrics["accuracy"] - base.metrics["accuracy"]))
+
+
+def _worst_class_excess(a: dict[str, Any], ra: dict[int, RunRecord], rb: dict[int, RunRecord], seeds: list[int],
+                        suite: SuiteData, b: dict[str, Any]) -> Measurement | None:
+    """The model's worst-class excess over its same-seed baseline, less the baseline's own seed-to-seed excess:
+    the worst of several class Δs is below their mean even for two baseline seeds, and only the rest is
+    compression's."""
+    model = [_excess(ra[s], rb[s]) for s in seeds]
+    churn = [_excess(rb[j], rb[i]) for i, j in permutations(sorted(rb), 2)]
+    if any(v is None for v in model + churn) or not churn:
+        return None
+    value = mean(model) - mean(churn)
+    spread = max(std(model), std(churn))
+    how = (f"± {spread:.2f} (worst-class excess {mean(model):+.2f} over {_seeds(len(seeds))}, less "
+           f"{mean(churn):+.2f} between baseline seeds, {len(churn)} ordered pairs)")
+    where = (_where(suite, a, [ra[s] for s in seeds]) + " vs baseline · runs " + " ".join(rb[s].run_id for s in sorted(rb)))
+    return Measurement(value, value - spread, value + spread, how, where)
 
 
 def _rows(claim: Claim, suite: SuiteData) -> list[Measurement]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from slimbench.harness import robustness
 from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
@@ -26,7 +27,7 @@ COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accur
            "latency_bn_ms", "speedup_b1_x", "label", "requested", "achieved", "run_ids", "runtime", "speedup_bn_x",
            "delta_accuracy", "delta_accuracy_std", "delta_significant", "storage", "compute", "claim_verified",
            "speedup_b1_low", "speedup_b1_high", "speedup_bn_low", "speedup_bn_high", "compression_raw_x",
-           "provenance", "baseline_accuracy_std", "baseline_seeds"]
+           "provenance", "baseline_accuracy_std", "baseline_seeds", *robustness.COLUMNS]
 FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
 
 
@@ -123,6 +124,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             "_latency_batch": m[0].get("latency_batch"),
         })
     _attach_baseline_spread(rows)
+    robustness.attach(rows, records)
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     rows.sort(key=lambda r: (r["task"], r["model"], order.get(r["_family"], 99), r["method"], r["params_json"]))
     return rows
@@ -231,6 +233,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
                    f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "storage / compute",
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
+        lines += robustness.markdown(rows, task)
         task_failed = [f for f in failed if f["task"] == task]
         if task_failed:
             lines += ["Failed cells (rerun the suite to retry them):", "",
@@ -346,4 +349,5 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[
     atomic_write_text(suite_dir / "matrix.md", matrix_markdown(matrix, failed, delta_cell, speedup_cell) + "\n")
     for task in sorted({r["task"] for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
+        robustness.plot(rows, task, suite_dir / f"robustness_{task}.png")
     return rows

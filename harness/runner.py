@@ -27,7 +27,7 @@ from slimbench.deploy.counting import count_macs, count_params, peak_memory_byte
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
 from slimbench.harness.evidence import Evidence, gather
-from slimbench.harness.measure import Metrics, evaluate
+from slimbench.harness.measure import Metrics, evaluate_test, mean_corrupted, robustness
 from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, load_records, write_record
 from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
                                       speedup_bands, stored_form, torch_form)
@@ -167,8 +167,8 @@ class SuiteRunner:
             run.log({"leaderboard": table(COLUMNS, rows),
                      "leaderboard_by_method": table(BY_METHOD_COLUMNS, by_method_rows(rows, failed)),
                      "matrix": table(MATRIX_COLUMNS, matrix_rows(rows)),
-                     **{f"pareto/{p.stem.removeprefix('pareto_')}": wandb.Image(str(p))
-                        for p in sorted(self.paths.root.glob("pareto_*.png"))}})
+                     **{f"{kind}/{p.stem.removeprefix(kind + '_')}": wandb.Image(str(p))
+                        for kind in ("pareto", "robustness") for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
 
     # -- the suite ----------------------------------------------------------------------------------------
     def check_source_tree(self) -> dict[str, Any]:
@@ -263,7 +263,9 @@ class SuiteRunner:
                               "total": round(time.perf_counter() - t_start, 2)},
                 wandb=Tracker.describe(run), **self.provenance(cell),
             )
-            run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items()},
+            run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items() if k != "robustness"},
+                                **{f"robustness/{k}": v for k, v in measured.metrics.robustness.items()
+                                   if k in ("corrupted_accuracy", "per_class_accuracy")},
                                 "label": record.compression["label"], "run_id": cell.run_id})
         write_record(self.paths.runs, record)
         return record
@@ -279,8 +281,11 @@ class SuiteRunner:
         lap = Laps()
         deployed = deploy(model, runtime, xn, threads=None)
         lap("deploy")
-        accuracy, macro_f1 = evaluate(deployed, task)
+        evaluation = evaluate_test(deployed, task)
+        accuracy, macro_f1 = evaluation.accuracy, evaluation.macro_f1
         lap("evaluate")
+        robust = robustness(deployed, task, evaluation.predictions, cfg.corrupted_examples) if cfg.robustness else {}
+        lap("robustness")
         packed = result.packed or stored_form(model)
         check_packed(packed, model)
         data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
@@ -302,6 +307,7 @@ class SuiteRunner:
             latency_batch=cfg.latency_batch,
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
             eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime, latency=latency["model"],
+            mean_corrupted_accuracy=mean_corrupted(robust), robustness=robust,
         )
         reference = {
             "params": ref_params, "nonzero_params": ref_nonzero, "gzip_bytes": ref_gz, "file_bytes": len(ref_data),

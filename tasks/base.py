@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from slimbench.core.errors import SlimbenchError
 from slimbench.core.params import bounded
+from slimbench.tasks.corruptions import CorruptionSource
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,13 @@ class Task(L.LightningDataModule):
         val: Split,
         test: Split,
         info: dict[str, Any] | None = None,
+        corruptions: CorruptionSource | None = None,
     ):
         super().__init__()
         self.name, self.spec, self.class_names = name, spec, list(class_names)
         self.train, self.val, self.test = train, val, test
         self.info: dict[str, Any] = info or {}
+        self.corruptions = corruptions
 
     @property
     def num_classes(self) -> int:
@@ -110,6 +113,16 @@ class Task(L.LightningDataModule):
         reps = -(-batch_size // len(self.train))
         x = self.train.x if reps == 1 else self.train.x.repeat(reps, *([1] * (self.train.x.dim() - 1)))
         return x[:batch_size].clone()
+
+    def corruption_names(self) -> list[str]:
+        return self.corruptions.names() if self.corruptions else []
+
+    def corrupted_test(self, name: str, severity: int, size: int | None, seed: int = 0) -> Split:
+        """A stratified subset of the test split (the same for every severity), corrupted; severity 0 = clean."""
+        if self.corruptions is None:
+            raise SlimbenchError(f"task {self.name!r} declares no corruptions")
+        index = stratified_subset(self.test.y, size, seed).sort().values
+        return Split(self.corruptions.inputs(index, name, severity, seed), self.test.y[index])
 
     def describe(self) -> dict[str, Any]:
         return {

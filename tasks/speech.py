@@ -7,7 +7,7 @@ training-split statistics, so every image backbone reads speech unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ import torch
 
 from slimbench.core.errors import ConfigError, DatasetMissingError
 from slimbench.tasks.audio import LogMel, LogMelConfig, resample
+from slimbench.tasks.corruptions import SPEECH, CorruptionSource, normaliser
 from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
 from slimbench.tasks.espeak_synth import (KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, NoiseSettings, SynthSettings,
                                  generate, mix)
@@ -43,12 +44,15 @@ class SpeechParams(TaskParams):
 
 
 def speech_task(name: str, classes: list[str], splits: dict[str, Split], cfg: LogMelConfig,
-                info: dict[str, Any]) -> Task:
-    """Log-mel splits -> Task, normalised with training mean/std only."""
+                info: dict[str, Any], test_waves: Callable[[torch.Tensor], torch.Tensor]) -> Task:
+    """Log-mel splits -> Task, normalised with training mean/std only; `test_waves` fetches test clips (by position
+    in the test split) for the corrupted copies, which are featurised exactly as the test split was."""
     stats = normalise_images(splits["train"], splits["val"], splits["test"])
     spec = InputSpec(1, cfg.n_mels, cfg.frames(SAMPLE_RATE), modality="audio")
+    log_mel, normalise = LogMel(cfg), normaliser(stats)
+    corruptions = CorruptionSource(test_waves, lambda waves: normalise(log_mel(waves)), SPEECH)
     return Task(name, spec, classes, splits["train"], splits["val"], splits["test"],
-                info={**info, "features": {"log_mel": cfg.to_dict(), "normalisation": stats}})
+                info={**info, "features": {"log_mel": cfg.to_dict(), "normalisation": stats}}, corruptions=corruptions)
 
 
 # --- synth-kws (embedded) ------------------------------------------------------------------------------
@@ -99,19 +103,25 @@ def synth_kws(params: SynthKwsParams) -> Task:
     rest[test_idx] = False
     rest_idx = rest.nonzero().flatten()
     train_ids, val_ids = split_train_val(rest_idx, labels[rest_idx], params)
-    log_mel, splits = LogMel(cfg), {}
+    log_mel, splits, waves = LogMel(cfg), {}, []
     for code, (name, ids, copies) in enumerate((("train", train_ids.x, params.train_mixes),
                                                ("val", val_ids.x, 1), ("test", test_idx, 1))):
         utterances = [data.speech[i] for i in ids.tolist()]
-        feats = [log_mel(mix(utterances[start:start + MIX_CHUNK], noise, [params.generator_seed, code, c, start]))
-                 for c in range(copies) for start in range(0, len(utterances), MIX_CHUNK)]
+        feats = []
+        for c in range(copies):
+            for start in range(0, len(utterances), MIX_CHUNK):
+                mixed = mix(utterances[start:start + MIX_CHUNK], noise, [params.generator_seed, code, c, start])
+                feats.append(log_mel(mixed))
+                if name == "test":
+                    waves.append(mixed)      # kept for the corrupted copies (720 clips: ~46 MB)
         splits[name] = Split(torch.cat(feats), labels[ids].repeat(copies))
+    test_waves = torch.cat(waves)
     keep = ("espeak", "utterances", "generation_seconds", "workers", "cache", "cached")
     info = {"source": "espeak-ng synthesis",
             "generator": {k: data.meta.get(k) for k in keep},
             "utterances": {"train": len(train_ids), "val": len(val_ids), "test": len(test_idx)},
             "train_mixes": params.train_mixes, "noise": asdict(noise)}
-    return speech_task("synth-kws", data.classes, splits, cfg, info)
+    return speech_task("synth-kws", data.classes, splits, cfg, info, lambda idx: test_waves[idx])
 
 
 # --- Speech Commands v2 (real) -------------------------------------------------------------------------
@@ -237,14 +247,16 @@ def speech_commands(params: SpeechCommandsParams) -> Task:
     cfg = params.log_mel()
     log_mel = LogMel(cfg)
     caps = {"train": params.train_size, "val": params.val_size, "test": params.test_size}
-    splits = {}
+    splits, chosen = {}, {}
     for split, split_items in items.items():
         labels = torch.tensor([it.label for it in split_items], dtype=torch.long)
         if len(labels) == 0:
             raise DatasetMissingError(f"Speech Commands under {folder} has no {split} clips")
         keep = stratified_subset(labels, caps[split], params.split_seed + 3).sort().values
-        chosen = [split_items[i] for i in keep.tolist()]
-        splits[split] = Split(clip_features(chosen, log_mel), labels[keep])
+        chosen[split] = [split_items[i] for i in keep.tolist()]
+        splits[split] = Split(clip_features(chosen[split], log_mel), labels[keep])
     info = {"source": str(folder), "split": "official validation_list.txt / testing_list.txt",
             "classes_variant": params.classes}
-    return speech_task("speech-commands", classes, splits, cfg, info)
+    test_items = chosen["test"]     # read again only for the few clips a corrupted subset needs
+    return speech_task("speech-commands", classes, splits, cfg, info,
+                       lambda idx: torch.from_numpy(np.stack([read_clip(test_items[i]) for i in idx.tolist()])))

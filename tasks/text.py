@@ -23,6 +23,7 @@ import torch
 
 from slimbench.core.errors import ConfigError, DatasetMissingError
 from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, split_train_val, stratified_subset
+from slimbench.tasks.corruptions import TEXT, CorruptionSource
 from slimbench.tasks.registry import register_task
 from slimbench.tasks.vocab import WordVocab
 from slimbench.tasks.word_vectors import WordVectorKind, WordVectors, train_word_vectors
@@ -133,8 +134,10 @@ def build_text_task(name: str, class_names: list[str], texts: Sequence[str], lab
         info["word_vectors"] = vectors.describe()
     spec = TextInputSpec(channels=1, height=params.seq_len, width=params.embed_dim, modality="text",
                          token_vocab=len(vocab), pool=params.pool, word_vectors=vectors)
+    test_ids = made["test"].x
+    corruptions = CorruptionSource(lambda idx: test_ids[idx], lambda ids: ids, TEXT)   # ids are the model's input
     return TextTask(name, spec, class_names, made["train"], made["val"], made["test"],
-                    info=info, vocab=vocab, seq_len=params.seq_len)
+                    info=info, vocab=vocab, seq_len=params.seq_len, corruptions=corruptions)
 
 
 # --- Rotten Tomatoes (embedded) -------------------------------------------------------------------------

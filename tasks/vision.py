@@ -12,6 +12,7 @@ import torch
 
 from slimbench.core.errors import DatasetMissingError
 from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
+from slimbench.tasks.corruptions import VISION, CorruptionSource, normaliser
 from slimbench.tasks.registry import register_task
 
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -54,8 +55,10 @@ def _finish(name: str, spec: InputSpec, classes: list[str], x: torch.Tensor, y: 
     train, val = split_train_val(x, y, params)
     test_idx = stratified_subset(test_y, params.test_size, params.split_seed + 2)
     test = Split(test_x[test_idx], test_y[test_idx])
+    pixels = test.x                        # [0, 1] pixels: normalising below replaces test.x, not this tensor
     stats = normalise_images(train, val, test)
-    return Task(name, spec, classes, train, val, test, info={**info, "normalisation": stats})
+    corruptions = CorruptionSource(lambda idx: pixels[idx], normaliser(stats), VISION)
+    return Task(name, spec, classes, train, val, test, info={**info, "normalisation": stats}, corruptions=corruptions)
 
 
 @dataclass

@@ -157,6 +157,6 @@ def test_golden_run_ids():
 
 
 GOLDEN_RUN_IDS: dict[str, str] = {
-    "digits/tiny-cnn/baseline/s0": "a20a3965989e",
-    "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "f0b533ddcad9",
+    "digits/tiny-cnn/baseline/s0": "e1d54d2a26e4",
+    "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "ed672ec9e3f1",
 }

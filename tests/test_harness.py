@@ -310,7 +310,7 @@ def test_wandb_suite_summary_logs_the_three_leaderboards_and_the_plots(smoke_run
     for key in ("leaderboard", "leaderboard_by_method", "matrix"):
         assert summary[f"{key}/_type"] == "table-file", key
     assert summary["leaderboard/nrows"] == len(rows)
-    assert summary["pareto/digits/_type"] == "image-file"
+    assert summary["pareto/digits/_type"] == "image-file" and summary["robustness/digits/_type"] == "image-file"
 
 
 def test_a_record_profiles_where_its_cell_spent_its_time(smoke_run):
@@ -318,7 +318,7 @@ def test_a_record_profiles_where_its_cell_spent_its_time(smoke_run):
     for rec in load_records(runner.paths.runs):
         wall = rec.wall_seconds
         phases = {k: v for k, v in wall.items() if k.startswith("measure.")}
-        assert set(phases) == {"measure.deploy", "measure.evaluate", "measure.sizes", "measure.latency",
+        assert set(phases) == {"measure.deploy", "measure.evaluate", "measure.robustness", "measure.sizes", "measure.latency",
                                "measure.counting"}
         assert all(v >= 0 for v in wall.values())
         assert sum(phases.values()) <= wall["measure"] + 0.05

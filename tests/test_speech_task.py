@@ -155,8 +155,20 @@ def test_synth_kws_task_shapes_and_normalisation(tmp_path):
     assert model(task.example_input(3)).shape == (3, 4)
     again = build_task("synth-kws", params)
     assert torch.equal(again.train.x, task.train.x) and torch.equal(again.test.x, task.test.x)
+    assert_corruptions_rebuild_the_test_split(task)
     with pytest.raises(ConfigError, match="val_size"):
         build_task("synth-kws", {**params, "test_size": 40})
+
+
+def assert_corruptions_rebuild_the_test_split(task) -> None:
+    """Corrupted copies come from the test clips' waveforms: severity 0 is the test split's own features."""
+    assert task.corruption_names() == ["white_noise", "time_shift", "gain"]
+    for name in task.corruption_names():
+        clean = task.corrupted_test(name, 0, None)
+        assert torch.equal(clean.y, task.test.y)
+        assert torch.allclose(clean.x, task.test.x, atol=1e-4)
+        hard = task.corrupted_test(name, 3, None)
+        assert torch.equal(hard.y, task.test.y) and (hard.x - task.test.x).abs().mean() > 0.05
 
 
 # --- Speech Commands fixture in the official layout ------------------------------------------------------
@@ -198,6 +210,7 @@ def test_speech_commands_12_class_fixture(speech_commands_dir):
     assert (len(task.train), len(task.val), len(task.test)) == (10, 4, 4)
     counts = torch.bincount(task.train.y, minlength=12).tolist()
     assert counts[0] == 4 and counts[1] == 4 and counts[10] == 1 and counts[11] == 1
+    assert_corruptions_rebuild_the_test_split(task)     # clips are read again from the wav files
     assert task.train.x.shape == (10, 1, 32, 51) and task.train.x.dtype == torch.float32
     assert task.spec.input_shape == (1, 32, 51) and task.spec.modality == "audio"
     # the test "yes" clip's features are the log-mel of its wav file (undoing the training normalisation)
