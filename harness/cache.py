@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -52,10 +54,16 @@ class ModelCache:
         safe = model.name.replace("/", "_")
         return self.root / f"{task.name}__{safe}__s{seed}__{self.key(task, model, train, seed)}.pt"
 
-    def lock(self, task: Named, model: Named, train: TrainConfig, seed: int) -> FileLock:
-        """One trainer per entry across processes: the second waits, then finds the entry written."""
+    def lock(self, task: Named, model: Named, train: TrainConfig, seed: int) -> FileLock | contextlib.nullcontext:
+        """One trainer per entry across processes: the second waits, then finds the entry written.
+
+        Not for the other ranks of one multi-device fit (`--strategy ddp`: Lightning starts the same command once
+        per device): they must join rank 0's training, which holds the lock, rather than wait for it to end.
+        """
         path = self.path(task, model, train, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if any(int(os.environ.get(v, "0") or 0) > 0 for v in ("LOCAL_RANK", "NODE_RANK")):
+            return contextlib.nullcontext()
         return FileLock(str(path) + ".lock")
 
     def load(self, task: Task, task_cfg: Named, model_cfg: Named, train: TrainConfig, seed: int

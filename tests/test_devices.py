@@ -62,3 +62,21 @@ def test_devices_flag_is_checked(capsys: pytest.CaptureFixture[str], write_suite
     with pytest.raises(SystemExit):
         main(["run", str(write_suite(smoke_config)), "--devices", "0"])
     assert "positive integer or 'auto'" in capsys.readouterr().err
+
+
+def test_other_ddp_ranks_do_not_wait_on_rank_zeros_cache_lock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Rank 0 holds the entry's lock while it trains; rank 1 must join that training, not wait for it to end."""
+    import contextlib
+
+    from filelock import FileLock
+
+    from slimbench.baselines.classifier import TrainConfig
+    from slimbench.harness.cache import ModelCache
+    from slimbench.harness.suite import Named
+
+    cache, args = ModelCache(tmp_path), (Named("digits", {}), Named("tiny-cnn", {}), TrainConfig(epochs=1), 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    assert isinstance(cache.lock(*args), FileLock)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert isinstance(cache.lock(*args), contextlib.nullcontext)
