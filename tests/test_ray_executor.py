@@ -1,5 +1,6 @@
-"""`--executor ray`: a real local Ray instance with 2 worker CPUs runs a six-cell suite; every cell runs exactly once,
-the baselines are trained once in the first stage, and the records equal a serial run's in everything but timings."""
+"""`--executor ray`: a real local Ray instance with 2 worker CPUs runs an eight-cell suite; every cell runs exactly
+once, the baselines and the distillation teachers are trained once in the first stage, and the records equal a
+serial run's in everything but timings; failed and crashed cells on workers get failed records."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _records(runs: Path) -> dict[str, dict[str, Any]]:
 @pytest.fixture
 def six_cells(smoke_config, tmp_path: Path) -> Path:
     smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}},
-                               {"name": "prune.random", "params": {"sparsity": 0.5}}]
+                               {"name": "prune.random", "params": {"sparsity": 0.5}}, "distill.logit"]
     smoke_config["seeds"] = [0, 1]
     smoke_config["resources"] = {"cpus": 1, "gpus": 0, "memory_gb": 1}
     path = tmp_path / "suite.yaml"
@@ -69,7 +70,7 @@ def local_ray():
 def test_ray_runs_every_cell_once_with_the_serial_records(six_cells: Path, tmp_path: Path, local_ray: None):
     suite = load_suite(six_cells)
     run_ids = sorted(c.run_id for c in suite.cells)
-    assert len(run_ids) == 6
+    assert len(run_ids) == 8
     serial = SuiteRunner(suite, tmp_path / "serial", wandb_mode="disabled", progress=False)
     out_serial = serial.run(executor=SerialExecutor())
     assert sorted(out_serial.done) == run_ids and not out_serial.failed
@@ -82,7 +83,8 @@ def test_ray_runs_every_cell_once_with_the_serial_records(six_cells: Path, tmp_p
     assert sorted(out_ray.done) == run_ids, out_ray          # every cell, each exactly once
     assert not out_ray.failed and not out_ray.skipped
     cache = tmp_path / "ray" / ".cache" / "models"
-    assert len(list(cache.glob("*.pt"))) == 2                 # the baseline stage: seeds 0 and 1, trained once each
+    trained = sorted(p.name.split("__")[1:3] for p in cache.glob("*.pt"))   # stage 1: baselines and teachers
+    assert trained == [["tiny-cnn", "s0"], ["tiny-cnn", "s0"], ["tiny-cnn", "s1"], ["tiny-cnn", "s1"]], trained
     assert not list(cache.glob("*.tmp"))
     records = _records(distributed.paths.runs)
     assert sorted(records) == run_ids
@@ -99,7 +101,7 @@ def test_ray_runs_every_cell_once_with_the_serial_records(six_cells: Path, tmp_p
         for key in ("accuracy", "macro_f1", "stored_bytes", "nonzero_params", "params", "macs"):
             assert rec["metrics"][key] == exp["metrics"][key]
         assert rec["compression"]["label"] == exp["compression"]["label"]
-    print(f"ray run of 6 cells: {seconds:.1f} s")
+    print(f"ray run of 8 cells: {seconds:.1f} s")
 
     again = distributed.run(executor=RayExecutor())            # a rerun finds nothing to do
     assert sorted(again.skipped) == run_ids and not again.done and not again.failed
