@@ -220,7 +220,10 @@ class RayExecutor:
         outcome = SuiteOutcome()
         pending = []
         for cell in cells:
-            (outcome.skipped.append(cell.run_id) if has_record(runner.paths.runs, cell.run_id) else pending.append(cell))
+            if has_record(runner.paths.runs, cell.run_id):
+                outcome.skipped.append(cell.run_id)
+            else:
+                pending.append(cell)
         res = runner.suite.resources
         options: dict[str, Any] = {"num_cpus": res.cpus, "num_gpus": res.gpus, "max_retries": 0}
         if res.memory_gb:
@@ -273,7 +276,10 @@ class RayExecutor:
         finally:
             bar.close()
             for ref in running:   # interrupted: nothing keeps running on the cluster for a driver that is gone
-                ray.cancel(ref, force=True)
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:   # noqa: BLE001 - already finished, or Ray is going down anyway
+                    pass
         return outcome
 
 
