@@ -24,10 +24,20 @@ from tqdm.auto import tqdm
 from slimbench.baselines.training import Devices, current_devices, set_devices
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.records import has_record
-from slimbench.harness.runner import SuiteOutcome, SuiteRunner
 from slimbench.harness.suite import Cell, Suite, load_suite
 
 log = logging.getLogger("slimbench")
+
+# A SuiteRunner: harness.runner sits above this module (it picks the executor), so the type is not imported here and
+# workers rebuild the driver's runner from its class, passed in the WorkerContext.
+SuiteRunner = Any
+
+
+@dataclass
+class SuiteOutcome:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
 
 EXECUTORS = ("serial", "ray")
 
@@ -115,6 +125,7 @@ class WorkerContext:
     source: dict[str, Any]
     devices: Devices
     threads: int
+    runner_class: type               # the driver's SuiteRunner class, importable in every worker
 
 
 _WORKER_RUNNERS: dict[str, tuple[SuiteRunner, dict[str, Cell]]] = {}
@@ -136,7 +147,7 @@ def _worker_runner(ctx: WorkerContext) -> tuple[SuiteRunner, dict[str, Cell]]:
         suite = ctx.suite
         if ctx.suite_path is not None and Path(ctx.suite_path).is_file():   # plugins register in this process too
             suite = load_suite(ctx.suite_path, imports=ctx.imports)
-        runner = SuiteRunner(suite, Path(ctx.results_root), Path(ctx.cache_root), ctx.wandb_mode, progress=False,
+        runner = ctx.runner_class(suite, Path(ctx.results_root), Path(ctx.cache_root), ctx.wandb_mode, progress=False,
                              allow_dirty=True)
         runner.source = ctx.source   # checked once, in the driver
         _WORKER_RUNNERS.clear()
@@ -200,7 +211,7 @@ class RayExecutor:
             key=uuid.uuid4().hex, suite=suite, suite_path=str(path) if path and path.is_file() else None,
             imports=imports, cwd=str(cwd), results_root=str(runner.paths.root.parent.resolve()),
             cache_root=str(runner.cache.root.resolve()), wandb_mode=runner.tracker.mode, source=runner.source,
-            devices=current_devices(), threads=max(1, int(suite.resources.cpus)))
+            devices=current_devices(), threads=max(1, int(suite.resources.cpus)), runner_class=type(runner))
 
     def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
         import ray   # noqa: F401 - checked by _init first

@@ -15,7 +15,6 @@ from typing import Any
 
 import lightning as L
 from torch import nn
-from tqdm.auto import tqdm
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
@@ -28,7 +27,8 @@ from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
 from slimbench.harness.evidence import Evidence, gather
 from slimbench.harness.measure import Metrics, evaluate_test, mean_corrupted, robustness
-from slimbench.harness.records import RunRecord, atomic_write_bytes, has_record, load_records, write_record
+from slimbench.harness.executors import Executor, SerialExecutor, SuiteOutcome
+from slimbench.harness.records import RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
                                       speedup_bands, stored_form, torch_form)
 from slimbench.harness.suite import Cell, Named, Suite
@@ -56,13 +56,6 @@ class SuitePaths:
     @property
     def wandb(self) -> Path:
         return self.root / "wandb"   # W&B itself adds the `wandb/` folder under the suite folder
-
-
-@dataclass
-class SuiteOutcome:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,11 +175,9 @@ class SuiteRunner:
         return state
 
     def run(self, only: str | None = None, shard: tuple[int, int] | None = None,
-            executor: Any = None) -> SuiteOutcome:
+            executor: Executor | None = None) -> SuiteOutcome:
         """Run every selected cell that has no record yet, one after another here (default) or through `executor`
         (harness.executors: serial, or Ray tasks); either way each cell gets a record, failed ones with their error."""
-        from slimbench.harness.executors import SerialExecutor
-
         self.source = self.check_source_tree()   # the code this process runs: later edits do not change it
         cells = [c for c in self.suite.cells if (only is None or fnmatch.fnmatchcase(c.label, only))
                  and (shard is None or in_shard(c.run_id, *shard))]
