@@ -46,9 +46,9 @@ def per_class(rec: RunRecord) -> np.ndarray | None:
 
 def baseline_key(rec: RunRecord) -> tuple[str, ...]:
     c = rec.config
-    versions = {k: v for k, v in c.get("versions", {}).items() if k != "method"}
-    return (rec.task, rec.model, *(json.dumps(c.get(k), sort_keys=True) for k in ("task", "model", "train")),
-            json.dumps(versions, sort_keys=True))
+    versions = {k: v for k, v in c.get("versions", {}).items() if k in ("task", "model", "training", "measure")}
+    settings = (json.dumps(c.get(k), sort_keys=True) for k in ("task", "model", "train", "measure"))
+    return (rec.task, rec.model, *settings, json.dumps(versions, sort_keys=True))
 
 
 def baselines_by_seed(records: list[RunRecord]) -> dict[tuple[str, ...], dict[int, RunRecord]]:

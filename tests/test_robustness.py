@@ -129,3 +129,83 @@ def test_a_task_without_corruptions_still_gets_per_class_accuracy():
     model = build_model("tiny-cnn", task.spec, 3, {"width": 4}).eval()
     rob = robustness(model, task, evaluate_test(model, task).predictions, 30)
     assert "corrupted_accuracy" not in rob and len(rob["per_class_accuracy"]) == 3
+
+
+def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels: list[int], corrupted: float,
+                teacher: bool = False) -> "RunRecord":
+    """A record whose robustness block is built from per-example right/wrong flags on a 2-class test split."""
+    from slimbench.harness.records import RunRecord
+
+    flags, y = torch.tensor(correct, dtype=torch.bool), torch.tensor(labels)
+    counts = torch.bincount(y, minlength=2)
+    per_class = [float(flags[y == c].float().mean()) for c in range(2)]
+    acc = float(flags.float().mean())
+    versions = {"task": 1, "model": 1, "method": 3, "training": 1, "measure": 2, **({"teacher": 1} if teacher else {})}
+    config = {"task": {"name": "t"}, "model": {"name": "m"}, "train": {"epochs": 1}, "measure": {"rounds": 3},
+              "method": {"name": method, "params": {}}, "versions": versions}
+    metrics = {"accuracy": acc, "macro_f1": acc, "params": 1, "nonzero_params": 1, "stored_bytes": 10, "gzip_bytes": 10,
+               "macs": 1, "latency_b1_ms": 1.0, "latency_bn_ms": 1.0, "runtime": "eager", "speedup": {},
+               "mean_corrupted_accuracy": corrupted,
+               "robustness": {"classes": ["neg", "pos"], "class_counts": counts.tolist(), "per_class_accuracy": per_class,
+                              "test_correct": pack_bits(flags), "test_examples": len(flags)}}
+    reference = {**{k: metrics[k] for k in ("params", "nonzero_params", "stored_bytes", "gzip_bytes", "macs",
+                                            "latency_b1_ms", "latency_bn_ms", "runtime")}, "accuracy": 0.0,
+                 "macro_f1": 0.0}
+    family = {"baseline": "baseline", "distill.logit": "distillation"}.get(method, "pruning")
+    return RunRecord(run_id=run_id, suite="quick", status="ok", task="t", model="m", method=method, family=family,
+                     seed=seed, config=config, metrics=metrics, reference=reference, compression={"label": "dense"},
+                     details={}, git={"commit": "abc"})
+
+
+def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_it():
+    from slimbench.harness.report import leaderboard_rows
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    base0 = _rob_record("b0", "baseline", 0, [1, 1, 1, 1, 1, 1, 1, 0], labels, 0.60)
+    base1 = _rob_record("b1", "baseline", 1, [1, 1, 1, 0, 1, 1, 1, 1], labels, 0.62)
+    # class 0 loses two examples against baseline seed 0 (and one against seed 1)
+    kd0 = _rob_record("k0", "distill.logit", 0, [0, 0, 1, 1, 1, 1, 1, 0], labels, 0.50, teacher=True)
+    kd1 = _rob_record("k1", "distill.logit", 1, [0, 1, 1, 0, 1, 1, 1, 1], labels, 0.54, teacher=True)
+    rows = {r["method"]: r for r in leaderboard_rows([base0, base1, kd0, kd1])}
+    kd, base = rows["distill.logit"], rows["baseline"]
+    assert kd["delta_corrupted"] == pytest.approx(((0.50 - 0.60) + (0.54 - 0.62)) / 2)
+    assert kd["cie"] == pytest.approx((2 + 1) / 2)                         # right for the baseline, wrong for KD
+    assert kd["cie_churn"] == pytest.approx(1.0) == base["cie_churn"]      # b0 vs b1: 1 each way
+    assert kd["worst_class"] == "neg" and kd["delta_worst_class"] == pytest.approx(-(0.5 + 0.25) / 2)
+    assert base["cie"] == 0 and base["delta_corrupted"] == 0 and base["worst_class"] is None
+    assert base["worst_class_churn"] == pytest.approx(-25.0)               # one class drops 1 of 4 between seeds
+    assert kd["delta_corrupted_significant"]   # −0.09, beyond the paired spread (0.014) and the baseline's (0.014)
+
+
+def test_replication_nets_the_worst_class_excess_of_baseline_churn():
+    from slimbench.harness.claims import NOT_REPRODUCED, parse_claims
+    from slimbench.harness.replication import SuiteData, evaluate
+    from slimbench.harness.report import leaderboard_rows
+
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    records = [_rob_record("b0", "baseline", 0, [1, 1, 1, 1, 1, 1, 1, 0], labels, 0.60),
+               _rob_record("b1", "baseline", 1, [1, 1, 1, 0, 1, 1, 1, 1], labels, 0.62),
+               _rob_record("k0", "prune.magnitude", 0, [0, 0, 1, 1, 1, 1, 1, 0], labels, 0.50),
+               _rob_record("k1", "prune.magnitude", 1, [0, 1, 1, 0, 1, 1, 1, 1], labels, 0.54)]
+    claims = parse_claims({"claims": [
+        {"id": "few-classes", "source": "Hooker et al. 2019, Sec. 3.1", "claim": "damage in a few classes",
+         "published": {"unit": "pts", "text": "no figure"}, "comparison": "worst class excess less churn",
+         "rule": {"test": "ordering", "direction": "lower", "no_effect": 0}, "kind": "records",
+         "records": {"value": "worst_class_excess_pts", "where": {"method": "prune.magnitude"},
+                     "versus": {"method": "baseline"}}, "suites": ["quick"]},
+        {"id": "corrupted", "source": "brief", "claim": "pruning is more robust",
+         "published": {"unit": "pts", "text": "no figure"}, "comparison": "corrupted Δ",
+         "rule": {"test": "ordering", "direction": "higher", "no_effect": 0}, "kind": "records",
+         "records": {"value": "corrupted_accuracy_pts", "where": {"method": "prune.magnitude"},
+                     "versus": {"method": "baseline"}}, "suites": ["quick"]},
+    ]}, "test")
+    suite = SuiteData("quick", leaderboard_rows(records), {r.run_id: r for r in records})
+    few, corrupted = evaluate(claims, [suite])
+    # excess per seed: (−50 + 25) and (−25 + 12.5) pts; between baseline seeds −25 both ways: net +6.25 ± 8.84
+    assert few.measured.startswith("+6.25") and "8.84" in few.measured and few.verdict == NOT_REPRODUCED
+    assert corrupted.measured.startswith("-9.00") and corrupted.verdict == NOT_REPRODUCED
+    unpaired = {"id": "x", "source": "s", "claim": "c", "comparison": "c", "published": {"unit": "pts", "text": "t"},
+                "rule": {"test": "ordering", "direction": "lower"}, "kind": "records", "suites": ["quick"],
+                "records": {"value": "worst_class_excess_pts", "where": {"method": "x"}}}
+    with pytest.raises(ConfigError, match="measured against the baseline"):
+        parse_claims({"claims": [unpaired]}, "test")
