@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import logging
-import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
                                             matrix_csv, matrix_markdown, matrix_rows)
-from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
+from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
 
 log = logging.getLogger("slimbench")
 
@@ -172,15 +171,8 @@ def delta_cell(row: dict[str, Any]) -> str:
     """Δ accuracy in points: `*` beyond the seeds' spread, `n.s.` inside it, and a single seed says so."""
     if row["_family"] == "baseline":
         return "0"
-    text = f"{100 * row['delta_accuracy']:+.2f}"
-    if len(row["seeds"].split()) < 2:
-        sigma = row.get("baseline_accuracy_std")
-        if sigma is None:
-            return text + " (1 seed)"
-        # one draw of Δ carries the noise of both sides: beyond 2σ of the baseline's seeds it is more than noise
-        return text + (" (1 seed, > 2σ baseline)" if abs(row["delta_accuracy"]) > 2 * sigma
-                       else " (1 seed, inside baseline spread)")
-    return text + (" *" if row["delta_significant"] else " (n.s.)")
+    return delta_text(row["delta_accuracy"], len(row["seeds"].split()), row.get("baseline_accuracy_std"),
+                      row["delta_significant"])
 
 
 def label_cell(row: dict[str, Any]) -> str:

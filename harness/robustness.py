@@ -19,7 +19,7 @@ from tabulate import tabulate
 
 from slimbench.harness.measure import unpack_bits
 from slimbench.harness.records import RunRecord, atomic_write_bytes
-from slimbench.harness.stats import mean, short_params, std
+from slimbench.harness.stats import delta_text, mean, short_params, std
 
 COLUMNS = ["mean_corrupted_accuracy", "delta_corrupted", "delta_corrupted_std", "delta_corrupted_significant",
            "baseline_corrupted_std",
@@ -110,16 +110,10 @@ def _pts(value: float | None, signed: bool = True) -> str:
 def corrupted_cell(row: dict[str, Any]) -> str:
     if row.get("delta_corrupted") is None:
         return "–"
-    text = _pts(row["delta_corrupted"])
     if row["_family"] == "baseline":
         return "0"
-    if len(row["seeds"].split()) < 2:   # as for clean Δ: one draw judged against 2σ of the baseline's seeds
-        sigma = row.get("baseline_corrupted_std")
-        if sigma is None:
-            return text + " (1 seed)"
-        return text + (" (1 seed, > 2σ baseline)" if abs(row["delta_corrupted"]) > 2 * sigma
-                       else " (1 seed, inside baseline spread)")
-    return text + (" *" if row["delta_corrupted_significant"] else " (n.s.)")
+    return delta_text(row["delta_corrupted"], len(row["seeds"].split()), row.get("baseline_corrupted_std"),
+                      row["delta_corrupted_significant"])
 
 
 def markdown(rows: list[dict[str, Any]], task: str) -> list[str]:

@@ -35,3 +35,14 @@ RUN_TO_RUN_SPEEDUP = 0.08
 
 def widened(low: float, high: float, share: float = RUN_TO_RUN_SPEEDUP) -> tuple[float, float]:
     return low * (1 - share), high * (1 + share)
+
+
+def delta_text(delta: float, seeds: int, baseline_sigma: float | None, significant: bool) -> str:
+    """A Δ in points with its noise mark: `*` beyond the seeds' spread, `(n.s.)` inside it; one seed is judged
+    against 2σ of its baseline's seeds (one draw of Δ carries the noise of both sides), or only says so."""
+    text = f"{100 * delta:+.2f}"
+    if seeds >= 2:
+        return text + (" *" if significant else " (n.s.)")
+    if baseline_sigma is None:
+        return text + " (1 seed)"
+    return text + (" (1 seed, > 2σ baseline)" if abs(delta) > 2 * baseline_sigma else " (1 seed, inside baseline spread)")
