@@ -123,11 +123,13 @@ def markdown(rows: list[dict[str, Any]], task: str) -> list[str]:
         return []
     table = []
     for r in task_rows:
+        base = r["_family"] == "baseline"
         gap = None if r["delta_corrupted"] is None else r["delta_corrupted"] - r["delta_accuracy"]
         worst = "–" if r["worst_class"] is None else f"{r['worst_class']} {100 * r['delta_worst_class']:+.1f}"
         table.append([
-            r["model"], r["method"], short_params(r["_params_given"]), r["seeds"], _pts(r["delta_accuracy"]),
-            f"{r['mean_corrupted_accuracy']:.4f}", corrupted_cell(r), _pts(gap), worst,
+            r["model"], r["method"], short_params(r["_params_given"]), r["seeds"],
+            "0" if base else _pts(r["delta_accuracy"]), f"{r['mean_corrupted_accuracy']:.4f}", corrupted_cell(r),
+            "0" if base and gap is not None else _pts(gap), worst,
             "–" if r["worst_class_churn"] is None else f"{r['worst_class_churn']:+.1f}",
             "–" if r["cie"] is None else f"{r['cie']:.0f}", "–" if r["cie_churn"] is None else f"{r['cie_churn']:.0f}",
         ])
