@@ -9,7 +9,7 @@ Tolerances follow what a figure depends on:
   stored and gzip bytes of data-dependent encodings);
 - accuracy: on the same CPU model and instruction sets training is deterministic, so equal to 1e-6; on
   another CPU the float rounding differs and the run is another sample of the seed distribution, so within
-  3 standard deviations of the seeds (floor 0.5 points);
+  3 standard deviations of the seeds (floor 0.5 points); accuracy on the corrupted test copies likewise;
 - speedups: the two runs' interleaved-round bands must overlap.
 """
 
@@ -107,6 +107,10 @@ def compare_records(reference: list[RunRecord], new: list[RunRecord]) -> tuple[l
             why = f"other CPU: {SEED_SIGMAS:g}σ of seeds (σ={sigma.get(key[:4], 0.0):.4f}), floor {ACCURACY_FLOOR}"
         checks.append(Check(cell, "accuracy", round(acc_a, 6), round(acc_b, 6), f"±{tol:.4g} ({why})",
                             abs(acc_a - acc_b) <= tol, False))
+        cor_a, cor_b = a.metrics.get("mean_corrupted_accuracy"), b.metrics.get("mean_corrupted_accuracy")
+        if cor_a is not None and cor_b is not None:   # the same corrupted inputs: held to accuracy's tolerance
+            checks.append(Check(cell, "corrupted accuracy", round(cor_a, 6), round(cor_b, 6), f"±{tol:.4g} ({why})",
+                                abs(cor_a - cor_b) <= tol, False))
         runtime = a.metrics.get("runtime", "eager")
         for batch in ("b1", "bn"):
             ba = a.metrics.get("speedup", {}).get(runtime, {}).get(batch)

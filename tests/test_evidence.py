@@ -219,3 +219,22 @@ def test_compare_a_cell_that_fails_on_one_side_only_is_an_exact_difference(evide
     assert [(c.reference, c.new, c.ok) for c in status if c.new == "failed" and c.reference == "ok"] == [
         ("ok", "failed", False)]
     assert all(c.ok for c in status if c.reference == c.new == "failed")   # the same failure on both sides
+
+
+def test_compare_holds_corrupted_accuracy_to_accuracys_tolerance(evidence_run, tmp_path: Path):
+    import shutil
+
+    from slimbench.harness.compare import compare_dirs
+
+    runner = evidence_run[0]
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(runner.paths.root / "runs", copy_dir / "runs")
+    checks, _ = compare_dirs(runner.paths.root, copy_dir)
+    corrupted = [c for c in checks if c.figure == "corrupted accuracy"]
+    assert corrupted and all(c.ok for c in corrupted)
+    victim = next(p for p in (copy_dir / "runs").glob("*.json") if json.loads(p.read_text())["method"] == "quant.fp16")
+    data = json.loads(victim.read_text())
+    data["metrics"]["mean_corrupted_accuracy"] -= 0.01
+    victim.write_text(json.dumps(data))
+    checks, _ = compare_dirs(runner.paths.root, copy_dir)
+    assert [c.ok for c in checks if c.figure == "corrupted accuracy" and c.reference != c.new] == [False]
