@@ -259,12 +259,25 @@ def _worst_class_excess(a: dict[str, Any], ra: dict[int, RunRecord], rb: dict[in
     return Measurement(value, value - spread, value + spread, how, where)
 
 
+ROBUSTNESS_VALUES = ("corrupted_accuracy_pts", "corrupted_minus_clean_pts", "worst_class_excess_pts")
+
+
+def _measured_by(name: str, row: dict[str, Any], suite: SuiteData) -> bool:
+    """Records measured before robustness was (or on a task without corruptions) cannot answer a robustness claim:
+    their rows are left out, not failed."""
+    if name not in ROBUSTNESS_VALUES:
+        return True
+    return all(r.metrics.get("mean_corrupted_accuracy") is not None for r in _recs(row, suite))
+
+
 def _rows(claim: Claim, suite: SuiteData) -> list[Measurement]:
     spec = claim.records
     assert spec is not None
     sel: Selector = spec.where
     out = []
     for a in (r for r in suite.rows if _matches(r, sel.method, sel.params, sel.task, sel.model)):
+        if not _measured_by(spec.value, a, suite):
+            continue
         if spec.versus is None:
             out.append(_single(spec.value, a, suite, spec.teacher_not_below))
             continue
@@ -272,7 +285,7 @@ def _rows(claim: Claim, suite: SuiteData) -> list[Measurement]:
         for b in suite.rows:
             same = all(json.loads(b["params_json"]).get(k) == va.get(k) for k in spec.versus.same_params)
             if b is not a and (b["task"], b["model"]) == (a["task"], a["model"]) and same and \
-                    _matches(b, spec.versus.method, spec.versus.params):
+                    _matches(b, spec.versus.method, spec.versus.params) and _measured_by(spec.value, b, suite):
                 m = _pair(claim, a, b, suite)
                 if m is not None:
                     out.append(m)
