@@ -18,7 +18,7 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import TrainedModel, current_devices, fit
 from slimbench.harness.cache import ModelCache
 from slimbench.harness.environment import git_state, hardware, versions
 from slimbench.core.errors import ConfigError, SlimbenchError
@@ -195,8 +195,11 @@ class SuiteRunner:
 
     def provenance(self, cell: Cell) -> dict[str, Any]:
         """What every record says about the code, packages and machine that produced it, and when."""
+        # how Lightning spread the cell's training (--devices/--strategy/--num-nodes): not in the run_id, so said here
+        training = asdict(current_devices())
         return {"versions": versions(), "plugins": cell.plugins(), "git": self.source or git_state(),
-                "hardware": hardware(), "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                "hardware": {**hardware(), "training_devices": training},
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
     def run_cell(self, cell: Cell) -> RunRecord:
         t_start = time.perf_counter()

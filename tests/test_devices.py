@@ -56,6 +56,7 @@ def test_cli_flags_reach_the_trainer(trainer_kwargs: list[dict[str, Any]], write
                                   for k in trainer_kwargs)
     [record] = [json.loads(p.read_text()) for p in (tmp_path / "res" / "smoke" / "runs").glob("*.json")]
     assert record["status"] == "failed" and "stop before training" in record["details"]["error"]
+    assert record["hardware"]["training_devices"] == {"devices": 2, "strategy": "ddp", "num_nodes": 3}
 
 
 def test_devices_flag_is_checked(capsys: pytest.CaptureFixture[str], write_suite, smoke_config: dict):
