@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from slimbench.tasks.base import Task, stratified_subset
+from slimbench.tasks.base import Task
 
 
 # Bump when anything that produces a measured figure changes (this module, slimbench.deploy's counting,
@@ -115,7 +115,7 @@ def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predic
         for severity in range(1, len(corruption.levels) + 1):
             split = task.corrupted_test(name, severity, examples, CORRUPTION_SEED)
             corrupted[name][str(severity)] = round(float((predict(model, split.x) == split.y).float().mean()), 6)
-    index = stratified_subset(y, examples, CORRUPTION_SEED).sort().values     # the subset corrupted_test draws
+    index = task.corrupted_index(examples, CORRUPTION_SEED)
     out.update({"corrupted_accuracy": corrupted, "corruption_levels": levels, "corrupted_examples": len(index),
                 "corruption_seed": CORRUPTION_SEED,
                 "clean_subset_accuracy": round(float(correct[index].float().mean()), 6)})

@@ -75,14 +75,16 @@ def attach(rows: list[dict[str, Any]], records: list[RunRecord]) -> None:
     """Add the robustness columns to leaderboard rows (None where a record or its baseline lacks them)."""
     by_id = {r.run_id: r for r in records}
     bases = baselines_by_seed(records)
+    churns = {key: churn(seeds) for key, seeds in bases.items()}   # once per baseline, not once per row
     for row in rows:
         row.update({c: None for c in COLUMNS}, baseline_corrupted_std=None)
         recs = [by_id[i] for i in row["run_ids"].split() if i in by_id]
         corrupted = [r.metrics.get("mean_corrupted_accuracy") for r in recs]
         if recs and all(v is not None for v in corrupted):
             row["mean_corrupted_accuracy"] = mean(corrupted)
-        seeds = bases.get(baseline_key(recs[0]), {}) if recs else {}
-        row["cie_churn"], row["worst_class_churn"] = churn(seeds)
+        key = baseline_key(recs[0]) if recs else None
+        seeds = bases.get(key, {})
+        row["cie_churn"], row["worst_class_churn"] = churns.get(key, (None, None))
         paired = [(r, seeds[r.seed]) for r in recs if r.seed in seeds]
         if not paired or len(paired) < len(recs) or row["mean_corrupted_accuracy"] is None:
             continue

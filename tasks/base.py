@@ -117,11 +117,15 @@ class Task(L.LightningDataModule):
     def corruption_names(self) -> list[str]:
         return self.corruptions.names() if self.corruptions else []
 
+    def corrupted_index(self, size: int | None, seed: int = 0) -> torch.Tensor:
+        """Test-split positions of the stratified subset every corrupted copy is drawn from (sorted)."""
+        return stratified_subset(self.test.y, size, seed).sort().values
+
     def corrupted_test(self, name: str, severity: int, size: int | None, seed: int = 0) -> Split:
         """A stratified subset of the test split (the same for every severity), corrupted; severity 0 = clean."""
         if self.corruptions is None:
             raise SlimbenchError(f"task {self.name!r} declares no corruptions")
-        index = stratified_subset(self.test.y, size, seed).sort().values
+        index = self.corrupted_index(size, seed)
         return Split(self.corruptions.inputs(index, name, severity, seed), self.test.y[index])
 
     def describe(self) -> dict[str, Any]:
