@@ -163,6 +163,21 @@ def _parser() -> argparse.ArgumentParser:
     bfit.add_argument("--repeats", type=int, default=3, help="timed runs of each path (default 3)")
     bfit.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
 
+    blat = sub.add_parser("bench-latency", help="measured speedup against batch size and runtime for a suite's "
+                                                "compressed models, beside their MACs ratio",
+                          description="Reloads each matching record's artifact and its same-seed baseline's, deploys "
+                                      "both in eager and ONNX Runtime, and times them in the same interleaved rounds "
+                                      "at every batch size. Writes latency_batch_<name>.json/.md/.png into the suite "
+                                      "folder: MACs ratio against measured speedup per runtime and batch.")
+    blat.add_argument("suite_dir", type=Path, help="a suite's results folder with its artifacts, e.g. results/prune")
+    blat.add_argument("--method", default="prune.channel", help="method name or glob (default prune.channel)")
+    blat.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64], help="batch sizes (default 1 8 64)")
+    blat.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: every seed)")
+    blat.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default 5)")
+    blat.add_argument("--min-run-time", type=float, default=0.3, help="seconds of timed blocks per round (default 0.3)")
+    blat.add_argument("--threads", type=int, default=1, help="intra-op threads while timing (default 1)")
+    blat.add_argument("--name", default=None, help="output name (default: the method, dots as underscores)")
+
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
     lst.add_argument("kind", choices=["models", "tasks", "methods"])
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'quant.*'")
@@ -309,6 +324,20 @@ def main(argv: list[str] | None = None) -> int:
             result = benchmark_fit(build_task(args.task, {}), args.model, cfg, repeats=args.repeats)
             print(f"torch threads: {torch.get_num_threads()}")
             print(result.text())
+            return 0
+        if args.command == "bench-latency":
+            from slimbench.harness import latency_batch
+
+            if min(args.batches) < 1 or args.rounds < 1 or args.threads < 1 or not args.min_run_time > 0:
+                raise SlimbenchError("--batches, --rounds and --threads must be ≥ 1 and --min-run-time > 0")
+            if not (args.suite_dir / "runs").is_dir():
+                raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
+            timings = latency_batch.measure(args.suite_dir, args.method, sorted(set(args.batches)), args.seeds,
+                                            args.rounds, args.min_run_time, args.threads)
+            name = args.name or args.method.replace(".", "_").replace("*", "all")
+            for path in latency_batch.write(args.suite_dir, name, timings, args.threads):
+                print(f"wrote {path}")
+            print(latency_batch.markdown(timings, args.threads))
             return 0
         if args.command == "plan":
             from slimbench.harness.plan import make_plan, plan_text

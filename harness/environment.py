@@ -31,7 +31,7 @@ def versions() -> dict[str, str]:
 def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        return out.stdout.rstrip() if out.returncode == 0 else ""   # not strip(): porcelain lines start with a space
 
     try:
         commit = git("rev-parse", "HEAD")

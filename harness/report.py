@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness import robustness
+from slimbench.harness import robustness, sweep
 from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
@@ -236,6 +236,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
                           and ("dirty" in r["provenance"] or "mixed" in r["provenance"])})
         if flagged:
             lines += ["Provenance warning: some rows come from " + "; ".join(flagged) + ".", ""]
+    lines += sweep.controls_markdown(records)
     lines += distillation_markdown(rows, records)
     return "\n".join(lines)
 
@@ -314,7 +315,8 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
 
 
 def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[str, Any]]:
-    """Rebuild leaderboard.md/.csv and pareto_<task>.png from `suite_dir/runs/*.json`.
+    """Rebuild leaderboard.md/.csv, pareto_<task>.png and sweep_<task>.png (where a parameter is swept) from
+    `suite_dir/runs/*.json`.
 
     `run_ids` keeps only those records: records of cells an edited suite file no longer has (an older budget)
     stay on disk but would otherwise be averaged in as extra seeds.
@@ -342,4 +344,5 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[
     for task in sorted({r["task"] for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
         robustness.plot(rows, task, suite_dir / f"robustness_{task}.png")
+        sweep.plot(rows, task, suite_dir / f"sweep_{task}.png")
     return rows

@@ -161,7 +161,7 @@ class SuiteRunner:
                      "leaderboard_by_method": table(BY_METHOD_COLUMNS, by_method_rows(rows, failed)),
                      "matrix": table(MATRIX_COLUMNS, matrix_rows(rows)),
                      **{f"{kind}/{p.stem.removeprefix(kind + '_')}": wandb.Image(str(p))
-                        for kind in ("pareto", "robustness") for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
+                        for kind in ("pareto", "robustness", "sweep") for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
 
     # -- the suite ----------------------------------------------------------------------------------------
     def check_source_tree(self) -> dict[str, Any]:

@@ -160,3 +160,25 @@ GOLDEN_RUN_IDS: dict[str, str] = {
     "digits/tiny-cnn/baseline/s0": "e1d54d2a26e4",
     "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0": "ed672ec9e3f1",
 }
+
+
+def test_bench_latency_times_a_pruned_artifact_against_its_baseline_at_every_batch(method_records, tmp_path: Path):
+    """The latency-vs-batch benchmark reloads the channel-pruned artifact and its same-seed baseline, times both
+    in both runtimes at every batch size, and its MACs ratio is the records' own count."""
+    from slimbench.core.errors import SlimbenchError
+    from slimbench.harness import latency_batch
+
+    rec, root = method_records["prune.channel"]
+    base = next(r for r in load_records(root / "runs") if r.method == "baseline")
+    timings = latency_batch.measure(root, "prune.channel", [1, 4], None, rounds=2, min_run_time=0.01, threads=1)
+    assert sorted((t.runtime, t.batch) for t in timings) == [("eager", 1), ("eager", 4), ("onnxruntime", 1),
+                                                            ("onnxruntime", 4)]
+    for t in timings:
+        assert t.run_id == rec.run_id and t.rounds == 2
+        assert t.macs_ratio == pytest.approx(base.metrics["macs"] / rec.metrics["macs"]) and t.macs_ratio > 1.3
+        assert t.speedup == pytest.approx(t.reference_ms / t.model_ms) and t.low <= t.high
+    paths = latency_batch.write(tmp_path, "channel", timings, 1)
+    assert json.loads(paths[0].read_text())["timings"][0]["run_id"] == rec.run_id
+    assert paths[2].read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SlimbenchError, match=r"no finished record matches method 'prune.nothing'.*prune.channel"):
+        latency_batch.select(load_records(root / "runs"), "prune.nothing", None)

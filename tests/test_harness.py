@@ -323,3 +323,25 @@ def test_a_record_profiles_where_its_cell_spent_its_time(smoke_run):
         assert all(v >= 0 for v in wall.values())
         assert sum(phases.values()) <= wall["measure"] + 0.05
         assert wall["task"] + wall["baseline"] + wall["apply"] + wall["measure"] <= wall["total"] + 0.05
+
+
+def test_git_state_names_every_changed_file_in_full(tmp_path: Path, monkeypatch):
+    """A refused dirty run names the files; porcelain lines start with a space for modified files, which must
+    not cost the first file its first letter."""
+    import subprocess
+
+    from slimbench.harness import environment
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "harness.py").write_text("a = 1\n")
+    git("add", "harness.py")
+    git("commit", "-qm", "one")
+    (tmp_path / "harness.py").write_text("a = 2\n")
+    (tmp_path / "new_method.py").write_text("b = 1\n")
+    monkeypatch.setattr(environment, "PROJECT_ROOT", tmp_path)
+    state = environment.git_state()
+    assert state["dirty"] is True and state["changed"] == ["harness.py", "new_method.py"]

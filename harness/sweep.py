@@ -1,0 +1,154 @@
+"""Sweeps over one method parameter (sparsity, MACs ratio, clusters, ...): the pruning literature's two reporting
+rules (Blalock et al. 2020), a random control at every sparsity and curves rather than single points.
+
+`controls_markdown` pairs each method with its control (same task, model, params and seed: `prune.magnitude`
+against `prune.random`) and says whether the method beats the control by more than the seeds' spread.
+`plot` draws, per task, accuracy against measured compression and against measured latency, one line per
+(model, method, fixed params), with the seeds' spread as error bars.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from slimbench.harness.records import RunRecord, atomic_write_bytes
+from slimbench.harness.stats import mean, std
+
+# a method and the control it must beat: same params, same fine-tune, weights chosen without the method's criterion
+CONTROLS = {"prune.magnitude": "prune.random"}
+# the parameters a sweep varies; every other parameter names the curve
+SWEPT = ("sparsity", "macs_ratio", "channel_ratio", "clusters", "params_ratio", "energy")
+
+
+def _params(rec: RunRecord) -> dict[str, Any]:
+    return dict(rec.config.get("method", {}).get("params") or {})
+
+
+def _key(rec: RunRecord) -> tuple[str, str, str]:
+    return rec.task, rec.model, json.dumps(_params(rec), sort_keys=True)
+
+
+def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (task, model, params) where both a method and its control have finished seeds.
+
+    Δ is paired by seed (method − control on the same seed's baseline). The method beats its control when the
+    mean Δ exceeds the paired Δ's spread and both sides' seed spreads: a gap the seeds could not produce alone.
+    """
+    accs: dict[tuple[str, tuple[str, str, str]], dict[int, float]] = defaultdict(dict)
+    for rec in records:
+        if rec.status == "ok" and (rec.method in CONTROLS or rec.method in CONTROLS.values()):
+            accs[rec.method, _key(rec)][rec.seed] = float(rec.metrics["accuracy"])
+    rows = []
+    for (method, key), by_seed in sorted(accs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        control = CONTROLS.get(method)
+        if control is None or (control, key) not in accs:
+            continue
+        other = accs[control, key]
+        seeds = sorted(set(by_seed) & set(other))
+        if not seeds:
+            continue
+        m, c = [by_seed[s] for s in seeds], [other[s] for s in seeds]
+        deltas = [a - b for a, b in zip(m, c)]
+        spread = max(std(deltas), std(m), std(c))
+        if len(seeds) < 2:
+            verdict = "1 seed: no spread to judge against"
+        elif mean(deltas) > spread:
+            verdict = "beats the control beyond the seeds' spread"
+        elif mean(deltas) < -spread:
+            verdict = "worse than the control beyond the seeds' spread"
+        else:
+            verdict = "inside the seeds' spread"
+        params = json.loads(key[2])
+        given = next(r for r in records if r.method == method and _key(r) == key).details.get("params_given", params)
+        rows.append({"task": key[0], "model": key[1], "method": method, "control": control,
+                     "fixed": {k: v for k, v in given.items() if k not in SWEPT},
+                     "swept": {k: params[k] for k in SWEPT if k in params}, "seeds": seeds,
+                     "accuracy": mean(m), "accuracy_std": std(m), "control_accuracy": mean(c),
+                     "control_accuracy_std": std(c), "delta": mean(deltas), "delta_std": std(deltas),
+                     "spread": spread, "verdict": verdict})
+    return rows
+
+
+def _short(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def controls_markdown(records: list[RunRecord]) -> list[str]:
+    rows = control_rows(records)
+    if not rows:
+        return []
+    lines = ["## Methods against their random controls", "",
+             "Same task, model, parameters, fine-tune and seed; Δ = method − control per seed, in points (mean ± std "
+             "over seeds). A method beats its control only when the mean Δ exceeds the paired Δ's spread and both "
+             "sides' seed spreads.", ""]
+    for task in sorted({r["task"] for r in rows}):
+        table = [[r["model"], r["method"] + " vs " + r["control"], _short(r["swept"]), _short(r["fixed"]),
+                  " ".join(map(str, r["seeds"])),
+                  f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}",
+                  f"{r['control_accuracy']:.4f} ± {r['control_accuracy_std']:.4f}",
+                  f"{100 * r['delta']:+.2f} ± {100 * r['delta_std']:.2f}", f"{100 * r['spread']:.2f}", r["verdict"]]
+                 for r in rows if r["task"] == task]
+        lines += [f"### {task}", "", tabulate(table, headers=["model", "pair", "swept", "other params", "seeds",
+                                                              "method acc", "control acc", "Δ (pts)",
+                                                              "spread (pts)", "verdict"], tablefmt="github"), ""]
+    return lines
+
+
+def _curves(rows: list[dict[str, Any]], task: str) -> dict[str, list[dict[str, Any]]]:
+    """Leaderboard rows of one task grouped into curves: same model, method and every non-swept parameter."""
+    curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["task"] != task or r["_family"] == "baseline":
+            continue
+        given = json.loads(r["_params_given"])
+        if not any(k in given for k in SWEPT):
+            continue
+        fixed = {k: v for k, v in given.items() if k not in SWEPT}
+        curves[f"{r['model']} · {r['method']}" + (f" ({_short(fixed)})" if fixed else "")].append(r)
+    return {name: sorted(pts, key=lambda r: r["compression_x"]) for name, pts in curves.items() if len(pts) >= 2}
+
+
+def plot(rows: list[dict[str, Any]], task: str, path: Path) -> bool:
+    """`sweep_<task>.png`: accuracy against measured compression and measured latency (batch 1 and batch N, the
+    deployed runtime), one line per curve, baselines as horizontal bands. False when the task has no sweep."""
+    curves = _curves(rows, task)
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    baselines = [r for r in rows if r["task"] == task and r["_family"] == "baseline"
+                 and any(r["model"] == c[0]["model"] for c in curves.values())]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
+    panels = (("compression_x", "stored compression vs fp32 (×, log; measured)"),
+              ("latency_b1_ms", "latency, batch 1 (ms, log; deployed runtime)"),
+              ("latency_bn_ms", "latency, batch N (ms, log; deployed runtime)"))
+    for ax, (key, xlabel) in zip(axes, panels):
+        for name, pts in sorted(curves.items()):
+            ax.errorbar([p[key] for p in pts], [p["accuracy"] for p in pts], yerr=[p["accuracy_std"] for p in pts],
+                        fmt="o-", capsize=3, markersize=4, label=name)
+        for b in baselines:
+            x = b[key]
+            ax.errorbar([x], [b["accuracy"]], yerr=[b["accuracy_std"]], fmt="s", color="black", capsize=3,
+                        markersize=5, label=f"{b['model']} baseline ({len(b['seeds'].split())} seeds)")
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy (mean ± std over seeds)")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7)
+    fig.suptitle(f"{task}: sweeps from run records (each point a parameter setting; error bars the seeds' spread)")
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * ((len(labels) + 2) // 3), 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return True
