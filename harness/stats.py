@@ -19,9 +19,35 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean(values), std(values)
 
 
+# the parameters that set how far a method compresses: a sweep varies them, and labels always show them
+KNOBS = ("sparsity", "macs_ratio", "channel_ratio", "clusters", "params_ratio", "energy")
+
+
 def short_params(params_json: str) -> str:
     params = json.loads(params_json)
-    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else ""
+    return ", ".join(f"{k}={_short_value(v)}" for k, v in params.items()) if params else ""
+
+
+def _short_value(value: object) -> str:
+    """A chain's stages as `a(x=1) → b(y=2)`, each with only the parameters that differ from its defaults
+    and its compression knobs (records hold every stage's resolved parameters, which would fill a table cell)."""
+    if not (isinstance(value, list) and value and all(isinstance(s, dict) and "name" in s for s in value)):
+        return str(value)
+    import dataclasses
+
+    from slimbench.core.errors import UnknownNameError
+    from slimbench.methods import METHODS
+
+    parts = []
+    for stage in value:
+        try:
+            defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(stage["name"]))
+                        if f.default is not dataclasses.MISSING}
+        except (UnknownNameError, TypeError):
+            defaults = {}
+        given = {k: v for k, v in (stage.get("params") or {}).items() if k in KNOBS or k not in defaults or defaults[k] != v}
+        parts.append(stage["name"] + (f"({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""))
+    return " → ".join(parts)
 
 
 # Timing rounds inside one process understate how much a speedup moves between two runs of the same cell

@@ -18,12 +18,12 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.harness.records import RunRecord, atomic_write_bytes
+from slimbench.harness.stats import KNOBS as SWEPT
 from slimbench.harness.stats import mean, std
 
 # a method and the control it must beat: same params, same fine-tune, weights chosen without the method's criterion
 CONTROLS = {"prune.magnitude": "prune.random"}
-# the parameters a sweep varies; every other parameter names the curve
-SWEPT = ("sparsity", "macs_ratio", "channel_ratio", "clusters", "params_ratio", "energy")
+# a sweep varies the knobs (SWEPT); every other parameter names the curve
 
 
 def _params(rec: RunRecord) -> dict[str, Any]:

@@ -66,3 +66,16 @@ def test_sweep_plot_draws_a_curve_per_method_only_when_a_parameter_varies(tmp_pa
     assert [r["compression_x"] for r in curves["m · prune.magnitude (schedule=gradual)"]] == [2.0, 9.0]
     assert sweep.plot(rows, "t", tmp_path / "sweep_t.png") and (tmp_path / "sweep_t.png").read_bytes()[:4] == b"\x89PNG"
     assert not sweep.plot(rows[:2], "t", tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+def test_a_chain_label_shows_its_stages_with_their_knobs_and_changed_params_only():
+    from slimbench.harness.stats import short_params
+
+    stages = [{"name": "prune.magnitude", "params": {"sparsity": 0.8, "scope": "global", "include_classifier": True,
+                                                     "finetune": True, "schedule": "gradual", "pruning_steps": 10,
+                                                     "gradual_span": 0.75}},
+              {"name": "share.kmeans", "params": {"clusters": 16, "init": "linear", "min_numel": 256,
+                                                  "skip_depthwise": False, "keep_zeros": True, "finetune": True}}]
+    assert short_params(json.dumps({"stages": stages})) == \
+        "stages=prune.magnitude(sparsity=0.8, schedule=gradual) → share.kmeans(clusters=16)"
+    assert short_params(json.dumps({"sparsity": 0.5, "scope": "layer"})) == "sparsity=0.5, scope=layer"
