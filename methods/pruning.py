@@ -92,7 +92,8 @@ def seeded(seed: int) -> Iterator[None]:
 
 def mask_to(pairs: Pairs, sparsity: float, scope: str, method: type[prune.BasePruningMethod],
             generator_seed: int | None = None) -> None:
-    """Grow the masks so exactly round(sparsity · n) weights are pruned (n: all weights, or each layer's).
+    """Grow the masks so exactly round(sparsity · n) weights are pruned (n: all weights, or each layer's; `lamp`:
+    all weights, split between layers by `lamp_counts`).
 
     The amount handed to torch is the integer number of *additional* weights: torch's PruningContainer picks
     them among the still unpruned ones, so masks only grow, the count is exact, and the reparametrization
@@ -112,9 +113,34 @@ def mask_to(pairs: Pairs, sparsity: float, scope: str, method: type[prune.BasePr
             more = round(sparsity * total) - sum(_pruned(m, n) for m, n in pairs)
             prune.global_unstructured(pairs, pruning_method=method, importance_scores=scores, amount=max(more, 0))
         else:
-            for module, name in pairs:
-                more = round(sparsity * _numel(module, name)) - _pruned(module, name)
-                method.apply(module, name, amount=max(more, 0))
+            counts = (lamp_counts(pairs, sparsity) if scope == "lamp"
+                      else [round(sparsity * _numel(m, n)) for m, n in pairs])
+            for (module, name), count in zip(pairs, counts):
+                method.apply(module, name, amount=max(count - _pruned(module, name), 0))
+
+
+def lamp_counts(pairs: Pairs, sparsity: float) -> list[int]:
+    """Weights to prune per layer by LAMP (Lee et al. 2021): one global ranking of layer-normalised scores.
+
+    A weight's score is w² over the sum of w'² of every weight at least as large in its layer, so each layer's
+    largest weight scores 1 and no layer is emptied before the others, the failure of a plain global ranking at
+    high sparsity (one scale for all layers zeroes the layers whose weights are small). Already pruned weights
+    score 0 and are counted first, so masks only grow and the total is exactly round(sparsity · n). The counts
+    depend on magnitudes alone: random pruning with `scope: lamp` takes the same per-layer counts and picks
+    within each layer at random, which isolates the criterion from the allocation.
+    """
+    scores = []
+    for module, name in pairs:
+        w2 = getattr(module, name).detach().reshape(-1).double() ** 2
+        ordered, order = torch.sort(w2)
+        suffix = torch.flip(torch.cumsum(torch.flip(ordered, [0]), 0), [0])   # Σ of w'² ≥ each ordered w²
+        score = torch.empty_like(w2)
+        score[order] = torch.where(suffix > 0, ordered / suffix.clamp_min(1e-300), torch.zeros_like(ordered))
+        scores.append(score)
+    layer = torch.cat([torch.full((len(sc),), i) for i, sc in enumerate(scores)])
+    k = round(sparsity * len(layer))
+    chosen = layer[torch.sort(torch.cat(scores), stable=True).indices[:k]]
+    return torch.bincount(chosen, minlength=len(pairs)).tolist()
 
 
 class GradualPruningModule(ClassifierModule):
@@ -195,7 +221,7 @@ class UnstructuredPruning(Method):
     seeded: ClassVar[bool] = False          # does the pick draw random numbers (seeded from the cell's seed)?
 
     sparsity: float = bounded(0.5, ge=0.0, lt=1.0)
-    scope: Literal["global", "layer"] = "global"
+    scope: Literal["global", "layer", "lamp"] = "global"   # lamp: layer-adaptive (Lee et al. 2021), no layer emptied
     include_classifier: bool = True
     finetune: bool = True
     schedule: Literal["oneshot", "gradual"] = "oneshot"

@@ -19,7 +19,7 @@ from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
 from slimbench.methods.channel_pruning import round_budget
-from slimbench.methods.pruning import polynomial_sparsity, prunable_weights, schedule_batches
+from slimbench.methods.pruning import lamp_counts, polynomial_sparsity, prunable_weights, schedule_batches
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
 
@@ -64,7 +64,7 @@ def masks(model: nn.Module) -> list[torch.Tensor]:
 # -- unstructured: exact sparsity, random vs magnitude ------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["prune.magnitude", "prune.random"])
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", ["global", "layer", "lamp"])
 def test_achieved_sparsity_is_exact(task, trained, method, scope):
     sparsity = 0.7
     out = build_method(method, {"sparsity": sparsity, "scope": scope, "finetune": False}).apply(
@@ -72,10 +72,10 @@ def test_achieved_sparsity_is_exact(task, trained, method, scope):
     pairs = prunable_weights(out.model)
     zeros = [int((m.weight == 0).sum()) for m, _ in pairs]
     sizes = [m.weight.numel() for m, _ in pairs]
-    if scope == "global":
-        assert sum(zeros) == round(sparsity * sum(sizes))
-    else:
+    if scope == "layer":
         assert zeros == [round(sparsity * n) for n in sizes]
+    else:
+        assert sum(zeros) == round(sparsity * sum(sizes))
     assert out.achieved["sparsity"] == round(sum(zeros) / sum(sizes), 6)
     assert not any(hasattr(m, "weight_orig") for m, _ in pairs)   # masks baked into plain weights
 
@@ -99,6 +99,34 @@ def test_random_masks_differ_from_magnitude_and_follow_the_seed(task, trained):
     assert weights[flat(random0)].mean() > 2 * weights[flat(magnitude)].mean()
 
 
+def test_lamp_never_empties_a_layer_where_global_ranking_does_and_random_gets_its_allocation(task, trained):
+    """A layer whose weights are all small is emptied by one global threshold at high sparsity; LAMP's
+    layer-normalised scores keep its largest weights. Random pruning with scope lamp prunes exactly as many
+    weights per layer as magnitude (the allocation comes from magnitudes), but picks other weights."""
+    net = copy.deepcopy(trained)
+    small = prunable_weights(net)[2][0]     # the classifier: 320 of 5072 weights
+    with torch.no_grad():
+        small.weight.mul_(1e-3)              # a layer on a far smaller scale than the rest
+    pairs = lambda m: prunable_weights(m)  # noqa: E731
+
+    def pruned(method: str, scope: str) -> nn.Module:
+        return build_method(method, {"sparsity": 0.9, "scope": scope, "finetune": False}).apply(
+            copy.deepcopy(net), context(task, net)).model
+
+    global_, lamp, random_lamp = pruned("prune.magnitude", "global"), pruned("prune.magnitude", "lamp"), \
+        pruned("prune.random", "lamp")
+    assert not pairs(global_)[2][0].weight.any()                                  # emptied by the global ranking
+    assert all(m.weight.any() for m, _ in pairs(lamp))                             # LAMP keeps every layer
+    counts = lambda m: [int((w.weight == 0).sum()) for w, _ in pairs(m)]  # noqa: E731
+    assert counts(lamp) == counts(random_lamp)                                     # same allocation
+    assert not torch.equal(torch.cat([w.weight.flatten() == 0 for w, _ in pairs(lamp)]),
+                           torch.cat([w.weight.flatten() == 0 for w, _ in pairs(random_lamp)]))
+    # the allocation is LAMP's: the scores of kept weights are never below those of pruned ones, layer by layer
+    sizes = [w.weight.numel() for w, _ in pairs(net)]
+    assert sum(counts(lamp)) == round(0.9 * sum(sizes))
+    assert lamp_counts(pairs(copy.deepcopy(net)), 0.9) == counts(lamp)
+
+
 # -- the gradual schedule -----------------------------------------------------------------------------------------
 
 def test_polynomial_schedule_is_monotone_and_ends_on_target():
@@ -114,7 +142,7 @@ def test_polynomial_schedule_is_monotone_and_ends_on_target():
 
 
 @pytest.mark.parametrize("method, scope", [("prune.magnitude", "global"), ("prune.random", "global"),
-                                           ("prune.magnitude", "layer")])
+                                           ("prune.magnitude", "layer"), ("prune.random", "lamp")])
 def test_gradual_pruning_reaches_the_target_at_its_last_step(task, trained, method, scope):
     sparsity, steps = 0.8, 5
     ctx = context(task, trained, budget=dataclasses.replace(FINETUNE, channels_last=True))   # as the harness trains
@@ -132,10 +160,10 @@ def test_gradual_pruning_reaches_the_target_at_its_last_step(task, trained, meth
     pairs = prunable_weights(out.model)
     zeros = [int((m.weight == 0).sum()) for m, _ in pairs]
     sizes = [m.weight.numel() for m, _ in pairs]
-    if scope == "global":   # masks kept while training: exactly the target at the end
-        assert sum(zeros) == round(sparsity * sum(sizes))
-    else:
+    if scope == "layer":    # masks kept while training: exactly the target at the end
         assert zeros == [round(sparsity * n) for n in sizes]
+    else:
+        assert sum(zeros) == round(sparsity * sum(sizes))
     assert len(ctx.finetune.budgets) == 1
 
 
