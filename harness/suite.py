@@ -372,7 +372,18 @@ def _rule_matches(rule: dict[str, Any], task: Named, model: Named, method: Named
     whose resolved params have those values."""
     values = {"task": task.name, "model": model.name, "method": method.name}
     params = rule.get("params", {})
-    return _globs_match(rule, values) and all(method.params.get(k) == v for k, v in params.items())
+    return _globs_match(rule, values) and all(_param_matches(method.params.get(k), v) for k, v in params.items())
+
+
+def _param_matches(resolved: Any, wanted: Any) -> bool:
+    """Equal values; a chain's `stages` match when names agree stage by stage and each stage's given params are
+    among its resolved ones (a rule names a chain as the suite file wrote it, not with every default)."""
+    if isinstance(wanted, list) and isinstance(resolved, list) and len(wanted) == len(resolved) and all(
+            isinstance(w, dict) and isinstance(r, dict) and "name" in w for w, r in zip(wanted, resolved)):
+        return all(w["name"] == r.get("name") and all(_param_matches((r.get("params") or {}).get(k), v)
+                                                      for k, v in (w.get("params") or {}).items())
+                   for w, r in zip(wanted, resolved))
+    return resolved == wanted
 
 
 def _rule_shape(rule: Any, extra: frozenset[str] = frozenset()) -> bool:

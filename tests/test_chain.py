@@ -132,3 +132,24 @@ def test_the_deep_compression_suite_file_is_valid():
     assert chains and {c.seed for c in suite.cells} == {0, 1, 2}
     stages = chains[0].method.params["stages"]
     assert [s["name"] for s in stages] == ["prune.magnitude", "share.kmeans"]
+
+
+def test_suite_rules_name_a_chain_by_the_stage_params_the_file_gave(smoke_config):
+    """`extra_seeds` (and `exclude`) rules match a chain by its stages as written, not by every resolved default."""
+    from slimbench.harness.suite import parse_suite
+
+    def chain(sparsity: float) -> dict:
+        return {"name": "chain", "params": {"stages": [
+            {"name": "prune.magnitude", "params": {"sparsity": sparsity}},
+            {"name": "share.kmeans", "params": {"clusters": 16}}]}}
+
+    smoke_config["methods"] = ["baseline", chain(0.9), chain(0.5)]
+    smoke_config["extra_seeds"] = [{"method": "chain", "params": chain(0.9)["params"], "seeds": [1, 2]}]
+    suite = parse_suite(smoke_config)
+    seeds = {(c.method.params["stages"][0]["params"]["sparsity"] if c.method.name == "chain" else None, c.seed)
+             for c in suite.cells}
+    assert {(0.9, 0), (0.9, 1), (0.9, 2), (0.5, 0)} <= seeds and (0.5, 1) not in seeds
+    smoke_config["exclude"] = [{"method": "chain", "params": chain(0.5)["params"]}]
+    smoke_config.pop("extra_seeds")
+    assert {c.method.params["stages"][0]["params"]["sparsity"] for c in parse_suite(smoke_config).cells
+            if c.method.name == "chain"} == {0.9}
