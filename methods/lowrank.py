@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -190,6 +190,73 @@ def tucker2_ranks_for_budget(conv: nn.Conv2d, s_in: torch.Tensor, s_out: torch.T
     return None if best is None or (best[1], best[2]) == (None, None) else (best[1], best[2])
 
 
+def input_cholesky(model: nn.Module, targets: list[tuple[str, nn.Module]], loader: Any) -> dict[str, torch.Tensor]:
+    """Lower Cholesky factor L of each target layer's input second moment E[x xᵀ] (features × features, float64)
+    over the loader's batches, with a small ridge (1e-6 of the mean diagonal) so a dead input keeps L invertible.
+    Every layer sees the trained model's own activations: one pass, no layer waits for another's truncation."""
+    moments: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out: Any) -> None:
+            x = inputs[0].detach()
+            if not isinstance(module, nn.Linear):     # convs: features on dim 1; Linear: the last dim
+                x = x.movedim(1, -1)
+            x = x.reshape(-1, x.shape[-1])
+            moments[name] = moments.get(name, 0) + x.double().T @ x.double()
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in targets]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            for x, _y in loader:
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+    out = {}
+    for name, m in moments.items():
+        m = m / counts[name]
+        ridge = 1e-6 * float(m.diagonal().mean().clamp_min(1e-12))
+        out[name] = torch.linalg.cholesky(m + ridge * torch.eye(m.shape[0], dtype=m.dtype))
+    return out
+
+
+def global_svd_ranks(spectra: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, bool, int]],
+                     params_ratio: float) -> dict[str, int]:
+    """Ranks for all layers together so their factorized parameters total at most 1/params_ratio of the dense
+    ones, discarding the least energy (each layer's squared singular values as shares of its own total).
+
+    Each extra rank of a layer costs in + out parameters and keeps its next singular value's share; the shares
+    fall within a layer at a fixed cost, so taking the best share per parameter first, greedily, is optimal
+    (a fractional knapsack over concave gains). Every layer keeps rank ≥ 1, and no layer gets a rank at which
+    the two thin layers would hold as many parameters as the dense one. Written by hand: no library allocates
+    SVD ranks under a shared parameter budget.
+    """
+    budget = sum(before for *_, before in shapes.values()) / params_ratio
+    ranks, used, gains = {}, 0, []
+    for name, s in spectra.items():
+        in_dim, out_dim, bias, before = shapes[name]
+        cap = min(len(s), (before - (out_dim if bias else 0) - 1) // (in_dim + out_dim))
+        if cap < 1:
+            continue
+        share = (s.double() ** 2) / (s.double() ** 2).sum().clamp_min(1e-300)
+        ranks[name], used = 1, used + svd_params(in_dim, out_dim, 1, bias)
+        gains += [(float(share[r]) / (in_dim + out_dim), name, r) for r in range(1, cap)]
+    if used > budget:
+        raise NotApplicableError(f"lowrank.svd: rank 1 everywhere already holds {used} parameters, more than "
+                                 f"1/{params_ratio} of the {int(budget * params_ratio)} dense ones")
+    for _gain, name, r in sorted(gains, key=lambda g: (-g[0], g[1], g[2])):
+        in_dim, out_dim, *_ = shapes[name]
+        if ranks[name] == r and used + in_dim + out_dim <= budget:
+            ranks[name], used = r + 1, used + in_dim + out_dim
+    return ranks
+
+
 # -- the methods -------------------------------------------------------------------------------------------
 @dataclass
 class LayerPlan:
@@ -227,8 +294,18 @@ class LowRank(Method):
         """Is this module a layer this decomposition applies to?"""
 
     @abc.abstractmethod
-    def plan_layer(self, name: str, module: nn.Module) -> LayerPlan | str:
-        """The layer's factorized replacement, or why it stays as it is."""
+    def plan_layer(self, name: str, module: nn.Module, rank: int | None = None,
+                   stats: torch.Tensor | None = None) -> LayerPlan | str:
+        """The layer's factorized replacement (at `rank` when an allocation chose it), or why it stays as it is."""
+
+    def layer_statistics(self, model: nn.Module, targets: list[tuple[str, nn.Module]],
+                         ctx: MethodContext) -> dict[str, torch.Tensor]:
+        """Per-layer statistics of the training data a decomposition weighs its error by (none: plain weights)."""
+        return {}
+
+    def allocate(self, targets: list[tuple[str, nn.Module]], stats: dict[str, torch.Tensor]) -> dict[str, int]:
+        """Ranks chosen across layers at once (none: each layer by its own rule)."""
+        return {}
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         example = ctx.task.example_input(1)
@@ -236,13 +313,18 @@ class LowRank(Method):
         macs_before = count_macs(model, example)
         plans: list[LayerPlan] = []
         skipped: dict[str, str] = {}
+        targets: list[tuple[str, nn.Module]] = []
         for name, module in model.named_modules():
             if not name or not self.is_target(module):   # the model itself is not replaceable in place
                 continue
             if module is classifier and not self.include_classifier:
                 skipped[name] = "classifier (include_classifier: false)"
                 continue
-            plan = self.plan_layer(name, module)
+            targets.append((name, module))
+        stats = self.layer_statistics(model, targets, ctx)
+        ranks = self.allocate(targets, stats)
+        for name, module in targets:
+            plan = self.plan_layer(name, module, ranks.get(name), stats.get(name))
             if isinstance(plan, str):
                 skipped[name] = plan
             else:
@@ -281,17 +363,55 @@ class SvdFactorization(LowRank):
 
     name: ClassVar[str] = "lowrank.svd"
     decomposition: ClassVar[str] = "svd"
+    # layer: every layer params_ratio× smaller; global: the factorized layers together params_ratio× smaller, ranks
+    # spent where they keep the most energy (a layer whose spectrum falls fast gives up more rank)
+    allocation: Literal["layer", "global"] = "layer"
+    # whiten: truncate W·S instead of W, S the Cholesky factor of the layer's input second moment on training
+    # batches (SVD-LLM's truncation-aware whitening): the discarded part is the output error on data, not the
+    # weights' error, so the truncated network starts far closer to the trained one
+    whiten: bool = False
+    calibration_samples: int = bounded(512, ge=1)   # training examples the input moments are measured on
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.allocation == "global" and self.energy is not None:
+            raise ConfigError(f"{self.name}: allocation 'global' shares a params_ratio budget between layers; "
+                              f"with energy ({self.energy}) every layer already keeps the same share")
 
     def is_target(self, module: nn.Module) -> bool:
         return svd_target(module)
 
-    def plan_layer(self, name: str, module: nn.Module) -> LayerPlan | str:
+    def layer_statistics(self, model: nn.Module, targets: list[tuple[str, nn.Module]],
+                         ctx: MethodContext) -> dict[str, torch.Tensor]:
+        if not self.whiten:
+            return {}
+        return input_cholesky(model, targets, ctx.task.calibration_dataloader(self.calibration_samples))
+
+    def factors(self, module: nn.Module, chol: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(U, S, Vh) with U·diag(S)·Vh = the layer's matrix; whitened: the SVD of W·L, with Vh·L⁻¹ folded back."""
+        if chol is None:
+            return _svd(_matrix(module))
+        u, s, vh = _svd(_matrix(module).double() @ chol)
+        return u, s, torch.linalg.solve_triangular(chol, vh, upper=False, left=False)
+
+    def allocate(self, targets: list[tuple[str, nn.Module]], stats: dict[str, torch.Tensor]) -> dict[str, int]:
+        if self.allocation != "global":
+            return {}
+        return global_svd_ranks({name: self.factors(m, stats.get(name))[1] for name, m in targets},
+                                {name: (_matrix(m).shape[1], _matrix(m).shape[0], m.bias is not None, layer_params(m))
+                                 for name, m in targets}, self.rule["params_ratio"])
+
+    def plan_layer(self, name: str, module: nn.Module, rank: int | None = None,
+                   stats: torch.Tensor | None = None) -> LayerPlan | str:
         out_dim, in_dim = _matrix(module).shape
         bias = module.bias is not None
         before = layer_params(module)
-        factors = _svd(_matrix(module))
+        factors = self.factors(module, stats)
         s = factors[1]
-        if self.energy is not None:
+        if self.allocation == "global":
+            if rank is None:
+                return f"{in_dim}→{out_dim}: the global allocation keeps it dense (no rank saves parameters)"
+        elif self.energy is not None:
             rank = energy_rank(s, self.energy)
         else:
             budget = before / self.rule["params_ratio"]
@@ -323,7 +443,8 @@ class TuckerFactorization(LowRank):
     def is_target(self, module: nn.Module) -> bool:
         return tucker_target(module)
 
-    def plan_layer(self, name: str, module: nn.Module) -> LayerPlan | str:
+    def plan_layer(self, name: str, module: nn.Module, rank: int | None = None,
+                   stats: torch.Tensor | None = None) -> LayerPlan | str:
         conv: nn.Conv2d = module
         in_c, out_c, kernel = conv.in_channels, conv.out_channels, math.prod(conv.kernel_size)
         bias = conv.bias is not None

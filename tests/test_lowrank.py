@@ -119,6 +119,49 @@ def test_svd_halves_the_factorized_layers_and_saves_macs(trained, digits):
     assert out.compute == "physical" and out.achieved["factorized_params_ratio"] >= 2.0
 
 
+def test_global_svd_allocation_spends_ranks_where_energy_is_and_keeps_the_shared_budget(trained, digits):
+    """Two layers, one with a spectrum that falls fast: the shared budget gives it a lower rank than the flat one,
+    keeps more total energy than halving each layer, and the factorized layers together are at most half."""
+    from slimbench.methods.lowrank import global_svd_ranks
+
+    fast, flat = torch.tensor([10.0, 1.0, 0.1, 0.01] + [0.001] * 28), torch.ones(32)
+    shapes = {"fast": (32, 32, False, 32 * 32), "flat": (32, 32, False, 32 * 32)}
+    ranks = global_svd_ranks({"fast": fast, "flat": flat}, shapes, 2.0)
+    assert ranks["fast"] < 8 < ranks["flat"]
+    assert sum(r * 64 for r in ranks.values()) <= 32 * 32
+    per_layer = retained(fast, 8) + retained(flat, 8)            # params_ratio 2 per layer: rank 8 each
+    assert retained(fast, ranks["fast"]) + retained(flat, ranks["flat"]) > per_layer
+
+    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
+                allocation="global")
+    before = sum(row["params_before"] for row in out.details["layers"])
+    after = sum(row["params_after"] for row in out.details["layers"])
+    assert after <= before / 2 and out.achieved["factorized_params_ratio"] >= 2.0
+    assert {row["layer"] for row in out.details["layers"]} == {"3", "12"}
+    with pytest.raises(ConfigError, match="allocation 'global' shares a params_ratio budget"):
+        build_method("lowrank.svd", {"energy": 0.9, "allocation": "global"})
+
+
+def test_whitened_svd_is_exact_at_full_rank_and_loses_less_output_on_data_when_truncated(trained, digits):
+    """W = U·S·(Vh·L⁻¹) exactly, so full rank reproduces the layer; truncated, it discards the directions the
+    training inputs use least, so the layer's output error on data is below the plain SVD's at the same rank."""
+    from slimbench.methods.lowrank import input_cholesky
+
+    method = build_method("lowrank.svd", {"whiten": True, "params_ratio": 2.0})
+    layer = trained[3]                                   # the strided 1×1 conv, 24 → 48
+    chol = input_cholesky(trained, [("3", layer)], digits.calibration_dataloader(256))["3"]
+    x = torch.relu(trained[1](trained[0](digits.val.x[:200])))    # the layer's real inputs
+    full = svd_factorize(layer, 24, method.factors(layer, chol))
+    assert torch.allclose(full(x), layer(x), atol=1e-5)
+    errors = {}
+    for name, factors in (("plain", None), ("whitened", method.factors(layer, chol))):
+        errors[name] = (svd_factorize(layer, 6, factors)(x) - layer(x)).norm().item()
+    assert errors["whitened"] < 0.9 * errors["plain"], errors
+    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
+                whiten=True, allocation="global")
+    assert out.achieved["factorized_params_ratio"] >= 2.0
+
+
 def test_tucker_halves_dense_kxk_convs_and_leaves_depthwise(trained, digits):
     out = apply("lowrank.tucker", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False)
     layers = {row["layer"]: row for row in out.details["layers"]}
