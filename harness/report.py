@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness import robustness, sweep
+from slimbench.harness import layer_tables, robustness, sweep
 from slimbench.harness.distill_report import distillation_markdown
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
@@ -237,6 +237,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
         if flagged:
             lines += ["Provenance warning: some rows come from " + "; ".join(flagged) + ".", ""]
     lines += sweep.controls_markdown(records)
+    lines += layer_tables.mixed_precision_markdown(records)
     lines += distillation_markdown(rows, records)
     return "\n".join(lines)
 

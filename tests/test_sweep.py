@@ -79,3 +79,26 @@ def test_a_chain_label_shows_its_stages_with_their_knobs_and_changed_params_only
     assert short_params(json.dumps({"stages": stages})) == \
         "stages=prune.magnitude(sparsity=0.8, schedule=gradual) → share.kmeans(clusters=16)"
     assert short_params(json.dumps({"sparsity": 0.5, "scope": "layer"})) == "sparsity=0.5, scope=layer"
+
+
+def test_mixed_precision_table_comes_from_the_record_of_the_lowest_seed():
+    from slimbench.harness.layer_tables import mixed_precision_markdown
+
+    def rec(seed: int, precision: str) -> RunRecord:
+        layers = [{"layer": "features.0", "op": "Conv", "params": 100, "loss_increase": 0.02, "accuracy_change": -0.01,
+                   "precision": "float32"},
+                  {"layer": "classifier", "op": "Gemm", "params": 300, "loss_increase": 0.0001, "accuracy_change": 0.0,
+                   "precision": precision}]
+        return RunRecord(run_id=f"m{seed}", suite="t", status="ok", task="synth-kws", model="mobilenetv2",
+                         method="quant.mixed", family="quantization", seed=seed, config={},
+                         metrics={"accuracy": 0.87, "stored_bytes": 1234}, reference={}, compression={},
+                         details={"layers": layers, "params_given": {"max_accuracy_drop": 0.005},
+                                  "search": [{"float_layers": 1, "loss_increase": 0.001, "accuracy_change": -0.002}]})
+
+    lines = mixed_precision_markdown([rec(1, "float32"), rec(0, "int8")])
+    text = "\n".join(lines)
+    assert "seed 0" in text and "seed 1" not in text
+    assert "1 of 2 layers int8, holding 75.0 % of the weights" in text
+    rows = [line for line in text.splitlines() if line.startswith("| classifier") or line.startswith("| features.0")]
+    assert len(rows) == 2 and "int8" in rows[1] and "float32" in rows[0] and "Gemm" in rows[1]
+    assert mixed_precision_markdown([]) == []
