@@ -72,7 +72,8 @@ def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                      "accuracy": mean(m), "accuracy_std": std(m), "control_accuracy": mean(c),
                      "control_accuracy_std": std(c), "delta": mean(deltas), "delta_std": std(deltas),
                      "spread": spread, "verdict": verdict})
-    return rows
+    return sorted(rows, key=lambda r: (r["task"], r["model"], r["method"], json.dumps(r["fixed"], sort_keys=True),
+                                       sorted(r["swept"].items())))
 
 
 def _short(params: dict[str, Any]) -> str:
