@@ -67,7 +67,7 @@ def test_method_params_are_validated_with_the_valid_fields_named():
         build_method("prune.magnitude", {"sparsty": 0.3})
     with pytest.raises(ConfigError, match="parameter 'sparsity' must be a number, got 'high'"):
         build_method("prune.magnitude", {"sparsity": "high"})
-    with pytest.raises(ConfigError, match=r"must be one of \['global', 'layer'\]"):
+    with pytest.raises(ConfigError, match=r"must be one of \['global', 'layer', 'lamp'\]"):
         build_method("prune.magnitude", {"scope": "everywhere"})
     assert build_method("prune.magnitude", {"sparsity": 0.7}).sparsity == 0.7
 
