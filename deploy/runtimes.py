@@ -104,7 +104,8 @@ def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: 
 
 
 def speedup_bands(latency: dict[str, dict[str, dict[str, Any]]], deployed: str) -> dict[str, dict[str, Any]]:
-    """Reference ÷ model latency per runtime and batch: the median ratio and its band over interleaved rounds.
+    """Reference ÷ model latency per runtime and timed example (batch): the median ratio and its band over
+    interleaved rounds.
 
     Each round times the model and the reference back to back, so a per-round ratio cancels slow drift of a
     shared machine; the band (lowest to highest round ratio) is the noise a speedup has to clear.
@@ -112,7 +113,7 @@ def speedup_bands(latency: dict[str, dict[str, dict[str, Any]]], deployed: str) 
     out: dict[str, dict[str, Any]] = {}
     for runtime, timings in latency["model"].items():
         ref = latency["reference"].get(runtime, {})
-        for key in ("b1", "bn"):
+        for key in (k.removesuffix("_rounds_ms") for k in timings if k.endswith("_rounds_ms")):   # every example timed
             m, r = timings.get(f"{key}_rounds_ms"), ref.get(f"{key}_rounds_ms")
             if not m or not r:
                 continue

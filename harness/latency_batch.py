@@ -21,9 +21,6 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 
-RUNTIMES = ("eager", "onnxruntime")
-
-
 @dataclass
 class BatchTiming:
     task: str
@@ -77,8 +74,8 @@ def select(records: list[RunRecord], method: str, seeds: list[int] | None) -> li
 
 def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] | None, rounds: int,
             min_run_time: float, threads: int) -> list[BatchTiming]:
-    from slimbench.deploy.latency import MeasureConfig, latency_rounds_ms
-    from slimbench.deploy.runtimes import deploy
+    from slimbench.deploy.latency import MeasureConfig
+    from slimbench.deploy.runtimes import latency_by_runtime, speedup_bands
     from slimbench.tasks import build_task
 
     records = load_records(suite_dir / "runs")
@@ -92,17 +89,18 @@ def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] |
         if key not in tasks:
             tasks[key] = build_task(rec.task, rec.config["task"]["params"])
         task = tasks[key]
-        model, reference = _load(suite_dir, rec, task), _load(suite_dir, base, task)
-        probe = task.example_input(1)
-        for runtime in RUNTIMES:
-            pair = {"model": deploy(model, runtime, probe, threads), "reference": deploy(reference, runtime, probe, threads)}
+        examples = {f"b{n}": task.example_input(n) for n in batches}
+        # the cells' own timing path: every runtime, model and baseline in the same interleaved rounds
+        latency = latency_by_runtime(_load(suite_dir, rec, task), _load(suite_dir, base, task), "eager", examples, cfg)
+        bands = speedup_bands(latency, "eager")
+        for runtime, by_batch in bands.items():        # a runtime that cannot run the model has no band
             for batch in batches:
-                timed = latency_rounds_ms(pair, task.example_input(batch), cfg)
-                ratios = sorted(r / m for m, r in zip(timed["model"], timed["reference"]))
-                m_ms, r_ms = statistics.median(timed["model"]), statistics.median(timed["reference"])
+                band = by_batch[f"b{batch}"]
                 out.append(BatchTiming(rec.task, rec.model, rec.method, rec.details.get("params_given", {}), rec.seed,
                                        rec.run_id, base.metrics["macs"] / rec.metrics["macs"], runtime, batch,
-                                       m_ms, r_ms, r_ms / m_ms, ratios[0], ratios[-1], len(ratios)))
+                                       latency["model"][runtime][f"b{batch}_ms"],
+                                       latency["reference"][runtime][f"b{batch}_ms"], band["ratio"], band["low"],
+                                       band["high"], band["rounds"]))
     return out
 
 

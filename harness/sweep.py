@@ -41,9 +41,11 @@ def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     mean Δ exceeds the paired Δ's spread and both sides' seed spreads: a gap the seeds could not produce alone.
     """
     accs: dict[tuple[str, tuple[str, str, str]], dict[int, float]] = defaultdict(dict)
+    given_params: dict[tuple[str, tuple[str, str, str]], dict[str, Any]] = {}
     for rec in records:
         if rec.status == "ok" and (rec.method in CONTROLS or rec.method in CONTROLS.values()):
             accs[rec.method, _key(rec)][rec.seed] = float(rec.metrics["accuracy"])
+            given_params.setdefault((rec.method, _key(rec)), rec.details.get("params_given", _params(rec)))
     rows = []
     for (method, key), by_seed in sorted(accs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         control = CONTROLS.get(method)
@@ -64,8 +66,7 @@ def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             verdict = "worse than the control beyond the seeds' spread"
         else:
             verdict = "inside the seeds' spread"
-        params = json.loads(key[2])
-        given = next(r for r in records if r.method == method and _key(r) == key).details.get("params_given", params)
+        params, given = json.loads(key[2]), given_params[method, key]
         rows.append({"task": key[0], "model": key[1], "method": method, "control": control,
                      "fixed": {k: v for k, v in given.items() if k not in SWEPT},
                      "swept": {k: params[k] for k in SWEPT if k in params}, "seeds": seeds,
