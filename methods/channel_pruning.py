@@ -33,13 +33,16 @@ import torch_pruning as tp
 from torch import nn
 
 from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.distillation import DistillLoss
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.distillation import finetune_against
 from slimbench.methods.pruning import output_layer, seeded, step_seed
 
 Criterion = Literal["l1", "l2", "taylor", "random"]
+Recovery = Literal["finetune", "distill"]
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MAX_RATIO = 1.0 - 1e-6        # every group at its floor: the most the dependency graph can remove
 RATIO_TOLERANCE = 1e-3        # bisection precision of the channel fraction (one channel in 1000)
@@ -237,6 +240,13 @@ class ChannelPruning(Method):
     finetune: bool = True
     taylor_batches: int = bounded(4, ge=1)                # training batches whose gradients score channels
     round_to: int = bounded(8, ge=1)                      # kept channel counts are multiples of this (see above)
+    # How each round's fine-tune recovers: labels alone, or distilled from the unpruned model (its logits as soft
+    # targets, Hinton KD with kd_alpha and kd_temperature): the same batches, plus one forward pass of the unpruned
+    # model per batch. A pruned network that lost whole channels has to relearn features; the unpruned model's
+    # output distribution says more per example than the label (the recovery most channel-pruning papers use).
+    recover: Recovery = "finetune"
+    kd_alpha: float = bounded(0.9, ge=0.0, le=1.0)
+    kd_temperature: float = bounded(4.0, gt=0.0)
 
     def __post_init__(self) -> None:
         check_ranges(self, self.name)
@@ -251,6 +261,7 @@ class ChannelPruning(Method):
         plan = plan_pruning(model, example, layout, macs_ratio=self.macs_ratio, channel_ratio=self.channel_ratio,
                             round_to=self.round_to, who=self.name)   # raises before any training
         before = widths(model)
+        unpruned = copy.deepcopy(model).eval() if self.recover == "distill" else None
         pruner = build_pruner(model, example, layout, make_importance(self.importance), plan.ratio, self.rounds,
                               self.round_to)
         budget = (round_budget(ctx.budget, self.rounds, len(ctx.task.train_dataloader(ctx.budget.batch_size)))
@@ -262,7 +273,7 @@ class ChannelPruning(Method):
                 pruner.step()
             model.zero_grad(set_to_none=True)
             if self.finetune:
-                tuned = ctx.finetune(model, cfg=budget)
+                tuned = self.recover_round(model, unpruned, ctx, budget)
                 if tuned is not model:   # the pruner's graph holds this model's modules: keep training them
                     model.load_state_dict(tuned.state_dict())
         model.eval()
@@ -279,8 +290,15 @@ class ChannelPruning(Method):
             requested=requested,
             achieved={"macs_ratio": round(plan.base_macs / macs, 4), "params_ratio": round(plan.base_params / params, 4),
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
-            details={"importance": self.importance, "rounds": self.rounds, "layer_ratio": round(plan.ratio, 6),
+            details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover, "layer_ratio": round(plan.ratio, 6),
                      "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},
                      "kept_channels": {k: [after[k], v] for k, v in before.items() if k in after and after[k] != v},
                      "empty_layers": [k for k, v in after.items() if v == 0]},
         )
+
+    def recover_round(self, model: nn.Module, unpruned: nn.Module | None, ctx: MethodContext,
+                      budget: TrainConfig) -> nn.Module:
+        if unpruned is None:
+            return ctx.finetune(model, cfg=budget)
+        loss = DistillLoss(alpha=self.kd_alpha, temperature=self.kd_temperature)
+        return finetune_against(model, unpruned, ctx, budget, loss)[0]

@@ -38,6 +38,21 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def finetune_against(student: nn.Module, teacher: nn.Module, ctx: MethodContext, budget: TrainConfig,
+                     loss: DistillLoss) -> tuple[nn.Module, DistillationModule]:
+    """`ctx.finetune` with a distillation loss from a frozen `teacher`: the one place a student meets its teacher.
+
+    Used by the distillation methods (the suite's teacher) and by methods that recover from compression against
+    the uncompressed model (its own logits as soft targets).
+    """
+    module = DistillationModule(student, teacher, ctx.task.num_classes, budget, loss,
+                                example=ctx.task.example_input(8))
+    try:
+        return ctx.finetune(student, module=module, cfg=budget), module
+    finally:
+        module.remove_hooks()
+
+
 @dataclass
 class Distillation(Method):
     """Shared mechanism: pick the student's start and budget, train it in a DistillationModule, report."""
@@ -62,13 +77,7 @@ class Distillation(Method):
             student, budget = ctx.fresh_model(), ctx.train_budget
         else:
             student, budget = model, ctx.budget
-        loss = self.loss()
-        module = DistillationModule(student, teacher.model, ctx.task.num_classes, budget, loss,
-                                    example=ctx.task.example_input(8))
-        try:
-            student = ctx.finetune(student, module=module, cfg=budget)
-        finally:
-            module.remove_hooks()
+        student, module = finetune_against(student, teacher.model, ctx, budget, self.loss())
         return Outcome(student, compute="dense", details=self.details(module, teacher.meta, student, budget, ctx))
 
     def details(self, module: DistillationModule, teacher_meta: dict[str, Any], student: nn.Module,

@@ -13,6 +13,7 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
+from slimbench.baselines.distillation import DistillationModule
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
@@ -42,11 +43,12 @@ class Calls:
     """Counts fine-tunes and the budgets they ran; `forbid` makes any fine-tune a test failure."""
 
     def __init__(self, task: Task, forbid: bool = False, budget: TrainConfig = FINETUNE):
-        self.task, self.forbid, self.budget, self.budgets = task, forbid, budget, []
+        self.task, self.forbid, self.budget, self.budgets, self.modules = task, forbid, budget, [], []
 
     def __call__(self, model: nn.Module, module=None, cfg: TrainConfig | None = None) -> nn.Module:
         assert not self.forbid, "fine-tuning started although the target was impossible"
         self.budgets.append(cfg or self.budget)
+        self.modules.append(module)
         return fit(model, self.task, cfg or self.budget, seed=0, module=module).model
 
 
@@ -271,6 +273,28 @@ def test_channel_pruning_fine_tunes_in_rounds_within_the_budget(task, trained):
     assert out.achieved["macs_ratio"] >= 2.0
     accuracy = (out.model(task.val.x).argmax(1) == task.val.y).float().mean()
     assert accuracy > 0.5   # pruned and fine-tuned, it still classifies digits
+
+
+def test_channel_pruning_recovers_against_the_unpruned_model(task, trained):
+    """recover: distill fine-tunes each round against the model as it was before pruning, not the suite's teacher."""
+    x = task.val.x[:256]
+    with torch.no_grad():
+        before = trained(x)
+    ctx = context(task, trained)
+    ctx = dataclasses.replace(ctx, teacher=lambda: pytest.fail("the suite's teacher is not this method's"))
+    out = build_method("prune.channel", {"macs_ratio": 2.0, "rounds": 2, "recover": "distill", "kd_alpha": 1.0}
+                       ).apply(copy.deepcopy(trained), ctx)
+    assert len(ctx.finetune.modules) == 2
+    for module in ctx.finetune.modules:
+        assert isinstance(module, DistillationModule) and module.loss.alpha == 1.0
+        assert count_macs(module.teacher, x[:1]) == count_macs(trained, x[:1])   # the unpruned network, frozen
+        with torch.no_grad():
+            assert torch.allclose(module.teacher(x), before)
+    assert out.details["recover"] == "distill" and out.achieved["macs_ratio"] >= 2.0
+    # labels never entered the loss (alpha 1): the pruned model learned the unpruned one's predictions
+    with torch.no_grad():
+        agree = (out.model(x).argmax(1) == before.argmax(1)).float().mean()
+    assert agree > 0.8
 
 
 def test_round_budget_splits_the_fine_tune_budget():
