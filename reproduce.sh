@@ -67,7 +67,7 @@ setup() {
 
 case "$MODE" in
   setup) setup ;;
-  quick) setup; exec "$VENV/bin/slimbench" reproduce configs/quick.yaml "$@" ;;
+  quick) setup; exec "$VENV/bin/slimbench" reproduce configs/quick.yaml --executor ray "$@" ;;
   test)  setup; export WANDB_MODE=offline SLIMBENCH_PROGRESS=0; exec "$VENV/bin/python" -m pytest tests "$@" ;;
   full)  setup; unset HF_HUB_OFFLINE; exec "$VENV/bin/slimbench" run configs/full.yaml "$@" ;;
   -h|--help|help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;

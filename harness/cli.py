@@ -31,6 +31,18 @@ group (loaded automatically), or name modules / .py files with --import or a sui
 """
 
 
+def _add_executor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=["serial", "ray"], default="serial",
+                        help="serial: one cell after another in this process (default); ray: each cell a Ray task "
+                             "with the suite's `resources:` (baselines and teachers first), on a local Ray instance "
+                             "or the cluster at --address (needs slimbench[ray])")
+    parser.add_argument("--address", default=None, metavar="ADDR",
+                        help="with --executor ray: join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
+                             "starting a local instance; results and cache must be on a path every worker sees")
+    parser.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                        help="with --executor ray and no --address: CPUs of the local Ray instance (default: all)")
+
+
 def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
                    help="import a module (by name) or a .py file that registers methods, tasks or models; "
@@ -75,15 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only shard I of N (0-based); a cell's shard depends on its run_id alone, so N processes "
                           "or SLURM array tasks (--shard $SLURM_ARRAY_TASK_ID/N) share one results folder safely")
-    run.add_argument("--executor", choices=["serial", "ray"], default="serial",
-                     help="serial: one cell after another in this process (default); ray: each cell a Ray task "
-                          "with the suite's `resources:` (baselines and teachers first), on a local Ray instance or "
-                          "the cluster at --address (needs slimbench[ray])")
-    run.add_argument("--address", default=None, metavar="ADDR",
-                     help="with --executor ray: join this Ray cluster (e.g. auto, or ray://head:10001) instead of "
-                          "starting a local instance; results and cache must be on a path every worker sees")
-    run.add_argument("--ray-cpus", type=int, default=None, metavar="N",
-                     help="with --executor ray and no --address: CPUs of the local Ray instance (default: all)")
+    _add_executor(run)
     run.add_argument("--devices", type=_devices, default=1, metavar="N",
                      help="Lightning devices per training run (default 1; an integer or 'auto')")
     run.add_argument("--strategy", default="auto",
@@ -133,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     rpr.add_argument("--scratch", type=Path, default=None,
                      help="where the fresh run goes (default: RESULTS/.reproduce/<commit>)")
     rpr.add_argument("--wandb", choices=["offline", "online", "disabled"], default="disabled")
+    _add_executor(rpr)
     rpr.add_argument("--allow-dirty", action="store_true", help="as for run")
     _add_import(rpr)
 
@@ -270,8 +275,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     scratch = args.scratch or args.results / ".reproduce" / ((git_state().get("commit") or "no-commit")[:12])
     runner = SuiteRunner(suite, scratch, scratch / ".cache" / "models", args.wandb, progress=True,
                          allow_dirty=args.allow_dirty or None)
+    from slimbench.harness.executors import make_executor
+
     start = time.perf_counter()
-    outcome = runner.run()
+    outcome = runner.run(executor=make_executor(args.executor, args.address, args.ray_cpus, args.imports))
     wall = time.perf_counter() - start
     from slimbench.harness.report import build_report
 

@@ -52,7 +52,7 @@ def _short_value(value: object) -> str:
 
 # Timing rounds inside one process understate how much a speedup moves between two runs of the same cell
 # (another process, other memory placement, a neighbour on the VM). Measured by running the quick suite twice on
-# one 2-core VM (results/quick/reproduction.md): over 62 paired speedup ratios the run-to-run |log ratio| had a
+# one 2-core VM (results/overview/reproduction.md, when the suite was named quick): over 62 paired speedup ratios the run-to-run |log ratio| had a
 # median of 0.026, a 95th percentile of 0.082 and a maximum of 0.158. A speedup band is widened by this share on
 # each side before it is read: two runs agree when their widened bands overlap, and a speedup whose widened band
 # contains 1 is noise.
