@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from slimbench.core.errors import ConfigError, DatasetMissingError
 from slimbench.tasks.audio import fit_length, resample
@@ -244,13 +245,26 @@ def generate(s: SynthSettings, cache_root: Path | None = None, binary: str = "es
     path = find_espeak(binary)
     version, data_dir = espeak_version(path)
     folder = (cache_root or default_cache_root()) / cache_key(s, version)
-    clips, meta_file = folder / "utterances.npz", folder / "meta.json"
-    if clips.exists() and meta_file.exists():
-        with np.load(clips) as data:
-            speech, labels = _unpack(data["pcm"], data["lengths"]), data["labels"].astype(np.int64)
-        meta = json.loads(meta_file.read_text())
-        return SynthData(speech, labels, meta["classes"], {**meta, "cache": str(folder), "cached": True})
+    folder.mkdir(parents=True, exist_ok=True)
+    # Parallel workers (Ray tasks, shards) that need the same clips at once: one synthesizes, the others wait
+    # for it and read its cache instead of spending their cores on the same espeak runs.
+    with FileLock(str(folder / "utterances.lock")):
+        return _cached(folder) or _synthesize(s, path, version, data_dir, folder, workers)
 
+
+def _cached(folder: Path) -> SynthData | None:
+    clips, meta_file = folder / "utterances.npz", folder / "meta.json"
+    if not (clips.exists() and meta_file.exists()):
+        return None
+    with np.load(clips) as data:
+        speech, labels = _unpack(data["pcm"], data["lengths"]), data["labels"].astype(np.int64)
+    meta = json.loads(meta_file.read_text())
+    return SynthData(speech, labels, meta["classes"], {**meta, "cache": str(folder), "cached": True})
+
+
+def _synthesize(s: SynthSettings, path: str, version: str, data_dir: Path | None, folder: Path,
+                workers: int | None) -> SynthData:
+    clips, meta_file = folder / "utterances.npz", folder / "meta.json"
     check_variants(s.variants, data_dir)
     plans = plan_clips(s)
     start = time.perf_counter()
@@ -264,7 +278,6 @@ def generate(s: SynthSettings, cache_root: Path | None = None, binary: str = "es
     seconds = time.perf_counter() - start
     meta = {"classes": s.classes, "settings": asdict(s), "espeak": version, "format": FORMAT_VERSION,
             "utterances": len(labels), "generation_seconds": round(seconds, 2), "workers": workers}
-    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as tmp:
         np.savez(tmp, pcm=pcm, lengths=lengths, labels=labels)
     os.replace(tmp.name, clips)

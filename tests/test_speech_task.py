@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,22 @@ def test_mix_places_speech_at_the_requested_snr():
 
 
 @needs_espeak
+def test_workers_asking_for_the_same_clips_at_once_synthesize_them_once(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+    real = espeak_synth.run_espeak
+
+    def counting(args: list[str]) -> bytes:
+        calls.append(args)
+        return real(args)
+
+    monkeypatch.setattr(espeak_synth, "run_espeak", counting)
+    with ThreadPoolExecutor(max_workers=3) as pool:   # three Ray workers or shards starting together
+        results = list(pool.map(lambda _: generate(TINY, tmp_path, workers=1), range(3)))
+    assert len([c for c in calls if "--stdout" in c]) == 8          # one synthesis, not three
+    assert sorted(r.meta["cached"] for r in results) == [False, True, True]
+    assert all(r.labels.tolist() == results[0].labels.tolist() for r in results)
+
+
 def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, monkeypatch):
     calls: list[list[str]] = []
     real = espeak_synth.run_espeak
