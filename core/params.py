@@ -43,6 +43,23 @@ def bounded(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: 
     return dataclasses.field(default=default, metadata={"range": Range(ge, gt, le, lt)})
 
 
+def added(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None) -> Any:
+    """A parameter added after results exist, whose default keeps the method's earlier behaviour.
+
+    At its default it is left out of the resolved parameters (`resolved_params`), so of every run_id: adding a
+    knob does not expire the finished cells it cannot change. Set to anything else, it is recorded like any field.
+    """
+    return dataclasses.field(default=default, metadata={"range": Range(ge, gt, le, lt), "omit_at_default": True})
+
+
+def resolved_params(obj: Any) -> dict[str, Any]:
+    """Every parameter of a built dataclass, defaults included (so records say what ran), but `added` ones at
+    their default."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init
+            and not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == f.default)}
+
+
 def check_ranges(obj: Any, where: str) -> None:
     """Every numeric field finite and inside its declared `bounded` range; one ConfigError naming field and value."""
     for f in dataclasses.fields(obj):

@@ -18,7 +18,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TRAINING_VERSION
 from slimbench.core import plugins
 from slimbench.core.errors import ConfigError
-from slimbench.core.params import bounded, build_dataclass, load_yaml
+from slimbench.core.params import bounded, build_dataclass, load_yaml, resolved_params
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.latency import MeasureConfig
 from slimbench.harness.measure import MEASURE_VERSION
@@ -186,8 +186,8 @@ def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Name
     parsed = parse_params(registry, name, params)
     if parsed is None:
         return Named(name, {})
-    resolved = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed) if f.init}
-    return Named(name, json.loads(json.dumps(resolved, default=list)), tuple(params))
+    resolved = resolved_params(parsed)   # a given `added` knob at its default is no knob: not in labels either
+    return Named(name, json.loads(json.dumps(resolved, default=list)), tuple(k for k in params if k in resolved))
 
 
 def packaged_suites() -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from slimbench.core.errors import ConfigError, SlimbenchError
+from slimbench.core.params import resolved_params
 from slimbench.methods.base import Method, MethodContext, Outcome, Stage, build_method, register_method
 
 STAGE_KEYS = {"name", "params"}
@@ -23,7 +24,7 @@ STAGE_KEYS = {"name", "params"}
 
 def _resolved_params(method: Method) -> dict[str, Any]:
     """Every parameter of a built stage, defaults included, so the record says exactly what ran."""
-    return {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.init}   # type: ignore[arg-type]
+    return resolved_params(method)
 
 
 @register_method("chain")

@@ -35,7 +35,7 @@ from torch import nn
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.distillation import DistillLoss
 from slimbench.core.errors import ConfigError, NotApplicableError
-from slimbench.core.params import bounded, check_ranges
+from slimbench.core.params import added, bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 from slimbench.methods.distillation import finetune_against
@@ -244,9 +244,9 @@ class ChannelPruning(Method):
     # targets, Hinton KD with kd_alpha and kd_temperature): the same batches, plus one forward pass of the unpruned
     # model per batch. A pruned network that lost whole channels has to relearn features; the unpruned model's
     # output distribution says more per example than the label (the recovery most channel-pruning papers use).
-    recover: Recovery = "finetune"
-    kd_alpha: float = bounded(0.9, ge=0.0, le=1.0)
-    kd_temperature: float = bounded(4.0, gt=0.0)
+    recover: Recovery = added("finetune")
+    kd_alpha: float = added(0.9, ge=0.0, le=1.0)
+    kd_temperature: float = added(4.0, gt=0.0)
 
     def __post_init__(self) -> None:
         check_ranges(self, self.name)
@@ -290,7 +290,9 @@ class ChannelPruning(Method):
             requested=requested,
             achieved={"macs_ratio": round(plan.base_macs / macs, 4), "params_ratio": round(plan.base_params / params, 4),
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
-            details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover, "layer_ratio": round(plan.ratio, 6),
+            details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover,
+                     "kd": {"alpha": self.kd_alpha, "temperature": self.kd_temperature} if unpruned is not None else None,
+                     "layer_ratio": round(plan.ratio, 6),
                      "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},
                      "kept_channels": {k: [after[k], v] for k, v in before.items() if k in after and after[k] != v},
                      "empty_layers": [k for k, v in after.items() if v == 0]},

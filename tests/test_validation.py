@@ -115,3 +115,23 @@ def test_extra_seeds_add_cells_only_where_a_rule_matches(smoke_config, tmp_path:
                       "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0",
                       "digits/tiny-cnn/prune.magnitude[sparsity=0.8]/s0",
                       "digits/tiny-cnn/prune.magnitude[sparsity=0.8]/s2"]
+
+
+def test_a_parameter_added_later_keeps_finished_run_ids_until_it_is_set(smoke_config, tmp_path: Path):
+    """`added` knobs (e.g. prune.channel's recover) leave a default cell's run_id as it was before they existed."""
+    base = {"name": "prune.channel", "params": {"macs_ratio": 2.0}}
+    smoke_config["methods"] = [base, {"name": "prune.channel", "params": {"macs_ratio": 2.0, "recover": "finetune"}}]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    with pytest.raises(Exception, match="twice"):   # the default written out is the same cell
+        load_suite(path)
+    smoke_config["methods"] = [base, {"name": "prune.channel", "params": {"macs_ratio": 2.0, "recover": "distill"}},
+                               {"name": "prune.channel", "params": {"macs_ratio": 2.0, "recover": "distill",
+                                                                    "kd_alpha": 0.5}}]
+    path.write_text(yaml.safe_dump(smoke_config))
+    cells = [c for c in load_suite(path).cells if c.seed == 0]
+    default, distill, alpha = (c.method.params for c in cells)
+    assert "recover" not in default and {"importance", "rounds", "round_to"} <= set(default)   # the rest: all there
+    assert distill["recover"] == "distill" and "kd_alpha" not in distill
+    assert alpha["kd_alpha"] == 0.5
+    assert len({c.run_id for c in cells}) == 3
