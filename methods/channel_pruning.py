@@ -43,6 +43,7 @@ from slimbench.methods.pruning import output_layer, seeded, step_seed
 
 Criterion = Literal["l1", "l2", "taylor", "random"]
 Recovery = Literal["finetune", "distill"]
+Shared = Literal["prune", "keep"]
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MAX_RATIO = 1.0 - 1e-6        # every group at its floor: the most the dependency graph can remove
 RATIO_TOLERANCE = 1e-3        # bisection precision of the channel fraction (one channel in 1000)
@@ -55,11 +56,13 @@ class Layout:
     `ignored`: layers whose outputs keep their width — the classifier (its outputs are the classes) and the
     text embedding (the input representation the first conv reads, like an image's channels). Input channels
     need no entry: nothing upstream of the first layer can be pruned. `groups`: (root layer, channel count)
-    of every group of channels the dependency graph removes together.
+    of every group of channels the dependency graph removes together. `shared`: the roots of groups that a residual
+    sum or a concatenation couples across blocks (the channels every block of a stage reads and writes).
     """
 
     ignored: tuple[str, ...]
     groups: tuple[tuple[str, int], ...]
+    shared: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, model: nn.Module, example: torch.Tensor) -> "Layout":
@@ -68,9 +71,26 @@ class Layout:
         head = output_layer(model, example)
         ignored = ([head] if head is not None else []) + [m for m in model.modules() if isinstance(m, nn.Embedding)]
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-        groups = [(names[g[0][0].target.module], graph.get_out_channels(g[0][0].target.module))
-                  for g in graph.get_all_groups(ignored_layers=ignored)]
-        return cls(tuple(names[m] for m in ignored), tuple(groups))
+        found = list(graph.get_all_groups(ignored_layers=ignored))
+        groups = [(names[g[0][0].target.module], graph.get_out_channels(g[0][0].target.module)) for g in found]
+        shared = [names[g[0][0].target.module] for g in found if couples_blocks(g)]
+        return cls(tuple(names[m] for m in ignored), tuple(groups), tuple(shared))
+
+
+def couples_blocks(group: tp.Group) -> bool:
+    """Does a residual sum or a concatenation join these channels (torch-pruning's traced add / sub / cat ops)?
+
+    A multiplication (squeeze-excite's scale) or an activation couples channels inside one block only.
+    """
+    for dep, _ in group:
+        for node in (dep.source, dep.target):
+            op = node.module
+            if isinstance(op, tp.ops._ConcatOp):
+                return True
+            if isinstance(op, tp.ops._ElementWiseOp) and any(k in str(op._grad_fn) for k in ("AddBackward",
+                                                                                                "SubBackward")):
+                return True
+    return False
 
 
 def make_importance(kind: Criterion) -> tp.importance.Importance:
@@ -85,17 +105,19 @@ def make_importance(kind: Criterion) -> tp.importance.Importance:
 
 
 def build_pruner(model: nn.Module, example: torch.Tensor, layout: Layout, importance: tp.importance.Importance,
-                 ratio: float, steps: int = 1, round_to: int = 1) -> tp.pruner.BasePruner:
+                 ratio: float, steps: int = 1, round_to: int = 1, keep_shared: bool = False) -> tp.pruner.BasePruner:
     """A local pruner removing `ratio` of every prunable group's channels over `steps` steps.
 
     Kept counts are int(C·(1-ratio)) rounded down to a multiple of `round_to`; a group that would fall below
     `round_to` channels keeps `round_to` (or all of them if it is narrower), so no layer is ever emptied.
+    `keep_shared`: the groups a residual sum or concatenation couples keep every channel.
     """
     model.eval()
-    floors = {model.get_submodule(root): floor_ratio(width, round_to) for root, width in layout.groups
-              if int(width * (1 - ratio)) < round_to}
+    kept = set(layout.shared) if keep_shared else set()
+    fixed = {model.get_submodule(root): (0.0 if root in kept else floor_ratio(width, round_to))
+             for root, width in layout.groups if root in kept or int(width * (1 - ratio)) < round_to}
     return tp.pruner.BasePruner(
-        model, example, importance=importance, pruning_ratio=ratio, pruning_ratio_dict=floors or None,
+        model, example, importance=importance, pruning_ratio=ratio, pruning_ratio_dict=fixed or None,
         iterative_steps=steps, ignored_layers=[model.get_submodule(n) for n in layout.ignored],
         global_pruning=False, round_to=round_to if round_to > 1 else None,
     )
@@ -112,10 +134,12 @@ def widths(model: nn.Module) -> dict[str, int]:
             for name, m in model.named_modules() if isinstance(m, CHANNEL_LAYERS)}
 
 
-def pruned_copy(model: nn.Module, example: torch.Tensor, layout: Layout, ratio: float, round_to: int = 1) -> nn.Module:
+def pruned_copy(model: nn.Module, example: torch.Tensor, layout: Layout, ratio: float, round_to: int = 1,
+                keep_shared: bool = False) -> nn.Module:
     """A copy of `model` pruned at `ratio` (any criterion gives the same shapes, so the cheapest one is used)."""
     trial = copy.deepcopy(model)
-    build_pruner(trial, example, layout, tp.importance.MagnitudeImportance(p=1), ratio, round_to=round_to).step()
+    build_pruner(trial, example, layout, tp.importance.MagnitudeImportance(p=1), ratio, round_to=round_to,
+                 keep_shared=keep_shared).step()
     return trial
 
 
@@ -134,8 +158,12 @@ class Plan:
 
 
 def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, macs_ratio: float | None = None,
-                 channel_ratio: float | None = None, round_to: int = 1, who: str = "prune.channel") -> Plan:
+                 channel_ratio: float | None = None, round_to: int = 1, keep_shared: bool = False,
+                 who: str = "prune.channel") -> Plan:
     """Find the channel fraction for the target and prove it reachable on a copy; NotApplicableError otherwise."""
+    if keep_shared and not set(dict(layout.groups)) - set(layout.shared):
+        raise NotApplicableError(f"{who}: shared_channels: keep leaves nothing to prune in {type(model).__name__}: "
+                                 "every prunable group is joined by a residual sum or a concatenation")
     if not layout.groups:
         raise NotApplicableError(
             f"{who}: {type(model).__name__} has no prunable channels: its only conv/linear layers are the "
@@ -145,7 +173,7 @@ def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, mac
     base_params = sum(p.numel() for p in model.parameters())
 
     def measure(ratio: float) -> Plan:
-        trial = pruned_copy(model, example, layout, ratio, round_to)
+        trial = pruned_copy(model, example, layout, ratio, round_to, keep_shared)
         emptied = [name for name, width in widths(trial).items() if width == 0]
         if emptied:   # the floors make this impossible; a model torch-pruning mis-traces would land here
             raise NotApplicableError(f"{who}: pruning at {ratio:.4f} would empty {', '.join(emptied)}")
@@ -161,6 +189,8 @@ def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, mac
         if most.macs > target:
             raise NotApplicableError(
                 f"{who}: macs_ratio {macs_ratio:g} is out of reach: with every prunable layer at its minimum "
+                + ("(the channels residual sums and concatenations share kept whole, shared_channels: keep) "
+                   if keep_shared else "") +
                 f"({round_to} channel{'s' if round_to > 1 else ''}) the dependency graph gets "
                 f"{most.macs_ratio:.2f}× fewer MACs ({most.macs:,} of {base_macs:,}); the classifier's outputs, "
                 "the input channels and the embedding are never pruned")
@@ -244,6 +274,10 @@ class ChannelPruning(Method):
     # targets, Hinton KD with kd_alpha and kd_temperature): the same batches, plus one forward pass of the unpruned
     # model per batch. A pruned network that lost whole channels has to relearn features; the unpruned model's
     # output distribution says more per example than the label (the recovery most channel-pruning papers use).
+    # keep: the channels residual sums and concatenations share across blocks (MobileNetV2's bottleneck stream,
+    # SqueezeNet's Fire outputs) keep their width, and only the channels inside blocks (expansions, squeezes) are
+    # pruned, more deeply for the same MACs target. The stream is what every later block reads.
+    shared_channels: Shared = added("prune")
     recover: Recovery = added("finetune")
     kd_alpha: float = added(0.9, ge=0.0, le=1.0)
     kd_temperature: float = added(4.0, gt=0.0)
@@ -258,12 +292,13 @@ class ChannelPruning(Method):
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         example = ctx.task.example_input(1)
         layout = Layout.of(model, example)
+        keep = self.shared_channels == "keep"
         plan = plan_pruning(model, example, layout, macs_ratio=self.macs_ratio, channel_ratio=self.channel_ratio,
-                            round_to=self.round_to, who=self.name)   # raises before any training
+                            round_to=self.round_to, keep_shared=keep, who=self.name)   # raises before any training
         before = widths(model)
         unpruned = copy.deepcopy(model).eval() if self.recover == "distill" else None
         pruner = build_pruner(model, example, layout, make_importance(self.importance), plan.ratio, self.rounds,
-                              self.round_to)
+                              self.round_to, keep)
         budget = (round_budget(ctx.budget, self.rounds, len(ctx.task.train_dataloader(ctx.budget.batch_size)))
                   if self.finetune else None)
         for step in range(1, self.rounds + 1):
@@ -291,6 +326,7 @@ class ChannelPruning(Method):
             achieved={"macs_ratio": round(plan.base_macs / macs, 4), "params_ratio": round(plan.base_params / params, 4),
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
             details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover,
+                     "shared_channels": self.shared_channels,
                      "kd": {"alpha": self.kd_alpha, "temperature": self.kd_temperature} if unpruned is not None else None,
                      "layer_ratio": round(plan.ratio, 6),
                      "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},
