@@ -240,21 +240,26 @@ class RayExecutor:
         if res.memory_gb:
             options["memory"] = int(res.memory_gb * 2**30)
         ctx = ray.put(self._context(runner))
-        # stage 1: each baseline / teacher that is not cached yet, once
-        trains: dict[Path, Any] = {}
+        # stage 1: each baseline / teacher that is not cached yet, once. Every baseline is submitted before any
+        # teacher: a baseline unblocks all the method cells of its task, a teacher only the distillation ones,
+        # so the workers reach the many method cells sooner (measured on the quick suite: the last baseline
+        # started 13 min in, behind two teachers, and its task's cells ran alone at the end).
+        wanted: list[tuple[Cell, str, Path]] = []
         needs: dict[str, list[Path]] = {}
         for cell in pending:
-            wanted = [("baseline", cell.model, cell.train)]
+            roles = [("baseline", cell.model, cell.train)]
             if build_method(cell.method.name, cell.method.params).uses_teacher:
-                wanted.append(("teacher", cell.teacher, cell.teacher_train))
+                roles.append(("teacher", cell.teacher, cell.teacher_train))
             needs[cell.run_id] = []
-            for role, model, train in wanted:
+            for role, model, train in roles:
                 path = runner.cache.path(cell.task, model, train, cell.seed)
-                if path.exists():
-                    continue
-                if path not in trains:
-                    trains[path] = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
-                needs[cell.run_id].append(path)
+                if not path.exists():
+                    wanted.append((cell, role, path))
+                    needs[cell.run_id].append(path)
+        trains: dict[Path, Any] = {}
+        for cell, role, path in sorted(wanted, key=lambda w: w[1] != "baseline"):   # stable: suite order within
+            if path not in trains:
+                trains[path] = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
         # stage 2: every cell, starting when its models are ready
         running = {ray.remote(cell_task).options(**options).remote(ctx, c.run_id, *(trains[p] for p in needs[c.run_id])): c
                    for c in pending}

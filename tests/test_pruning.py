@@ -19,7 +19,7 @@ from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
-from slimbench.methods.channel_pruning import round_budget
+from slimbench.methods.channel_pruning import Layout, plan_pruning, round_budget, widths
 from slimbench.methods.pruning import lamp_counts, polynomial_sparsity, prunable_weights, schedule_batches
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
@@ -263,6 +263,47 @@ def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, s
     with torch.no_grad():
         assert torch.equal(fresh(x), logits)
     assert count_params(fresh)[0] == params_after
+
+
+@pytest.mark.parametrize("name, shared", [
+    # the bottleneck outputs that residual sums add together, one per stage with repeated blocks
+    ("mobilenetv2", {"features.3.conv.2", "features.6.conv.2", "features.10.conv.2", "features.13.conv.2",
+                     "features.16.conv.2"}),
+    ("squeezenet", None),   # every Fire module's two expand convs feed one concatenation
+])
+def test_keeping_shared_channels_prunes_only_inside_blocks(name, shared):
+    torch.manual_seed(0)
+    model = build_model(name, SMALL, 10).eval()
+    ctx = probe_context(SMALL)
+    x = ctx.task.example_input(2)
+    layout = Layout.of(model, x[:1])
+    if shared is not None:
+        assert set(layout.shared) == shared
+    else:
+        assert layout.shared and all("expand" in root for root in layout.shared)
+    before = widths(model)
+    out = build_method("prune.channel", {"channel_ratio": 0.5, "shared_channels": "keep", "finetune": False}).apply(
+        copy.deepcopy(model), ctx)
+    after = widths(out.model)
+    # a kept group keeps every layer it couples: the outputs added or concatenated and the inputs reading them
+    for root in layout.shared:
+        assert after[root] == before[root]
+    pruned = [k for k in before if after[k] < before[k]]
+    assert pruned and not set(pruned) & set(layout.shared)
+    assert out.details["shared_channels"] == "keep"
+    with torch.no_grad():
+        assert out.model(x).shape == (2, 10)
+
+
+def test_channel_pruning_reaches_a_macs_target_inside_blocks_alone():
+    model = build_model("mobilenetv2", SMALL, 10).eval()
+    x = probe_context(SMALL).task.example_input(1)
+    layout = Layout.of(model, x)
+    both, inner = (plan_pruning(model, x, layout, macs_ratio=2.0, round_to=8, keep_shared=k) for k in (False, True))
+    assert both.macs_ratio >= 2.0 and inner.macs_ratio >= 2.0
+    assert inner.ratio > both.ratio   # fewer groups to prune: each loses more of its channels
+    with pytest.raises(NotApplicableError, match="out of reach: .*shared_channels: keep"):
+        plan_pruning(model, x, layout, macs_ratio=1000.0, round_to=8, keep_shared=True)
 
 
 def test_channel_pruning_fine_tunes_in_rounds_within_the_budget(task, trained):
