@@ -176,8 +176,8 @@ def train_task(ctx: WorkerContext, run_id: str, role: str) -> str | None:
         return f"{exc.__class__.__name__}: {exc}"
 
 
-def cell_task(ctx: WorkerContext, run_id: str, *_ready: Any) -> CellResult:
-    """Stage 2: one cell, after its baselines (`_ready`: their stage-1 results, here only to order the tasks)."""
+def cell_task(ctx: WorkerContext, run_id: str) -> CellResult:
+    """Stage 2: one cell, submitted once its baselines and teacher are trained (see Dispatch)."""
     runner, cell = _cell(ctx, run_id)
     return run_one(runner, cell)
 
@@ -240,38 +240,43 @@ class RayExecutor:
         if res.memory_gb:
             options["memory"] = int(res.memory_gb * 2**30)
         ctx = ray.put(self._context(runner))
-        # stage 1: each baseline / teacher that is not cached yet, once. Every baseline is submitted before any
-        # teacher: a baseline unblocks all the method cells of its task, a teacher only the distillation ones,
-        # so the workers reach the many method cells sooner (measured on the quick suite: the last baseline
-        # started 13 min in, behind two teachers, and its task's cells ran alone at the end).
-        wanted: list[tuple[Cell, str, Path]] = []
-        needs: dict[str, list[Path]] = {}
+        # stage 1: each baseline / teacher that is not cached yet, once; stage 2: each cell once its models are trained
+        trains: dict[Path, tuple[Cell, str]] = {}
+        needs: dict[str, set[Path]] = {}
         for cell in pending:
             roles = [("baseline", cell.model, cell.train)]
             if build_method(cell.method.name, cell.method.params).uses_teacher:
                 roles.append(("teacher", cell.teacher, cell.teacher_train))
-            needs[cell.run_id] = []
+            needs[cell.run_id] = set()
             for role, model, train in roles:
                 path = runner.cache.path(cell.task, model, train, cell.seed)
                 if not path.exists():
-                    wanted.append((cell, role, path))
-                    needs[cell.run_id].append(path)
-        trains: dict[Path, Any] = {}
-        for cell, role, path in sorted(wanted, key=lambda w: w[1] != "baseline"):   # stable: suite order within
-            if path not in trains:
-                trains[path] = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
-        # stage 2: every cell, starting when its models are ready
-        running = {ray.remote(cell_task).options(**options).remote(ctx, c.run_id, *(trains[p] for p in needs[c.run_id])): c
-                   for c in pending}
-        log.info("suite %s on Ray: %d cells (%d already done), %d baselines/teachers to train first",
-                 runner.suite.name, len(pending), len(outcome.skipped), len(trains))
+                    trains.setdefault(path, (cell, role))
+                    needs[cell.run_id].add(path)
+        queue = Dispatch(trains, pending, needs)
+        slots = ray_slots(res.cpus, res.gpus)
+        log.info("suite %s on Ray: %d cells (%d already done), %d baselines/teachers to train first; %d at a time",
+                 runner.suite.name, len(pending), len(outcome.skipped), len(trains), slots)
         bar = tqdm(total=len(cells), initial=len(outcome.skipped), desc=f"suite {runner.suite.name}", unit="cell",
                    disable=not runner.progress)
         start = time.perf_counter()
+        running: dict[Any, tuple[str, Any]] = {}
         try:
-            while running:
+            while queue or running:
+                while len(running) < slots and (item := queue.next()) is not None:
+                    kind, what = item
+                    if kind == "train":
+                        cell, role = trains[what]
+                        ref = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
+                    else:
+                        ref = ray.remote(cell_task).options(**options).remote(ctx, what.run_id)
+                    running[ref] = item
                 ready, _ = ray.wait(list(running), num_returns=1)
-                cell = running.pop(ready[0])
+                kind, what = running.pop(ready[0])
+                if kind == "train":
+                    queue.trained(what)   # failed or not: its cells run and record what happened
+                    continue
+                cell = what
                 try:
                     result = ray.get(ready[0])
                 except Exception as exc:   # the worker died (killed, out of memory) or the task could not run
@@ -282,13 +287,14 @@ class RayExecutor:
                 _count(outcome, result)
                 bar.update(1)
                 bar.set_postfix_str(_postfix(outcome, cell.label))
-                if not runner.progress and running:
+                if not runner.progress and (queue or running):
                     finished = len(outcome.done) + len(outcome.failed)
                     per_cell = (time.perf_counter() - start) / finished
+                    left = len(pending) - finished
                     log.info("suite %s: %d/%d cells finished (%d done, %d failed, %d skipped), about %.0f min left "
                              "at most", runner.suite.name, finished + len(outcome.skipped), len(cells),
                              len(outcome.done), len(outcome.failed), len(outcome.skipped),
-                             per_cell * len(running) / 60)
+                             per_cell * left / min(slots, max(left, 1)) / 60)
         finally:
             bar.close()
             for ref in running:   # interrupted: nothing keeps running on the cluster for a driver that is gone
@@ -297,6 +303,47 @@ class RayExecutor:
                 except Exception:   # noqa: BLE001 - already finished, or Ray is going down anyway
                     pass
         return outcome
+
+
+def ray_slots(cpus: float, gpus: float) -> int:
+    """How many cells the cluster runs at once with these per-cell resources (at least one)."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [total.get("CPU", 0.0) / cpus] if cpus > 0 else []
+    if gpus > 0:
+        fits.append(total.get("GPU", 0.0) / gpus)
+    return max(1, int(min(fits))) if fits else 1
+
+
+class Dispatch:
+    """The order work is handed to Ray: every baseline before any teacher, then each cell once its models exist.
+
+    Ray runs whichever queued task a free worker takes first, not the first submitted (on the quick suite a
+    teacher and the cells of finished baselines ran ahead of the keyword baseline, whose cells then ran alone at
+    the end), so tasks are submitted only as workers free up: Ray places them, this queue decides which is next.
+    """
+
+    def __init__(self, trains: dict[Path, tuple[Cell, str]], cells: list[Cell], needs: dict[str, set[Path]]):
+        # a baseline unblocks all of its task's cells, a teacher only the distillation ones
+        self.trains = sorted(trains, key=lambda p: trains[p][1] != "baseline")
+        self.cells = list(cells)
+        self.waiting = {p: set(ps) for p, ps in ((c.run_id, needs[c.run_id]) for c in cells)}
+
+    def __bool__(self) -> bool:
+        return bool(self.trains or self.cells)
+
+    def next(self) -> tuple[str, Any] | None:
+        if self.trains:
+            return "train", self.trains.pop(0)
+        for i, cell in enumerate(self.cells):
+            if not self.waiting[cell.run_id]:
+                return "cell", self.cells.pop(i)
+        return None
+
+    def trained(self, path: Path) -> None:
+        for left in self.waiting.values():
+            left.discard(path)
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: int | None = None,

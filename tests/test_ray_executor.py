@@ -169,3 +169,39 @@ def test_executor_choice_is_checked():
         make_executor("serial", address="auto")
     with pytest.raises(SlimbenchError, match="valid executors: serial, ray"):
         make_executor("dask")
+
+
+def test_dispatch_hands_out_baselines_then_teachers_then_cells_whose_models_are_trained(smoke_config, tmp_path):
+    """Ray takes queued tasks in no fixed order, so the executor submits only as workers free up, in this order."""
+    from slimbench.harness.executors import Dispatch
+
+    smoke_config["methods"] = ["baseline", {"name": "distill.logit", "params": {"init": "baseline"}}, "quant.fp16"]
+    smoke_config["seeds"] = [0, 1]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    cells = load_suite(path).cells
+    by = {c.label: c for c in cells}
+    base = {s: tmp_path / f"base{s}" for s in (0, 1)}
+    teacher = tmp_path / "teacher0"
+    trains = {teacher: (by["digits/tiny-cnn/distill.logit[init=baseline]/s0"], "teacher"),
+              base[0]: (by["digits/tiny-cnn/baseline/s0"], "baseline"),
+              base[1]: (by["digits/tiny-cnn/baseline/s1"], "baseline")}
+    needs = {c.run_id: {base[c.seed]} | ({teacher} if "distill" in c.label and c.seed == 0 else set()) for c in cells}
+    needs[by["digits/tiny-cnn/quant.fp16/s1"].run_id] = set()    # its baseline is cached already
+    queue = Dispatch(trains, cells, needs)
+    assert [queue.next(), queue.next(), queue.next()] == [("train", base[0]), ("train", base[1]),
+                                                         ("train", teacher)]   # baselines first, then the teacher
+    assert queue.next() == ("cell", by["digits/tiny-cnn/quant.fp16/s1"])    # the only cell with nothing to wait on
+    assert queue.next() is None and queue                                   # the rest wait on training
+    queue.trained(base[0])
+    assert [queue.next()[1].label for _ in range(2)] == ["digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/quant.fp16/s0"]
+    assert queue.next() is None        # seed 0's distillation still waits on its teacher
+    queue.trained(teacher)
+    queue.trained(base[1])
+    labels = []
+    while (item := queue.next()) is not None:
+        labels.append(item[1].label)
+    rest = {"digits/tiny-cnn/baseline/s1", "digits/tiny-cnn/distill.logit[init=baseline]/s0",
+            "digits/tiny-cnn/distill.logit[init=baseline]/s1"}
+    assert labels == [c.label for c in cells if c.label in rest]   # in the suite's order
+    assert not queue
