@@ -93,8 +93,9 @@ def test_mix_places_speech_at_the_requested_snr():
     assert onset != 4000 and abs(onset - 4000) <= 1600                  # moved, by at most 100 ms
 
 
-@needs_espeak
-def test_workers_asking_for_the_same_clips_at_once_synthesize_them_once(tmp_path, monkeypatch):
+@pytest.fixture
+def espeak_calls(monkeypatch) -> list[list[str]]:
+    """Every espeak-ng command line the generator runs, in order."""
     calls: list[list[str]] = []
     real = espeak_synth.run_espeak
 
@@ -103,6 +104,12 @@ def test_workers_asking_for_the_same_clips_at_once_synthesize_them_once(tmp_path
         return real(args)
 
     monkeypatch.setattr(espeak_synth, "run_espeak", counting)
+    return calls
+
+
+@needs_espeak
+def test_workers_asking_for_the_same_clips_at_once_synthesize_them_once(tmp_path, espeak_calls):
+    calls = espeak_calls
     with ThreadPoolExecutor(max_workers=3) as pool:   # three Ray workers or shards starting together
         results = list(pool.map(lambda _: generate(TINY, tmp_path, workers=1), range(3)))
     assert len([c for c in calls if "--stdout" in c]) == 8          # one synthesis, not three
@@ -110,15 +117,9 @@ def test_workers_asking_for_the_same_clips_at_once_synthesize_them_once(tmp_path
     assert all(r.labels.tolist() == results[0].labels.tolist() for r in results)
 
 
-def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, monkeypatch):
-    calls: list[list[str]] = []
-    real = espeak_synth.run_espeak
-
-    def counting(args: list[str]) -> bytes:
-        calls.append(args)
-        return real(args)
-
-    monkeypatch.setattr(espeak_synth, "run_espeak", counting)
+@needs_espeak
+def test_generator_is_deterministic_and_its_cache_is_reused(tmp_path, espeak_calls):
+    calls = espeak_calls
     first = generate(TINY, tmp_path / "a", workers=2)
     spoken = [c for c in calls if "--stdout" in c]
     assert len(spoken) == 8 and not first.meta["cached"]    # 4 word classes x 2 clips; silence needs no espeak
