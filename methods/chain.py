@@ -22,11 +22,6 @@ from slimbench.methods.base import Method, MethodContext, Outcome, Stage, build_
 STAGE_KEYS = {"name", "params"}
 
 
-def _resolved_params(method: Method) -> dict[str, Any]:
-    """Every parameter of a built stage, defaults included, so the record says exactly what ran."""
-    return resolved_params(method)
-
-
 @register_method("chain")
 @dataclass
 class Chain(Method):
@@ -63,7 +58,7 @@ class Chain(Method):
             built.append((name, method))
         self._built = built
         # stages as they will run, defaults included: the record (and the run_id) say exactly what ran
-        self.stages = [{"name": name, "params": _resolved_params(m)} for name, m in built]
+        self.stages = [{"name": name, "params": resolved_params(m)} for name, m in built]
         # The harness reads these from the instance: a chain needs what its stages need.
         self.uses_finetune = any(m.uses_finetune for _, m in built)
         self.uses_teacher = any(m.uses_teacher for _, m in built)
@@ -77,7 +72,7 @@ class Chain(Method):
         for name, method in self._built:
             # each stage gets its own copy, so the model an earlier stage left (and is measured) stays as it was
             outcome = method.apply(copy.deepcopy(model) if stages else model, ctx)
-            stages.append(Stage(name, _resolved_params(method), outcome))
+            stages.append(Stage(name, resolved_params(method), outcome))
             model = outcome.model
         assert outcome is not None
         return dataclasses.replace(
