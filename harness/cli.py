@@ -278,7 +278,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from slimbench.harness.executors import make_executor
 
     start = time.perf_counter()
-    outcome = runner.run(executor=make_executor(args.executor, args.address, args.ray_cpus, args.imports))
+    # the committed records' wall times order the work (longest first), cell for cell
+    outcome = runner.run(executor=make_executor(args.executor, args.address, args.ray_cpus, args.imports,
+                                                estimate_from=[reference / "runs"]))
     wall = time.perf_counter() - start
     from slimbench.harness.report import build_report
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from slimbench.baselines.training import Devices, current_devices, set_devices
 from slimbench.core.errors import SlimbenchError
+from slimbench.harness.plan import WallTimes
 from slimbench.harness.records import has_record
 from slimbench.harness.suite import Cell, Suite, load_suite
 
@@ -185,8 +186,10 @@ def cell_task(ctx: WorkerContext, run_id: str) -> CellResult:
 class RayExecutor:
     """Cells as Ray tasks with the suite's `resources:`; a local Ray instance unless `address` names a cluster."""
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, imports: list[str] | None = None):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, imports: list[str] | None = None,
+                 estimate_from: list[Path] | None = None):
         self.address, self.num_cpus, self.imports = address, num_cpus, list(imports or [])
+        self.estimate_from = list(estimate_from or [])   # other run folders whose wall times order the work
 
     def _init(self) -> bool:
         """Start or join Ray; True when this executor started it (and so shuts it down)."""
@@ -253,7 +256,9 @@ class RayExecutor:
                 if not path.exists():
                     trains.setdefault(path, (cell, role))
                     needs[cell.run_id].add(path)
-        queue = Dispatch(trains, pending, needs)
+        # estimates from this folder's finished cells and any given reference (a reproduction's committed records)
+        times = WallTimes.read([runner.paths.runs, *self.estimate_from])
+        queue = Dispatch(trains, pending, needs, times)
         slots = ray_slots(res.cpus, res.gpus)
         log.info("suite %s on Ray: %d cells (%d already done), %d baselines/teachers to train first; %d at a time",
                  runner.suite.name, len(pending), len(outcome.skipped), len(trains), slots)
@@ -317,17 +322,29 @@ def ray_slots(cpus: float, gpus: float) -> int:
 
 
 class Dispatch:
-    """The order work is handed to Ray: every baseline before any teacher, then each cell once its models exist.
+    """The order work is handed to Ray: every baseline before any teacher, then each cell once its models exist;
+    longest first where `times` knows the work (longest-processing-time first: the long cells start early and the
+    short ones fill the gaps at the end, instead of one long cell running alone while the other workers idle).
 
     Ray runs whichever queued task a free worker takes first, not the first submitted (on the quick suite a
     teacher and the cells of finished baselines ran ahead of the keyword baseline, whose cells then ran alone at
     the end), so tasks are submitted only as workers free up: Ray places them, this queue decides which is next.
     """
 
-    def __init__(self, trains: dict[Path, tuple[Cell, str]], cells: list[Cell], needs: dict[str, set[Path]]):
-        # a baseline unblocks all of its task's cells, a teacher only the distillation ones
-        self.trains = sorted(trains, key=lambda p: trains[p][1] != "baseline")
-        self.cells = list(cells)
+    def __init__(self, trains: dict[Path, tuple[Cell, str]], cells: list[Cell], needs: dict[str, set[Path]],
+                 times: WallTimes | None = None):
+        times = times or WallTimes()
+
+        def train_order(path: Path) -> tuple[bool, float]:
+            # a baseline unblocks all of its task's cells, a teacher only the distillation ones
+            return trains[path][1] != "baseline", -(times.train_estimate(path) or 0.0)
+
+        def cell_order(cell: Cell) -> float:
+            known = times.estimate(cell)
+            return -(known[0] if known else 0.0)
+
+        self.trains = sorted(trains, key=train_order)             # stable: the suite's order among equals
+        self.cells = sorted(cells, key=cell_order)
         self.waiting = {p: set(ps) for p, ps in ((c.run_id, needs[c.run_id]) for c in cells)}
 
     def __bool__(self) -> bool:
@@ -347,11 +364,11 @@ class Dispatch:
 
 
 def make_executor(name: str, address: str | None = None, num_cpus: int | None = None,
-                  imports: list[str] | None = None) -> Executor:
+                  imports: list[str] | None = None, estimate_from: list[Path] | None = None) -> Executor:
     if name == "serial":
         if address is not None:
             raise SlimbenchError("--address names a Ray cluster; use it with --executor ray")
         return SerialExecutor()
     if name == "ray":
-        return RayExecutor(address, num_cpus, imports)
+        return RayExecutor(address, num_cpus, imports, estimate_from)
     raise SlimbenchError(f"unknown executor {name!r}; valid executors: {', '.join(EXECUTORS)}")

@@ -32,14 +32,64 @@ def _record(runs: Path, run_id: str) -> RunRecord | None:
         return None
 
 
+class WallTimes:
+    """Wall times of finished work, to estimate work before it runs: a cell's own time where a record of that very
+    cell exists (a reproduction beside the committed records), else the median of finished cells of the same
+    model and method, else the same method, else the same family (a baseline cell's time is mostly training, a
+    method cell's mostly its own work), else every finished cell; a baseline's training time from any record that
+    names its checkpoint."""
+
+    def __init__(self) -> None:
+        self.cell: dict[str, float] = {}
+        self.training: dict[str, float] = {}          # checkpoint file name -> seconds it took to train
+        self.by_kind: dict[tuple[str, str], list[float]] = defaultdict(list)
+
+    @classmethod
+    def read(cls, runs_dirs: list[Path]) -> "WallTimes":
+        times = cls()
+        for runs in runs_dirs:
+            for path in sorted(Path(runs).glob("*.json")):
+                rec = _record(runs, path.stem)
+                if rec is not None and rec.status == "ok":
+                    times.add(rec)
+        return times
+
+    def add(self, rec: RunRecord) -> None:
+        wall = float(rec.wall_seconds.get("total", 0.0))
+        self.cell.setdefault(rec.run_id, wall)
+        self.by_kind[rec.model, rec.method].append(wall)
+        trained = rec.baseline_training or {}
+        if trained.get("checkpoint") and trained.get("train_seconds") is not None:
+            self.training.setdefault(Path(trained["checkpoint"]).name, float(trained["train_seconds"]))
+
+    def __bool__(self) -> bool:
+        return bool(self.by_kind)
+
+    def estimate(self, cell: Cell) -> tuple[float, str] | None:
+        """(seconds, what it was estimated from), or None when nothing finished resembles it."""
+        if cell.run_id in self.cell:
+            return self.cell[cell.run_id], "the same cell"
+        same_method = [v for (_, method), vs in self.by_kind.items() if method == cell.method.name for v in vs]
+        same_family = [v for (_, method), vs in self.by_kind.items()
+                       if (method == "baseline") == (cell.method.name == "baseline") for v in vs]
+        for kind, pool in (("model and method", self.by_kind.get((cell.model.name, cell.method.name))),
+                           ("method", same_method), ("family", same_family),
+                           ("all finished cells", [v for vs in self.by_kind.values() for v in vs])):
+            if pool:
+                return statistics.median(pool), kind
+        return None
+
+    def train_estimate(self, checkpoint: Path) -> float | None:
+        return self.training.get(checkpoint.name)
+
+
 def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) -> Plan:
-    """A cell's estimate is the median wall time of finished cells with the same model and method, else the same
-    method, else the same family (a baseline cell's time is mostly training, a method cell's mostly its own work),
-    else every finished cell."""
+    """Done / failed / pending cells of `suite` in `runs`; pending and failed ones estimated from the done ones
+    (see WallTimes: never a guess when nothing comparable has run)."""
     from slimbench.harness.runner import in_shard
 
     plan = Plan()
-    walls: dict[tuple[str, str], list[float]] = defaultdict(list)
+    times = WallTimes()
     for cell in suite.cells:
         if shard is not None and not in_shard(cell.run_id, *shard):
             continue
@@ -48,26 +98,16 @@ def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) ->
             plan.pending.append(cell)
         elif rec.status == "ok":
             plan.done.append(cell)
-            walls[cell.model.name, cell.method.name].append(float(rec.wall_seconds.get("total", 0.0)))
+            times.add(rec)
         else:
             plan.failed.append(cell)
-    if not walls:
+    if not times:
         return plan
-    by_method, by_family = defaultdict(list), defaultdict(list)
-    for (model, method), values in walls.items():
-        by_method[method] += values
-        by_family[method == "baseline"] += values
-    everything = [v for values in walls.values() for v in values]
     total = 0.0
     for cell in plan.pending + plan.failed:
-        for kind, pool in (("model and method", walls.get((cell.model.name, cell.method.name))),
-                           ("method", by_method.get(cell.method.name)),
-                           ("family", by_family.get(cell.method.name == "baseline")),
-                           ("all finished cells", everything)):
-            if pool:
-                total += statistics.median(pool)
-                plan.estimated_from[kind] += 1
-                break
+        seconds, kind = times.estimate(cell)   # never None: at least one cell is done
+        total += seconds
+        plan.estimated_from[kind] += 1
     plan.estimate_seconds = total
     return plan
 

@@ -233,7 +233,10 @@ class SuiteRunner:
             t_measure = time.perf_counter()
             measured = self.measure(result, base.model, task, cell, model_is_reference=family == "baseline")
             measured.reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
-            stages = [self.measure_stage(stage, base.model, task, cell) for stage in result.stages]
+            # the last stage is the chain's result, measured just above: its numbers are reused, not remeasured
+            stages = [self.measure_stage(stage, base.model, task, cell,
+                                         measured if stage.outcome.model is result.model else None)
+                      for stage in result.stages]
             artifact = self.save_artifact(cell, measured.data, not isinstance(result.model, OnnxModel))
             measure_seconds = time.perf_counter() - t_measure
             evidence = measured.evidence
@@ -319,9 +322,10 @@ class SuiteRunner:
         lap("counting")
         return Measured(metrics, reference, packed, data, evidence, lap.seconds)
 
-    def measure_stage(self, stage: Stage, reference_model: nn.Module, task: Task, cell: Cell) -> dict[str, Any]:
+    def measure_stage(self, stage: Stage, reference_model: nn.Module, task: Task, cell: Cell,
+                      measured: Measured | None = None) -> dict[str, Any]:
         """One step of a chain, measured like a cell: what each stage bought."""
-        m = self.measure(stage.outcome, reference_model, task, cell)
+        m = measured or self.measure(stage.outcome, reference_model, task, cell)
         return {"method": stage.method, "params": stage.params, "metrics": m.metrics.to_dict(),
                 "storage": m.evidence.storage.label, "compute": m.evidence.compute.label,
                 "compression_x": m.reference["stored_bytes"] / max(m.metrics.stored_bytes, 1),

@@ -153,3 +153,25 @@ def test_suite_rules_name_a_chain_by_the_stage_params_the_file_gave(smoke_config
     smoke_config.pop("extra_seeds")
     assert {c.method.params["stages"][0]["params"]["sparsity"] for c in parse_suite(smoke_config).cells
             if c.method.name == "chain"} == {0.9}
+
+
+
+def test_a_chain_record_measures_each_stage_once_and_its_last_stage_is_the_cell(tmp_path, smoke_config, monkeypatch):
+    """The last stage is the chain's own result: its numbers are the cell's, not a second measurement of it."""
+    from slimbench.harness.records import load_records
+    from slimbench.harness.runner import SuiteRunner
+    from slimbench.harness.suite import parse_suite
+
+    smoke_config["methods"] = [{"name": "chain", "params": {"stages": DEEP_COMPRESSION}}]
+    runner = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False)
+    measured = []
+    measure = SuiteRunner.measure
+    monkeypatch.setattr(SuiteRunner, "measure",
+                        lambda self, result, *a, **k: measured.append(result.model) or measure(self, result, *a, **k))
+    assert not runner.run().failed
+    (record,) = load_records(runner.paths.runs)
+    first, last = record.details["stages"]
+    assert len(measured) == 2 and measured[0] is not measured[1]           # the cell, then stage 1; never stage 2 again
+    assert last["metrics"] == record.metrics                                  # timings included: the same measurement
+    assert first["metrics"]["nonzero_params"] < 0.25 * first["metrics"]["params"]      # 80 % pruned, before sharing
+    assert first["metrics"]["stored_bytes"] > last["metrics"]["stored_bytes"]           # sharing then shrank it

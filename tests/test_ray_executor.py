@@ -205,3 +205,65 @@ def test_dispatch_hands_out_baselines_then_teachers_then_cells_whose_models_are_
             "digits/tiny-cnn/distill.logit[init=baseline]/s1"}
     assert labels == [c.label for c in cells if c.label in rest]   # in the suite's order
     assert not queue
+
+
+def test_dispatch_starts_the_longest_known_work_first(smoke_config, tmp_path):
+    """Longest-processing-time first, from finished records' wall times: the longest baseline trains first and the
+    longest ready cell starts first, so short cells fill the gaps at the end; work nothing resembles keeps its order."""
+    from slimbench.harness.executors import Dispatch
+    from slimbench.harness.plan import WallTimes
+
+    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}, "quant.fp16",
+                               {"name": "distill.logit", "params": {"init": "baseline"}}]
+    smoke_config["seeds"] = [0, 1]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(smoke_config))
+    cells = load_suite(path).cells
+    by = {c.label: c for c in cells}
+    base = {s: tmp_path / f"base{s}.pt" for s in (0, 1)}
+    teacher = tmp_path / "teacher0.pt"
+    trains = {base[0]: (by["digits/tiny-cnn/baseline/s0"], "baseline"), teacher: (cells[0], "teacher"),
+              base[1]: (by["digits/tiny-cnn/baseline/s1"], "baseline")}
+    times = WallTimes()
+    times.training.update({base[0].name: 10.0, base[1].name: 50.0, teacher.name: 99.0})
+    kd0 = by["digits/tiny-cnn/distill.logit[init=baseline]/s0"]
+    times.cell[kd0.run_id] = 300.0                                        # this very cell ran before: 300 s
+    times.by_kind["tiny-cnn", "distill.logit"] += [300.0]
+    times.by_kind["tiny-cnn", "prune.magnitude"] += [40.0, 60.0]          # cells of its kind: 50 s
+    times.by_kind["tiny-cnn", "quant.fp16"] += [5.0]
+    times.by_kind["tiny-cnn", "baseline"] += [1.0]
+    queue = Dispatch(trains, cells, {c.run_id: set() for c in cells}, times)
+    assert [queue.next()[1] for _ in range(3)] == [base[1], base[0], teacher]   # baselines longest first, then teachers
+    order = []
+    while (item := queue.next()) is not None:
+        order.append(item[1].label)
+    assert order[0] == kd0.label                                           # 300 s, its own record
+    # distill s1 is estimated by its kind (300 s), then the pruning cells (50 s), fp16, baselines
+    assert order[1:] == ["digits/tiny-cnn/distill.logit[init=baseline]/s1",
+                         "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0", "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s1",
+                         "digits/tiny-cnn/quant.fp16/s0", "digits/tiny-cnn/quant.fp16/s1",
+                         "digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/baseline/s1"]
+
+
+def test_wall_times_come_from_records_cell_for_cell_and_by_kind(smoke_config, tmp_path):
+    """What a reproduction reads from the committed records: each cell's own wall time and each baseline's training."""
+    from slimbench.harness.plan import WallTimes
+    from slimbench.harness.records import load_records
+    from slimbench.harness.suite import parse_suite
+
+    smoke_config["methods"] = ["baseline", "quant.fp16"]
+    suite = parse_suite(smoke_config)
+    runner = SuiteRunner(suite, tmp_path, wandb_mode="disabled", progress=False)
+    assert not runner.run().failed
+    times = WallTimes.read([runner.paths.runs, tmp_path / "nothing-here"])
+    records = {r.run_id: r for r in load_records(runner.paths.runs)}
+    assert len(records) == 2
+    for cell in suite.cells:
+        rec = records[cell.run_id]
+        assert times.estimate(cell) == (rec.wall_seconds["total"], "the same cell") and rec.wall_seconds["total"] > 0
+        checkpoint = Path(rec.baseline_training["checkpoint"])
+        assert checkpoint.exists() and times.train_estimate(checkpoint) == rec.baseline_training["train_seconds"] > 0
+    smoke_config["seeds"] = [1]                                   # a cell with no record of its own: by its kind
+    other = parse_suite(smoke_config).cells[1]
+    assert times.estimate(other) == (records[suite.cells[1].run_id].wall_seconds["total"], "model and method")
+    assert not WallTimes.read([tmp_path / "nothing-here"]) and WallTimes().estimate(other) is None
