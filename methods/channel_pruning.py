@@ -44,6 +44,7 @@ from slimbench.methods.pruning import output_layer, seeded, step_seed
 Criterion = Literal["l1", "l2", "taylor", "random"]
 Recovery = Literal["finetune", "distill"]
 Shared = Literal["prune", "keep"]
+Allocation = Literal["uniform", "global"]
 CHANNEL_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MAX_RATIO = 1.0 - 1e-6        # every group at its floor: the most the dependency graph can remove
 RATIO_TOLERANCE = 1e-3        # bisection precision of the channel fraction (one channel in 1000)
@@ -105,8 +106,10 @@ def make_importance(kind: Criterion) -> tp.importance.Importance:
 
 
 def build_pruner(model: nn.Module, example: torch.Tensor, layout: Layout, importance: tp.importance.Importance,
-                 ratio: float, steps: int = 1, round_to: int = 1, keep_shared: bool = False) -> tp.pruner.BasePruner:
-    """A local pruner removing `ratio` of every prunable group's channels over `steps` steps.
+                 ratio: float, steps: int = 1, round_to: int = 1, keep_shared: bool = False,
+                 ratios: dict[str, float] | None = None) -> tp.pruner.BasePruner:
+    """A local pruner removing `ratio` of every prunable group's channels (or `ratios[root]` of each group's,
+    from `global_ratios`) over `steps` steps; within a group the criterion picks which channels go.
 
     Kept counts are int(C·(1-ratio)) rounded down to a multiple of `round_to`; a group that would fall below
     `round_to` channels keeps `round_to` (or all of them if it is narrower), so no layer is ever emptied.
@@ -114,8 +117,11 @@ def build_pruner(model: nn.Module, example: torch.Tensor, layout: Layout, import
     """
     model.eval()
     kept = set(layout.shared) if keep_shared else set()
-    fixed = {model.get_submodule(root): (0.0 if root in kept else floor_ratio(width, round_to))
-             for root, width in layout.groups if root in kept or int(width * (1 - ratio)) < round_to}
+    if ratios is not None:
+        fixed = {model.get_submodule(root): ratios[root] for root, _ in layout.groups}
+    else:
+        fixed = {model.get_submodule(root): (0.0 if root in kept else floor_ratio(width, round_to))
+                 for root, width in layout.groups if root in kept or int(width * (1 - ratio)) < round_to}
     return tp.pruner.BasePruner(
         model, example, importance=importance, pruning_ratio=ratio, pruning_ratio_dict=fixed or None,
         iterative_steps=steps, ignored_layers=[model.get_submodule(n) for n in layout.ignored],
@@ -135,12 +141,43 @@ def widths(model: nn.Module) -> dict[str, int]:
 
 
 def pruned_copy(model: nn.Module, example: torch.Tensor, layout: Layout, ratio: float, round_to: int = 1,
-                keep_shared: bool = False) -> nn.Module:
-    """A copy of `model` pruned at `ratio` (any criterion gives the same shapes, so the cheapest one is used)."""
+                keep_shared: bool = False, ratios: dict[str, float] | None = None) -> nn.Module:
+    """A copy of `model` pruned at `ratio` or `ratios` (shapes depend on the fractions alone, not on which channels
+    the criterion picks, so the cheapest criterion is used)."""
     trial = copy.deepcopy(model)
     build_pruner(trial, example, layout, tp.importance.MagnitudeImportance(p=1), ratio, round_to=round_to,
-                 keep_shared=keep_shared).step()
+                 keep_shared=keep_shared, ratios=ratios).step()
     return trial
+
+
+def group_scores(model: nn.Module, example: torch.Tensor, layout: Layout,
+                 importance: tp.importance.Importance) -> dict[str, torch.Tensor]:
+    """Every prunable group's per-channel importance by root name; torch-pruning's criteria divide each group's
+    scores by their mean, so scores of different groups compare (what one global ranking needs)."""
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    ignored = [model.get_submodule(n) for n in layout.ignored]
+    widths_ = dict(layout.groups)
+    scores = {}
+    for group in graph.get_all_groups(ignored_layers=ignored):
+        root = names[group[0][0].target.module]
+        imp = importance(group)
+        if imp is not None and root in widths_ and imp.numel() == widths_[root]:
+            scores[root] = imp.detach().float().flatten()
+    return scores
+
+
+def global_ratios(scores: dict[str, torch.Tensor], layout: Layout, fraction: float, round_to: int,
+                  keep_shared: bool) -> dict[str, float]:
+    """Each group's pruning fraction when the `fraction` least important channels of the whole network go (one
+    ranking over every group's normalised scores), each group kept at or above its floor of `round_to` channels."""
+    kept = set(layout.shared) if keep_shared else set()
+    pool = torch.cat([s for root, s in scores.items() if root not in kept])
+    threshold = torch.quantile(pool, fraction) if fraction > 0 else pool.min() - 1
+    return {root: (0.0 if root in kept or root not in scores
+                   else min(float((scores[root] <= threshold).float().mean()), floor_ratio(width, round_to)))
+            for root, width in layout.groups}
 
 
 @dataclass
@@ -151,6 +188,7 @@ class Plan:
     base_macs: int
     macs: int
     base_params: int
+    ratios: dict[str, float] | None = None     # per group, when one global ranking allocates the pruning
 
     @property
     def macs_ratio(self) -> float:
@@ -159,8 +197,11 @@ class Plan:
 
 def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, macs_ratio: float | None = None,
                  channel_ratio: float | None = None, round_to: int = 1, keep_shared: bool = False,
-                 who: str = "prune.channel") -> Plan:
-    """Find the channel fraction for the target and prove it reachable on a copy; NotApplicableError otherwise."""
+                 who: str = "prune.channel", allocate: Callable[[float], dict[str, float]] | None = None) -> Plan:
+    """Find the channel fraction for the target and prove it reachable on a copy; NotApplicableError otherwise.
+
+    `allocate`: the fraction is of the whole network's channels, turned into per-group fractions by it (global
+    ranking); otherwise every group loses that fraction."""
     if keep_shared and not set(dict(layout.groups)) - set(layout.shared):
         raise NotApplicableError(f"{who}: shared_channels: keep leaves nothing to prune in {type(model).__name__}: "
                                  "every prunable group is joined by a residual sum or a concatenation")
@@ -173,11 +214,12 @@ def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, mac
     base_params = sum(p.numel() for p in model.parameters())
 
     def measure(ratio: float) -> Plan:
-        trial = pruned_copy(model, example, layout, ratio, round_to, keep_shared)
+        ratios = allocate(ratio) if allocate is not None else None
+        trial = pruned_copy(model, example, layout, ratio, round_to, keep_shared, ratios)
         emptied = [name for name, width in widths(trial).items() if width == 0]
         if emptied:   # the floors make this impossible; a model torch-pruning mis-traces would land here
             raise NotApplicableError(f"{who}: pruning at {ratio:.4f} would empty {', '.join(emptied)}")
-        return Plan(ratio, base_macs, count_macs(trial, example), base_params)
+        return Plan(ratio, base_macs, count_macs(trial, example), base_params, ratios)
 
     if channel_ratio is not None:
         return measure(channel_ratio)
@@ -281,6 +323,10 @@ class ChannelPruning(Method):
     recover: Recovery = added("finetune")
     kd_alpha: float = added(0.9, ge=0.0, le=1.0)
     kd_temperature: float = added(4.0, gt=0.0)
+    # uniform: every group loses the same fraction (the shapes do not depend on the criterion); global: one ranking
+    # of every prunable channel by the criterion's normalised scores, so groups whose channels matter less lose
+    # more (torch-pruning's global pruning, with each group's floor of round_to channels kept)
+    allocation: Allocation = added("uniform")
 
     def __post_init__(self) -> None:
         check_ranges(self, self.name)
@@ -293,12 +339,20 @@ class ChannelPruning(Method):
         example = ctx.task.example_input(1)
         layout = Layout.of(model, example)
         keep = self.shared_channels == "keep"
+        allocate = None
+        if self.allocation == "global":   # the scores decide the shapes: scored once, on the unpruned model
+            if self.importance == "taylor":
+                accumulate_gradients(model, ctx.task.train_dataloader, self.taylor_batches)
+            scores = group_scores(model, example, layout, make_importance(self.importance))
+            model.zero_grad(set_to_none=True)
+            allocate = lambda fraction: global_ratios(scores, layout, fraction, self.round_to, keep)  # noqa: E731
         plan = plan_pruning(model, example, layout, macs_ratio=self.macs_ratio, channel_ratio=self.channel_ratio,
-                            round_to=self.round_to, keep_shared=keep, who=self.name)   # raises before any training
+                            round_to=self.round_to, keep_shared=keep, who=self.name,
+                            allocate=allocate)   # raises before any training
         before = widths(model)
         unpruned = copy.deepcopy(model).eval() if self.recover == "distill" else None
         pruner = build_pruner(model, example, layout, make_importance(self.importance), plan.ratio, self.rounds,
-                              self.round_to, keep)
+                              self.round_to, keep, plan.ratios)
         budget = (round_budget(ctx.budget, self.rounds, len(ctx.task.train_dataloader(ctx.budget.batch_size)))
                   if self.finetune else None)
         for step in range(1, self.rounds + 1):
@@ -326,7 +380,7 @@ class ChannelPruning(Method):
             achieved={"macs_ratio": round(plan.base_macs / macs, 4), "params_ratio": round(plan.base_params / params, 4),
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
             details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover,
-                     "shared_channels": self.shared_channels,
+                     "shared_channels": self.shared_channels, "allocation": self.allocation,
                      "kd": {"alpha": self.kd_alpha, "temperature": self.kd_temperature} if unpruned is not None else None,
                      "layer_ratio": round(plan.ratio, 6),
                      "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},

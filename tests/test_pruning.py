@@ -19,7 +19,8 @@ from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
-from slimbench.methods.channel_pruning import Layout, plan_pruning, round_budget, widths
+from slimbench.methods.channel_pruning import (Layout, global_ratios, group_scores, make_importance, plan_pruning,
+                                               pruned_copy, round_budget, widths)
 from slimbench.methods.pruning import lamp_counts, polynomial_sparsity, prunable_weights, schedule_batches
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
@@ -230,6 +231,8 @@ TEXT = InputSpec(1, 24, 16, modality="text", token_vocab=300)
     ("squeezenet", SMALL, {"macs_ratio": 2.0, "importance": "l2"}),    # the MACs search on the cheapest backbone
     ("efficientnet_b0", SMALL, {"channel_ratio": 0.3, "importance": "taylor"}),
     ("mobilenetv2", TEXT, {"channel_ratio": 0.3, "importance": "random"}),
+    ("mobilenetv2", SMALL, {"macs_ratio": 2.0, "importance": "taylor", "allocation": "global",
+                            "shared_channels": "keep"}),
 ])
 def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, spec, params):
     torch.manual_seed(0)
@@ -304,6 +307,40 @@ def test_channel_pruning_reaches_a_macs_target_inside_blocks_alone():
     assert inner.ratio > both.ratio   # fewer groups to prune: each loses more of its channels
     with pytest.raises(NotApplicableError, match="out of reach: .*shared_channels: keep"):
         plan_pruning(model, x, layout, macs_ratio=1000.0, round_to=8, keep_shared=True)
+
+
+def test_a_global_ranking_prunes_where_channels_matter_least():
+    """allocation: global: one ranking over every group's normalised scores, so a group with half its channels dead
+    (zero weights) loses those first and more than the others, each group keeping its floor, MACs target met."""
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", SMALL, 10).eval()
+    x = probe_context(SMALL).task.example_input(1)
+    layout = Layout.of(model, x)
+    dead = "features.4.conv.1.0"                          # one block's inner group: expansion → depthwise → projection
+    with torch.no_grad():                                 # every other channel of it dead in every layer it spans
+        for name in ("features.4.conv.0.0", "features.4.conv.0.1", "features.4.conv.1.0", "features.4.conv.1.1"):
+            layer = model.get_submodule(name)
+            layer.weight[::2] = 0.0
+            if getattr(layer, "bias", None) is not None:
+                layer.bias[::2] = 0.0
+        model.get_submodule("features.4.conv.2").weight[:, ::2] = 0.0
+    scores = group_scores(model, x, layout, make_importance("l1"))
+    assert set(scores) == {root for root, _ in layout.groups}
+    plan = plan_pruning(model, x, layout, macs_ratio=2.0, round_to=8, keep_shared=True,
+                        allocate=lambda f: global_ratios(scores, layout, f, 8, True))
+    uniform = plan_pruning(model, x, layout, macs_ratio=2.0, round_to=8, keep_shared=True)
+    assert plan.macs_ratio >= 2.0 and plan.ratios is not None and uniform.ratios is None
+    inner = [root for root, _ in layout.groups if root not in layout.shared]
+    assert plan.ratios[dead] >= 0.5 > uniform.ratio          # every dead channel goes, and more than a uniform share
+    assert len({round(plan.ratios[r], 3) for r in inner}) > 3                # groups lose different fractions
+    assert all(plan.ratios[r] == 0.0 for r in layout.shared)  # kept whole
+    pruned = model
+    for fraction in (0.999, plan.ratio):                       # at the extreme every group sits at its floor
+        ratios = global_ratios(scores, layout, fraction, 8, True)
+        pruned = pruned_copy(model, x, layout, fraction, 8, True, ratios)
+        assert all(w >= min(8, dict(layout.groups)[r]) for r, w in widths(pruned).items() if r in dict(layout.groups))
+    width = dict(layout.groups)[dead]
+    assert widths(pruned)[dead] == int(width * (1 - plan.ratios[dead])) // 8 * 8 <= width // 2
 
 
 def test_channel_pruning_fine_tunes_in_rounds_within_the_budget(task, trained):
