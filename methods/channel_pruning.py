@@ -33,7 +33,7 @@ import torch_pruning as tp
 from torch import nn
 
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.distillation import DistillLoss
+from slimbench.baselines.distillation import DistillLoss, FeaturePair
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import added, bounded, check_ranges
 from slimbench.deploy.counting import count_macs
@@ -323,6 +323,11 @@ class ChannelPruning(Method):
     recover: Recovery = added("finetune")
     kd_alpha: float = added(0.9, ge=0.0, le=1.0)
     kd_temperature: float = added(4.0, gt=0.0)
+    # and, with recover: distill, the unpruned model's features at these module paths (FitNets hints, MSE, weight
+    # kd_beta): a pruned network keeps every module path, and with shared_channels: keep the block outputs keep
+    # their width too, so each hint compares the same channels (a learned 1×1 adapter where widths differ)
+    kd_features: list[str] | None = added(None)
+    kd_beta: float = added(1.0, ge=0.0)
     # uniform: every group loses the same fraction (the shapes do not depend on the criterion); global: one ranking
     # of every prunable channel by the criterion's normalised scores, so groups whose channels matter less lose
     # more (torch-pruning's global pruning, with each group's floor of round_to channels kept)
@@ -334,6 +339,9 @@ class ChannelPruning(Method):
             raise ConfigError(f"{self.name}: give exactly one target, macs_ratio (> 1, e.g. 2.0 for half the MACs) "
                               f"or channel_ratio (in [0, 1)); got macs_ratio={self.macs_ratio}, "
                               f"channel_ratio={self.channel_ratio}")
+        if self.kd_features is not None and self.recover != "distill":
+            raise ConfigError(f"{self.name}: kd_features are hints from the unpruned model, used while recovering "
+                              f"by distillation; set recover: distill (got recover: {self.recover})")
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         example = ctx.task.example_input(1)
@@ -381,7 +389,9 @@ class ChannelPruning(Method):
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
             details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover,
                      "shared_channels": self.shared_channels, "allocation": self.allocation,
-                     "kd": {"alpha": self.kd_alpha, "temperature": self.kd_temperature} if unpruned is not None else None,
+                     "kd": ({"alpha": self.kd_alpha, "temperature": self.kd_temperature,
+                             "features": self.kd_features, "beta": self.kd_beta if self.kd_features else None}
+                            if unpruned is not None else None),
                      "layer_ratio": round(plan.ratio, 6),
                      "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},
                      "kept_channels": {k: [after[k], v] for k, v in before.items() if k in after and after[k] != v},
@@ -392,5 +402,7 @@ class ChannelPruning(Method):
                       budget: TrainConfig) -> nn.Module:
         if unpruned is None:
             return ctx.finetune(model, cfg=budget)
-        loss = DistillLoss(alpha=self.kd_alpha, temperature=self.kd_temperature)
+        hints = [FeaturePair(path, path) for path in self.kd_features or []]
+        loss = DistillLoss(alpha=self.kd_alpha, temperature=self.kd_temperature, feature_kind="hint",
+                           beta=self.kd_beta if hints else 0.0, pairs=hints)
         return finetune_against(model, unpruned, ctx, budget, loss)[0]
