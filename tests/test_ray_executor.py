@@ -171,18 +171,22 @@ def test_executor_choice_is_checked():
         make_executor("dask")
 
 
+def _two_seed_cells(config: dict, tmp_path: Path, methods: list) -> tuple[list, dict, dict[int, Path], Path]:
+    """The smoke suite's cells for `methods` at seeds 0 and 1, by label, with cache paths for two baselines and a
+    teacher (what the Dispatch tests hand out)."""
+    config["methods"], config["seeds"] = methods, [0, 1]
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cells = load_suite(path).cells
+    return cells, {c.label: c for c in cells}, {s: tmp_path / f"base{s}.pt" for s in (0, 1)}, tmp_path / "teacher0.pt"
+
+
 def test_dispatch_hands_out_baselines_then_teachers_then_cells_whose_models_are_trained(smoke_config, tmp_path):
     """Ray takes queued tasks in no fixed order, so the executor submits only as workers free up, in this order."""
     from slimbench.harness.executors import Dispatch
 
-    smoke_config["methods"] = ["baseline", {"name": "distill.logit", "params": {"init": "baseline"}}, "quant.fp16"]
-    smoke_config["seeds"] = [0, 1]
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(smoke_config))
-    cells = load_suite(path).cells
-    by = {c.label: c for c in cells}
-    base = {s: tmp_path / f"base{s}" for s in (0, 1)}
-    teacher = tmp_path / "teacher0"
+    cells, by, base, teacher = _two_seed_cells(smoke_config, tmp_path, [
+        "baseline", {"name": "distill.logit", "params": {"init": "baseline"}}, "quant.fp16"])
     trains = {teacher: (by["digits/tiny-cnn/distill.logit[init=baseline]/s0"], "teacher"),
               base[0]: (by["digits/tiny-cnn/baseline/s0"], "baseline"),
               base[1]: (by["digits/tiny-cnn/baseline/s1"], "baseline")}
@@ -213,15 +217,9 @@ def test_dispatch_starts_the_longest_known_work_first(smoke_config, tmp_path):
     from slimbench.harness.executors import Dispatch
     from slimbench.harness.plan import WallTimes
 
-    smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}, "quant.fp16",
-                               {"name": "distill.logit", "params": {"init": "baseline"}}]
-    smoke_config["seeds"] = [0, 1]
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(smoke_config))
-    cells = load_suite(path).cells
-    by = {c.label: c for c in cells}
-    base = {s: tmp_path / f"base{s}.pt" for s in (0, 1)}
-    teacher = tmp_path / "teacher0.pt"
+    cells, by, base, teacher = _two_seed_cells(smoke_config, tmp_path, [
+        "baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}, "quant.fp16",
+        {"name": "distill.logit", "params": {"init": "baseline"}}])
     trains = {base[0]: (by["digits/tiny-cnn/baseline/s0"], "baseline"), teacher: (cells[0], "teacher"),
               base[1]: (by["digits/tiny-cnn/baseline/s1"], "baseline")}
     times = WallTimes()
