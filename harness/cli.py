@@ -217,7 +217,8 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from slimbench.harness.records import has_record
     from slimbench.harness.report import build_report
-    from slimbench.harness.runner import SuiteRunner, parse_shard
+    from slimbench.harness.runner import SuiteRunner
+    from slimbench.harness.shards import parse_shard
     from slimbench.harness.suite import load_suite
 
     if args.no_progress:
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "plan":
             from slimbench.harness.plan import make_plan, plan_text
-            from slimbench.harness.runner import parse_shard
+            from slimbench.harness.shards import parse_shard
             from slimbench.harness.suite import load_suite
 
             suite = load_suite(args.suite, imports=args.imports)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimbench.harness.records import RunRecord, read_record
+from slimbench.harness.shards import in_shard
 from slimbench.harness.suite import Cell, Suite
 from slimbench.core.errors import CheckpointError
 
@@ -86,8 +87,6 @@ class WallTimes:
 def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) -> Plan:
     """Done / failed / pending cells of `suite` in `runs`; pending and failed ones estimated from the done ones
     (see WallTimes: never a guess when nothing comparable has run)."""
-    from slimbench.harness.runner import in_shard
-
     plan = Plan()
     times = WallTimes()
     for cell in suite.cells:

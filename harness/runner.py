@@ -21,7 +21,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, current_devices, fit
 from slimbench.harness.cache import ModelCache
 from slimbench.harness.environment import git_state, hardware, versions
-from slimbench.core.errors import ConfigError, SlimbenchError
+from slimbench.core.errors import SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
@@ -29,6 +29,7 @@ from slimbench.harness.evidence import Evidence, gather
 from slimbench.harness.measure import Metrics, evaluate_test, mean_corrupted, robustness
 from slimbench.harness.executors import Executor, SerialExecutor, SuiteOutcome
 from slimbench.harness.records import RunRecord, atomic_write_bytes, load_records, write_record
+from slimbench.harness.shards import in_shard
 from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
                                       speedup_bands, stored_form, torch_form)
 from slimbench.harness.suite import Cell, Named, Suite
@@ -85,22 +86,6 @@ class Laps:
 def params_given(cell: Cell) -> dict[str, Any]:
     """The method parameters the suite file set (the rest are defaults): what labels show."""
     return {k: cell.method.params[k] for k in cell.method.given}
-
-
-def in_shard(run_id: str, index: int, count: int) -> bool:
-    """Shard `index` of `count` owns a cell by its run_id alone, so a slice never changes on resume or reorder."""
-    return int(run_id, 16) % count == index
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """`--shard 2/8` → (2, 8); SLURM's `$SLURM_ARRAY_TASK_ID/$N` fits it directly."""
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"--shard {text}: need N ≥ 1 and 0 ≤ I < N")
-    return index, count
 
 
 class SuiteRunner:

@@ -163,6 +163,7 @@ def group_scores(model: nn.Module, example: torch.Tensor, layout: Layout,
     for group in graph.get_all_groups(ignored_layers=ignored):
         root = names[group[0][0].target.module]
         imp = importance(group)
+        # a group scored other than channel for channel (grouped convolutions) is left out: never pruned
         if imp is not None and root in widths_ and imp.numel() == widths_[root]:
             scores[root] = imp.detach().float().flatten()
     return scores
@@ -173,7 +174,11 @@ def global_ratios(scores: dict[str, torch.Tensor], layout: Layout, fraction: flo
     """Each group's pruning fraction when the `fraction` least important channels of the whole network go (one
     ranking over every group's normalised scores), each group kept at or above its floor of `round_to` channels."""
     kept = set(layout.shared) if keep_shared else set()
-    pool = torch.cat([s for root, s in scores.items() if root not in kept])
+    rankable = [s for root, s in scores.items() if root not in kept]
+    if not rankable:
+        raise NotApplicableError("prune.channel: allocation: global found no channels to rank (every prunable group "
+                                 "is kept whole or scored other than channel for channel); use allocation: uniform")
+    pool = torch.cat(rankable)
     threshold = torch.quantile(pool, fraction) if fraction > 0 else pool.min() - 1
     return {root: (0.0 if root in kept or root not in scores
                    else min(float((scores[root] <= threshold).float().mean()), floor_ratio(width, round_to)))

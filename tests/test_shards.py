@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from slimbench.harness.plan import make_plan
-from slimbench.harness.runner import in_shard, parse_shard
+from slimbench.harness.shards import in_shard, parse_shard
 from slimbench.harness.suite import load_suite
 from slimbench.core.errors import ConfigError
 
