@@ -333,7 +333,7 @@ class Dispatch:
 
     def __init__(self, trains: dict[Path, tuple[Cell, str]], cells: list[Cell], needs: dict[str, set[Path]],
                  times: WallTimes | None = None):
-        times = times or WallTimes()
+        times = times if times is not None else WallTimes()   # (an empty one is falsy, yet may know trainings)
 
         def train_order(path: Path) -> tuple[bool, float]:
             # a baseline unblocks all of its task's cells, a teacher only the distillation ones

@@ -44,6 +44,9 @@ class WallTimes:
         self.cell: dict[str, float] = {}
         self.training: dict[str, float] = {}          # checkpoint file name -> seconds it took to train
         self.by_kind: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.by_method: dict[str, list[float]] = defaultdict(list)
+        self.by_family: dict[bool, list[float]] = defaultdict(list)   # baseline or not
+        self.every: list[float] = []
 
     @classmethod
     def read(cls, runs_dirs: list[Path]) -> "WallTimes":
@@ -59,23 +62,24 @@ class WallTimes:
         wall = float(rec.wall_seconds.get("total", 0.0))
         self.cell.setdefault(rec.run_id, wall)
         self.by_kind[rec.model, rec.method].append(wall)
+        self.by_method[rec.method].append(wall)
+        self.by_family[rec.method == "baseline"].append(wall)
+        self.every.append(wall)
         trained = rec.baseline_training or {}
         if trained.get("checkpoint") and trained.get("train_seconds") is not None:
             self.training.setdefault(Path(trained["checkpoint"]).name, float(trained["train_seconds"]))
 
     def __bool__(self) -> bool:
-        return bool(self.by_kind)
+        return bool(self.every)
 
     def estimate(self, cell: Cell) -> tuple[float, str] | None:
         """(seconds, what it was estimated from), or None when nothing finished resembles it."""
         if cell.run_id in self.cell:
             return self.cell[cell.run_id], "the same cell"
-        same_method = [v for (_, method), vs in self.by_kind.items() if method == cell.method.name for v in vs]
-        same_family = [v for (_, method), vs in self.by_kind.items()
-                       if (method == "baseline") == (cell.method.name == "baseline") for v in vs]
         for kind, pool in (("model and method", self.by_kind.get((cell.model.name, cell.method.name))),
-                           ("method", same_method), ("family", same_family),
-                           ("all finished cells", [v for vs in self.by_kind.values() for v in vs])):
+                           ("method", self.by_method.get(cell.method.name)),
+                           ("family", self.by_family.get(cell.method.name == "baseline")),
+                           ("all finished cells", self.every)):
             if pool:
                 return statistics.median(pool), kind
         return None
