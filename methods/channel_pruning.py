@@ -353,11 +353,13 @@ class ChannelPruning(Method):
         layout = Layout.of(model, example)
         keep = self.shared_channels == "keep"
         allocate = None
+        # Taylor gradients of the unpruned model, once: the global ranking and the first round's pruner read the same
+        has_gradients = False
         if self.allocation == "global":   # the scores decide the shapes: scored once, on the unpruned model
             if self.importance == "taylor":
                 accumulate_gradients(model, ctx.task.train_dataloader, self.taylor_batches)
+                has_gradients = True
             scores = group_scores(model, example, layout, make_importance(self.importance))
-            model.zero_grad(set_to_none=True)
             allocate = lambda fraction: global_ratios(scores, layout, fraction, self.round_to, keep)  # noqa: E731
         plan = plan_pruning(model, example, layout, macs_ratio=self.macs_ratio, channel_ratio=self.channel_ratio,
                             round_to=self.round_to, keep_shared=keep, who=self.name,
@@ -369,8 +371,9 @@ class ChannelPruning(Method):
         budget = (round_budget(ctx.budget, self.rounds, len(ctx.task.train_dataloader(ctx.budget.batch_size)))
                   if self.finetune else None)
         for step in range(1, self.rounds + 1):
-            if self.importance == "taylor":
+            if self.importance == "taylor" and not has_gradients:
                 accumulate_gradients(model, ctx.task.train_dataloader, self.taylor_batches)
+            has_gradients = False
             with seeded(step_seed(ctx.seed, step)):
                 pruner.step()
             model.zero_grad(set_to_none=True)
