@@ -15,8 +15,9 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.deploy.runtimes import load_artifact
 from slimbench.harness.records import load_records
-from slimbench.harness.report import build_report
+from slimbench.harness.report import build_report, speedup_cell
 from slimbench.harness.runner import SuiteRunner
+from slimbench.harness.stats import widened
 from slimbench.harness.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, register_method
 from tests.conftest import SMOKE
@@ -100,14 +101,26 @@ def test_false_claims_are_measured_and_flagged(evidence_run):
 
 
 def test_an_unchanged_model_shows_no_speedup(evidence_run):
-    _, _, records, rows = evidence_run
+    """The same weights in two sessions read as noise in every runtime and batch, never as a speedup or a slowdown.
+
+    The round-to-round band alone only holds in-process noise: two sessions of one graph can sit a few per cent
+    apart for the whole run (memory placement; measured 0.90–0.99 on ONNX Runtime b1 on a 2-core VM). The harness
+    reads a band widened by the measured run-to-run spread, and that reading is what this asserts.
+    """
+    runner, _, records, rows = evidence_run
     rec = records["test.unchanged"]
     assert rec.compression["verified"] and rec.compression["compute"] == "dense fp32"
+    assert set(rec.metrics["speedup"]) >= {"eager", "onnxruntime"}
     for runtime, bands in rec.metrics["speedup"].items():
         for key, band in bands.items():
-            assert band["low"] <= 1.0 <= band["high"], (runtime, key, band)
+            low, high = widened(band["low"], band["high"])
+            assert low <= 1.0 <= high, (runtime, key, band)
+            assert band["low"] <= band["ratio"] <= band["high"] and band["rounds"] == MEASURE["rounds"]
     row = next(r for r in rows if r["method"] == "test.unchanged")
-    assert row["speedup_b1_low"] <= 1.0 <= row["speedup_b1_high"]
+    shown = speedup_cell(row["speedup_b1_x"], row["speedup_b1_low"], row["speedup_b1_high"])
+    assert shown.startswith("≈1.00×"), shown
+    line = next(line for line in (runner.paths.root / "leaderboard.md").read_text().splitlines() if "test.unchanged" in line)
+    assert shown in line
 
 
 def test_sparse_storage_runs_masked_dense_kernels(evidence_run):
