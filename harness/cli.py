@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                     "measured for accuracy, size, compute and CPU latency.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--native-kernels", action="store_true",
+                   help="compute with this CPU's own kernels instead of pinning training, calibration and evaluation "
+                        "to AVX2 (the default, so the same seed gives the same figures on any x86-64 CPU); records "
+                        "say which ran. Latency is always measured with the native kernels")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a suite file; finished cells are skipped, so an interrupted run resumes",
@@ -251,17 +255,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(reference: Path, new: Path, out: Path | None, wall_seconds: float | None = None) -> int:
-    from slimbench.harness.compare import compare_dirs
+    from slimbench.harness.compare import compare_dirs, failures, summary_line
 
     checks, only = compare_dirs(reference, new, out, wall_seconds)
-    exact_bad = [c for c in checks if c.exact and not c.ok]
-    loose_bad = [c for c in checks if not c.exact and not c.ok]
+    exact_bad, loose_bad = failures(checks)
     for c in exact_bad + loose_bad:
         print(f"{c.verdict}: {c.cell} {c.figure}: {c.reference} -> {c.new} ({c.tolerance})", file=sys.stderr)
     print(f"{len({c.cell for c in checks})} cells, {len(checks)} figures compared: {len(exact_bad)} exact figures "
           f"differ, {len(loose_bad)} outside tolerance, {len(only)} cells in one folder only"
           + (f"; table -> {out}" if out else ""))
-    return 1 if exact_bad else 0
+    from slimbench.core import kernels
+
+    print(summary_line(checks, only, pinned=kernels.state().pinned))
+    return 1 if exact_bad or loose_bad else 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -309,9 +315,28 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+def pin_kernels(native: bool, argv: list[str] | None) -> None:
+    """Fix the CPU kernels before torch loads (children, Ray workers and shards inherit the environment). Run as a
+    command with torch already imported, the process starts again with the pins; called as a function (tests),
+    it keeps the kernels it has and its records say so."""
+    from slimbench.core import kernels
+
+    wanted = kernels.pin(os.environ, native=native)
+    if "torch" not in sys.modules or argv is not None:
+        log.info("kernels: %s (%s)", wanted.numerics, wanted.reason)
+        return
+    import torch
+
+    have = kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability())
+    if have.numerics != wanted.numerics and os.environ.get("SLIMBENCH_REEXEC") != "1":
+        os.environ["SLIMBENCH_REEXEC"] = "1"   # once: a process that loads torch at start-up keeps what it has
+        os.execv(sys.executable, [sys.executable, "-m", "slimbench", *sys.argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
+    pin_kernels(args.native_kernels, argv)
     try:
         if args.command == "list":
             return cmd_list(args.kind, args.pattern, args.imports)

@@ -2,15 +2,18 @@
 
 `slimbench compare A B` checks B (e.g. a fresh run) against A (e.g. the committed reference records);
 `slimbench reproduce SUITE` runs a suite afresh into a scratch folder and compares it with the committed one.
-Tolerances follow what a figure depends on:
-- exact: what the code alone decides (parameters, multiply-adds, the requested settings, the sparsity a
-  pruning method reaches);
-- small, relative: what depends on the trained weights only through their values (non-zero parameters,
-  stored and gzip bytes of data-dependent encodings);
-- accuracy: on the same CPU model and instruction sets training is deterministic, so equal to 1e-6; on
-  another CPU the float rounding differs and the run is another sample of the seed distribution, so within
-  3 standard deviations of the seeds (floor 0.5 points); accuracy on the corrupted test copies likewise;
-- speedups: the two runs' interleaved-round bands must overlap.
+
+Two regimes, chosen per cell from the kernels each record names (harness/numerics.py):
+- same kernels (both pinned to the same instruction set, or native on the same CPU model), same torch: training
+  and evaluation are deterministic, so every figure but latency must be equal; a difference fails the run and
+  names the first figure that differs;
+- different kernels (native on another CPU, another architecture): the run is another sample of the seed
+  distribution. Accuracy-like figures are judged against a spread the project measured: 3σ over the seeds of the
+  same cell, else of the same task and model's baseline in any committed suite; with no measured spread the
+  figure is shown as not judged, never judged against σ = 0. Parameters, multiply-adds and sparsity are exact
+  unless the method chooses its structure from the trained weights (`Method.structure_from_data`), which are
+  then judged like accuracy.
+Speedups are never exact: the two runs' bands, each widened by the measured run-to-run spread, must overlap.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
+from slimbench.harness.numerics import numerics, same_kernels
 from slimbench.harness.records import RunRecord, atomic_write_text, load_records
 from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, widened
 
-SAME_MACHINE_ACCURACY = 1e-6
 SEED_SIGMAS = 3.0
-ACCURACY_FLOOR = 0.005
-RELATIVE = {"nonzero_params": 0.005, "stored_bytes": 0.02, "gzip_bytes": 0.02}
+STRUCTURE = ("params", "macs")
+SIZES = ("nonzero_params", "stored_bytes", "gzip_bytes")
+LABEL_WIDTH = 60
 
 
 @dataclass
@@ -43,9 +47,12 @@ class Check:
     tolerance: str
     ok: bool
     exact: bool
+    judged: bool = True        # False: no measured spread to judge it against (shown, not counted as a failure)
 
     @property
     def verdict(self) -> str:
+        if not self.judged:
+            return "not judged"
         if self.ok:
             return "equal" if self.exact else "within tolerance"
         return "DIFFERS (exact figure)" if self.exact else "outside tolerance"
@@ -55,96 +62,233 @@ def _key(rec: RunRecord) -> tuple[str, ...]:
     return (rec.task, rec.model, rec.method, json.dumps(rec.config["method"]["params"], sort_keys=True), str(rec.seed))
 
 
-def _label(rec: RunRecord) -> str:
+def short_label(rec: RunRecord, width: int = LABEL_WIDTH) -> str:
+    """A cell's name that fits a table column: task/model/method[params]/seed, params shortened past `width`."""
     params = ",".join(f"{k}={v}" for k, v in rec.details.get("params_given", {}).items())
-    return f"{rec.task}/{rec.model}/{rec.method}" + (f"[{params}]" if params else "") + f"/s{rec.seed}"
+    head, tail = f"{rec.task}/{rec.model}/{rec.method}", f"/s{rec.seed}"
+    full = head + (f"[{params}]" if params else "") + tail
+    if len(full) <= width:
+        return full
+    room = width - len(head) - len(tail) - 3
+    return head + (f"[{params[:max(room, 0)]}…]" if room > 4 else "[…]") + tail
 
 
-def _same_machine(a: RunRecord, b: RunRecord) -> bool:
-    keys = ("cpu", "instruction_sets", "torch_cpu_capability")
-    return all(a.hardware.get(k) == b.hardware.get(k) for k in keys) and a.versions.get("torch") == b.versions.get("torch")
+def _structure_from_data(method: str) -> bool:
+    from slimbench.methods import METHODS
+
+    try:
+        return bool(getattr(METHODS.get(method), "structure_from_data", False))
+    except SlimbenchError:   # a plugin method not loaded here: judge its structure like accuracy, to be safe
+        return True
 
 
-def seed_spread(records: list[RunRecord]) -> dict[tuple[str, ...], float]:
-    """σ of accuracy over seeds per row (task, model, method, params); rows with one seed borrow their
-    baseline's σ (same task and model), since a seed changes the baseline as much as anything."""
-    groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
-    for rec in records:
-        if rec.status == "ok":
-            groups[_key(rec)[:4]].append(rec.metrics["accuracy"])
-    sigma = {k: statistics.stdev(v) for k, v in groups.items() if len(v) > 1}
-    baseline = {k[:2]: s for k, s in sigma.items() if k[2] == "baseline"}
-    return {k: sigma.get(k, baseline.get(k[:2], 0.0)) for k in groups}
+class Spread:
+    """σ over seeds of each figure, per cell group (task, model, method, params), measured in committed records;
+    a group with one seed borrows its task and model's baseline σ from any committed suite."""
+
+    def __init__(self, records: list[RunRecord]):
+        values: dict[tuple[tuple[str, ...], str], list[float]] = defaultdict(list)
+        for rec in records:
+            if rec.status != "ok":
+                continue
+            for fig, v in _judged_figures(rec).items():
+                values[(rec.suite, *_key(rec)[:4]), fig].append(v)
+        self.own: dict[tuple[tuple[str, ...], str], float] = {}
+        self.baseline: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        for (group, fig), v in values.items():
+            if len(v) < 2:
+                continue
+            sigma = statistics.stdev(v)
+            self.own[group[1:], fig] = max(sigma, self.own.get((group[1:], fig), 0.0))
+            if group[3] == "baseline":
+                self.baseline[group[1], group[2], fig].append(sigma)
+
+    def sigma(self, rec: RunRecord, fig: str) -> tuple[float | None, str]:
+        own = self.own.get((_key(rec)[:4], fig))
+        if own:
+            return own, "σ of this cell's seeds"
+        base = self.baseline.get((rec.task, rec.model, fig))
+        if base and fig in ("accuracy", "corrupted accuracy"):   # a seed moves every model as it moves the baseline
+            return max(base), f"σ of {rec.task}/{rec.model} baseline seeds"
+        return None, "no measured spread"
 
 
-def compare_records(reference: list[RunRecord], new: list[RunRecord]) -> tuple[list[Check], list[str]]:
-    """Checks for every cell present in both; the second list names cells present in only one of them."""
+def _judged_figures(rec: RunRecord) -> dict[str, float]:
+    out = {"accuracy": rec.metrics["accuracy"]}
+    if rec.metrics.get("mean_corrupted_accuracy") is not None:
+        out["corrupted accuracy"] = rec.metrics["mean_corrupted_accuracy"]
+    for fig in (*STRUCTURE, *SIZES):
+        out[fig] = rec.metrics[fig]
+    return out
+
+
+def _checks_exact(cell: str, a: RunRecord, b: RunRecord, why: str) -> list[Check]:
+    """Same kernels: every figure but latency equal."""
+    checks = [Check(cell, fig, va, vb, f"exact ({why})", va == vb, True)
+              for fig, va in _judged_figures(a).items() for vb in [_judged_figures(b).get(fig)]]
+    ha, hb = a.artifact.get("sha256"), b.artifact.get("sha256")
+    if ha and hb:   # the stored model itself, bit for bit: the strictest figure there is
+        checks.append(Check(cell, "stored model sha256", ha[:12], hb[:12], f"exact ({why})", ha == hb, True))
+    return checks + _checks_settings(cell, a, b, exact_sparsity=True)
+
+
+def _checks_settings(cell: str, a: RunRecord, b: RunRecord, exact_sparsity: bool) -> list[Check]:
+    req_a, req_b = a.compression.get("requested", {}), b.compression.get("requested", {})
+    out = [Check(cell, "requested", req_a, req_b, "exact", req_a == req_b, True)]
+    if "sparsity" in req_a:
+        sa, sb = a.compression["achieved"].get("sparsity"), b.compression["achieved"].get("sparsity")
+        if exact_sparsity:
+            out.append(Check(cell, "achieved sparsity", sa, sb, "exact", sa == sb, True))
+    return out
+
+
+def _checks_spread(cell: str, a: RunRecord, b: RunRecord, spread: Spread) -> list[Check]:
+    """Different kernels: accuracy-like figures within 3σ of a measured spread; structure exact unless chosen from
+    the trained weights."""
+    data_structure = _structure_from_data(a.method)
+    fa, fb = _judged_figures(a), _judged_figures(b)
+    checks: list[Check] = []
+    for fig, va in fa.items():
+        vb = fb.get(fig)
+        if fig in STRUCTURE and not data_structure:
+            checks.append(Check(cell, fig, va, vb, "exact (structure fixed by the code)", va == vb, True))
+            continue
+        sigma, source = spread.sigma(a, fig)
+        if va == vb:
+            checks.append(Check(cell, fig, va, vb, "equal", True, False))
+        elif sigma is None:
+            checks.append(Check(cell, fig, _fmt(va), _fmt(vb), "no measured spread", True, False, judged=False))
+        else:
+            tol = SEED_SIGMAS * sigma
+            checks.append(Check(cell, fig, _fmt(va), _fmt(vb), f"±{tol:.4g} ({SEED_SIGMAS:g}{source})",
+                                abs(va - vb) <= tol, False))
+    return checks + _checks_settings(cell, a, b, exact_sparsity=not data_structure)
+
+
+def _fmt(v: Any) -> Any:
+    return round(v, 6) if isinstance(v, float) else v
+
+
+def _checks_speed(cell: str, a: RunRecord, b: RunRecord) -> list[Check]:
+    runtime = a.metrics.get("runtime", "eager")
+    same_cpu = a.hardware.get("cpu") == b.hardware.get("cpu")
+    out = []
+    for batch in ("b1", "bn"):
+        ba = a.metrics.get("speedup", {}).get(runtime, {}).get(batch)
+        bb = b.metrics.get("speedup", {}).get(runtime, {}).get(batch)
+        if ba and bb and a.family != "baseline":
+            (al, ah), (bl, bh) = widened(ba["low"], ba["high"]), widened(bb["low"], bb["high"])
+            out.append(Check(cell, f"speedup {batch} ({runtime})", f"{ba['ratio']:.2f} [{ba['low']:.2f}–{ba['high']:.2f}]",
+                             f"{bb['ratio']:.2f} [{bb['low']:.2f}–{bb['high']:.2f}]",
+                             f"bands ±{RUN_TO_RUN_SPEEDUP:.0%} overlap" if same_cpu else "another CPU: its own speed",
+                             al <= bh and bl <= ah, False, judged=same_cpu))
+    return out
+
+
+def compare_records(reference: list[RunRecord], new: list[RunRecord], spread_from: list[RunRecord] | None = None
+                    ) -> tuple[list[Check], list[str]]:
+    """Checks for every cell present in both; the second list names cells present in only one of them.
+    `spread_from` (default: the reference records) are the committed records whose seeds measure the spread."""
     ref_by, new_by = {_key(r): r for r in reference}, {_key(r): r for r in new}
-    sigma = seed_spread(reference)
+    spread = Spread(spread_from if spread_from is not None else reference)
     checks: list[Check] = []
     for key in sorted(set(ref_by) & set(new_by)):
         a, b = ref_by[key], new_by[key]
-        cell = _label(a)
+        cell = short_label(a)
         if a.status != "ok" or b.status != "ok":   # a failure reproduces only as the same failure
             checks.append(Check(cell, "status", a.status, b.status, "exact", a.status == b.status, True))
             continue
-        for fig in ("params", "macs"):
-            checks.append(Check(cell, fig, a.metrics[fig], b.metrics[fig], "exact", a.metrics[fig] == b.metrics[fig], True))
-        req_a, req_b = a.compression.get("requested", {}), b.compression.get("requested", {})
-        checks.append(Check(cell, "requested", req_a, req_b, "exact", req_a == req_b, True))
-        if "sparsity" in req_a:
-            sa, sb = a.compression["achieved"].get("sparsity"), b.compression["achieved"].get("sparsity")
-            checks.append(Check(cell, "achieved sparsity", sa, sb, "exact", sa == sb, True))
-        for fig, rel in RELATIVE.items():
-            va, vb = a.metrics[fig], b.metrics[fig]
-            ok = abs(va - vb) <= rel * max(abs(va), 1)
-            checks.append(Check(cell, fig, va, vb, f"±{rel:.1%}", ok, False))
-        acc_a, acc_b = a.metrics["accuracy"], b.metrics["accuracy"]
-        if _same_machine(a, b):
-            tol, why = SAME_MACHINE_ACCURACY, "same CPU: deterministic"
+        if same_kernels(a, b):
+            checks += _checks_exact(cell, a, b, numerics(a))
         else:
-            tol = max(SEED_SIGMAS * sigma.get(key[:4], 0.0), ACCURACY_FLOOR)
-            why = f"other CPU: {SEED_SIGMAS:g}σ of seeds (σ={sigma.get(key[:4], 0.0):.4f}), floor {ACCURACY_FLOOR}"
-        checks.append(Check(cell, "accuracy", round(acc_a, 6), round(acc_b, 6), f"±{tol:.4g} ({why})",
-                            abs(acc_a - acc_b) <= tol, False))
-        cor_a, cor_b = a.metrics.get("mean_corrupted_accuracy"), b.metrics.get("mean_corrupted_accuracy")
-        if cor_a is not None and cor_b is not None:   # the same corrupted inputs: held to accuracy's tolerance
-            checks.append(Check(cell, "corrupted accuracy", round(cor_a, 6), round(cor_b, 6), f"±{tol:.4g} ({why})",
-                                abs(cor_a - cor_b) <= tol, False))
-        runtime = a.metrics.get("runtime", "eager")
-        for batch in ("b1", "bn"):
-            ba = a.metrics.get("speedup", {}).get(runtime, {}).get(batch)
-            bb = b.metrics.get("speedup", {}).get(runtime, {}).get(batch)
-            if ba and bb and a.family != "baseline":
-                (al, ah), (bl, bh) = widened(ba["low"], ba["high"]), widened(bb["low"], bb["high"])
-                ok = al <= bh and bl <= ah
-                checks.append(Check(cell, f"speedup {batch} ({runtime})", f"{ba['ratio']:.2f} [{ba['low']:.2f}–{ba['high']:.2f}]",
-                                    f"{bb['ratio']:.2f} [{bb['low']:.2f}–{bb['high']:.2f}]",
-                                    f"bands ±{RUN_TO_RUN_SPEEDUP:.0%} overlap", ok, False))
-    only = [f"only in reference: {_label(ref_by[k])}" for k in sorted(set(ref_by) - set(new_by))]
-    only += [f"only in new run: {_label(new_by[k])}" for k in sorted(set(new_by) - set(ref_by))]
+            checks += _checks_spread(cell, a, b, spread)
+        checks += _checks_speed(cell, a, b)
+    only = [f"only in reference: {short_label(ref_by[k])}" for k in sorted(set(ref_by) - set(new_by))]
+    only += [f"only in new run: {short_label(new_by[k])}" for k in sorted(set(new_by) - set(ref_by))]
     return checks, only
 
 
-def markdown(checks: list[Check], only: list[str], ref_dir: Path, new_dir: Path, wall_seconds: float | None) -> str:
-    exact_bad = [c for c in checks if c.exact and not c.ok]
-    loose_bad = [c for c in checks if not c.exact and not c.ok]
+def failures(checks: list[Check]) -> tuple[list[Check], list[Check]]:
+    """(exact figures that differ, judged figures outside their tolerance). Speedups are shown but decide
+    nothing: latency belongs to the machine and its load, not to the code."""
+    return ([c for c in checks if c.exact and not c.ok],
+            [c for c in checks if not c.exact and c.judged and not c.ok and not c.figure.startswith("speedup")])
+
+
+def summary_line(checks: list[Check], only: list[str], pinned: bool) -> str:
+    """The last thing a person reads: what happened and what to do."""
+    exact_bad, loose_bad = failures(checks)
+    cells = sorted({c.cell for c in exact_bad + loose_bad})
+    unjudged = sorted({c.cell for c in checks if not c.judged})
+    n = len({c.cell for c in checks})
+    missing = f"; {len(only)} cells in one folder only" if only else ""
+    if not cells and unjudged:
+        return (f"inconclusive: nothing differs beyond a measured tolerance, but {len(unjudged)} of {n} cells have "
+                f"figures computed with other kernels and no measured spread to judge them; rerun with the same "
+                f"pinned kernels (the default) to compare bit for bit{missing}.")
+    if not cells:
+        exact = all(c.exact for c in checks if not c.figure.startswith("speedup"))
+        how = ("bit for bit with pinned AVX2 kernels" if pinned and exact else
+               "bit for bit" if exact else "within the measured tolerances")
+        return f"reproduced: {n} cells {how}{missing}."
+    first = next(iter(exact_bad + loose_bad))
+    return (f"{len(cells)} of {n} cells differ: {', '.join(cells[:3])}{' …' if len(cells) > 3 else ''} "
+            f"(first: {first.cell} {first.figure} {first.reference} → {first.new}); see the report's sections, "
+            f"and compare the records' kernels (pinned vs native) before reading it as a code change.")
+
+
+def markdown(checks: list[Check], only: list[str], ref_dir: Path, new_dir: Path, wall_seconds: float | None,
+             kernels_text: str = "") -> str:
+    exact_bad, loose_bad = failures(checks)
+    by_cell: dict[str, list[Check]] = defaultdict(list)
+    for c in checks:
+        by_cell[c.cell].append(c)
     lines = ["# Reproduction: committed records beside a fresh run", "",
-             f"Reference: `{ref_dir}`; new run: `{new_dir}`" + (f" ({wall_seconds / 60:.1f} min)" if wall_seconds else "")
-             + ".", "",
-             f"{len({c.cell for c in checks})} cells compared, {len(checks)} figures: "
-             f"{sum(c.ok for c in checks)} equal or within tolerance, {len(exact_bad)} exact figures differ, "
-             f"{len(loose_bad)} outside tolerance.", "",
-             "Tolerances: exact for parameters, multiply-adds, requested settings and a pruning method's achieved "
-             "sparsity; ±0.5 % non-zero parameters, ±2 % stored and gzip bytes; accuracy equal to 1e-6 on the same "
-             "CPU model and instruction sets (training is deterministic there), otherwise within 3σ of the seeds "
-             "(floor 0.5 points); speedup bands, each widened by the run-to-run spread of speedups measured on this kind of "
-             f"machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/stats.py), must overlap.", ""]
+             f"Reference `{ref_dir}`, new run `{new_dir}`" + (f" ({wall_seconds / 60:.1f} min)" if wall_seconds else "")
+             + (f"; {kernels_text}" if kernels_text else "") + ".", "",
+             f"{len(by_cell)} cells, {len(checks)} figures: {sum(c.ok and c.judged for c in checks)} equal or within "
+             f"tolerance, {len(exact_bad)} exact figures differ, {len(loose_bad)} outside tolerance, "
+             f"{sum(not c.judged for c in checks)} not judged.", ""]
+    rows = []
+    for cell, cs in by_cell.items():
+        bad = [c for c in cs if not c.ok]
+        verdict = ("differs: " + ", ".join(c.figure for c in bad)[:40] if bad else
+                   "not all judged" if any(not c.judged for c in cs) else
+                   "equal" if all(c.exact or c.figure.startswith("speedup") for c in cs) else "within tolerance")
+        rows.append([cell, len(cs), verdict])
+    lines += [tabulate(rows, headers=["cell", "figures", "verdict"], tablefmt="github"), ""]
     if only:
-        lines += ["Cells in one folder only:", ""] + [f"- {o}" for o in only] + [""]
-    rows = [[c.cell, c.figure, c.reference, c.new, c.tolerance, c.verdict] for c in checks]
-    lines += [tabulate(rows, headers=["cell", "figure", "reference", "new", "tolerance", "verdict"], tablefmt="github"), ""]
+        lines += ["## Cells in one folder only", ""] + [f"- {o}" for o in only] + [""]
+    for cell, cs in by_cell.items():
+        if all(c.ok and c.judged for c in cs):
+            continue
+        lines += [f"## {cell}", ""]
+        detail = [[c.figure, c.reference, c.new, c.tolerance, c.verdict] for c in cs if not (c.ok and c.judged)]
+        lines += [tabulate(detail, headers=["figure", "reference", "new", "tolerance", "verdict"], tablefmt="github"), ""]
+    lines += ["## How figures are judged", "",
+              "Same kernels (both records pinned to the same instruction set, or native on the same CPU model) and "
+              "the same torch: every figure but latency must be equal. Different kernels: accuracy, corrupted "
+              "accuracy, sizes, and the structure of methods that choose it from the trained weights within "
+              f"{SEED_SIGMAS:g}σ of a spread measured over the committed seeds (not judged where none was measured); "
+              "parameters, multiply-adds and requested settings exact. Speedup bands, each widened by the "
+              f"run-to-run spread measured on this kind of machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/stats.py), "
+              "should overlap on the same CPU model; they are shown, never a reason to fail, since latency belongs "
+              "to the machine and its load. On another CPU they are not judged.", ""]
     return "\n".join(lines)
+
+
+def _suite_records(results_root: Path) -> list[RunRecord]:
+    """Every committed record under a results root: the seeds of other suites measure spreads too."""
+    out: list[RunRecord] = []
+    for runs in sorted(results_root.glob("*/runs")):
+        if not runs.parent.name.startswith("."):
+            out += load_records(runs)
+    return out
+
+
+def kernels_text(records: list[RunRecord]) -> str:
+    kinds = sorted({numerics(r) for r in records})
+    return "kernels: " + ", ".join(kinds)
 
 
 def compare_dirs(ref_dir: Path, new_dir: Path, out: Path | None = None, wall_seconds: float | None = None
@@ -152,9 +296,13 @@ def compare_dirs(ref_dir: Path, new_dir: Path, out: Path | None = None, wall_sec
     for d in (ref_dir, new_dir):
         if not (Path(d) / "runs").is_dir():
             raise SlimbenchError(f"{d} has no runs/ folder of records")
-    checks, only = compare_records(load_records(Path(ref_dir) / "runs"), load_records(Path(new_dir) / "runs"))
+    reference, new = load_records(Path(ref_dir) / "runs"), load_records(Path(new_dir) / "runs")
+    spread_from = reference + [r for r in _suite_records(Path(ref_dir).parent) if r.suite != reference[0].suite] \
+        if reference else reference
+    checks, only = compare_records(reference, new, spread_from)
     if not checks:
         raise SlimbenchError(f"{ref_dir} and {new_dir} have no cell in common (same task, model, method, params, seed)")
     if out is not None:
-        atomic_write_text(out, markdown(checks, only, ref_dir, new_dir, wall_seconds))
+        text = kernels_text(reference) + " (reference) vs " + ", ".join(sorted({numerics(r) for r in new})) + " (new)"
+        atomic_write_text(out, markdown(checks, only, ref_dir, new_dir, wall_seconds, text))
     return checks, only

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from slimbench.core import kernels
+
 PACKAGES = ("slimbench", "torch", "torchvision", "lightning", "timm", "torchmetrics", "torch-pruning", "torchao",
             "onnx", "onnxruntime", "wandb", "numpy", "scikit-learn", "tabulate")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +75,8 @@ def hardware() -> dict[str, Any]:
         "machine": platform.machine(),
         "instruction_sets": flags,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # the kernels every figure but latency used (latency's own are in the record's metrics)
+        "kernels": kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability()).to_dict(),
         "system": platform.system(),
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

@@ -93,6 +93,12 @@ class SerialExecutor:
     """One cell after another in this process."""
 
     def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
+        from slimbench.core import kernels
+
+        if kernels.state().pinned:   # threads change reduction order: pinned runs use a cell's `cpus`, as on Ray
+            import torch
+
+            torch.set_num_threads(max(1, int(runner.suite.resources.cpus)))
         outcome = SuiteOutcome()
         bar = tqdm(cells, desc=f"suite {runner.suite.name}", unit="cell", disable=not runner.progress)
         start = time.perf_counter()

@@ -75,7 +75,8 @@ def select(records: list[RunRecord], method: str, seeds: list[int] | None) -> li
 def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] | None, rounds: int,
             min_run_time: float, threads: int) -> list[BatchTiming]:
     from slimbench.deploy.latency import MeasureConfig
-    from slimbench.deploy.runtimes import latency_by_runtime, speedup_bands
+    from slimbench.deploy.native_latency import measure_latency
+    from slimbench.deploy.runtimes import speedup_bands
     from slimbench.tasks import build_task
 
     records = load_records(suite_dir / "runs")
@@ -91,7 +92,7 @@ def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] |
         task = tasks[key]
         examples = {f"b{n}": task.example_input(n) for n in batches}
         # the cells' own timing path: every runtime, model and baseline in the same interleaved rounds
-        latency = latency_by_runtime(_load(suite_dir, rec, task), _load(suite_dir, base, task), "eager", examples, cfg)
+        latency, _ = measure_latency(_load(suite_dir, rec, task), _load(suite_dir, base, task), "eager", examples, cfg)
         bands = speedup_bands(latency, "eager")
         for runtime, by_batch in bands.items():        # a runtime that cannot run the model has no band
             for batch in batches:

@@ -40,6 +40,7 @@ class Metrics:
     speedup: dict[str, dict[str, Any]] = field(default_factory=dict)   # per runtime and batch: ratio + noise band
     mean_corrupted_accuracy: float | None = None    # over every corruption × severity of the task (None: none declared)
     robustness: dict[str, Any] = field(default_factory=dict)           # see `robustness` below
+    latency_kernels: dict[str, Any] = field(default_factory=dict)      # which kernels and process timed `latency`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

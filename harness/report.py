@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from slimbench.harness import layer_tables, robustness, sweep
 from slimbench.harness.distill_report import distillation_markdown
+from slimbench.harness.numerics import numerics_line
 from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
                                             matrix_csv, matrix_markdown, matrix_rows)
@@ -192,6 +193,7 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             f"{len(records)} run records; measured on {hw.get('cpu')} ({hw.get('logical_cpus')} logical CPUs), "
             f"latency with {r0.config['measure']['threads']} thread(s), torch {r0.versions.get('torch')}, "
             f"commit `{(r0.git.get('commit') or 'unknown')[:10]}`.",
+            numerics_line(records),
             "Accuracy and macro-F1 on the test split (mean ± std over seeds); Δ acc is the change against the same "
             "model's trained baseline (same seed and budget), in points; sizes are the stored (packed) "
             "representation; latency is measured in the runtime the model is deployed in, and speedup is the baseline's "

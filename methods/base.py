@@ -75,6 +75,9 @@ class Method(abc.ABC):
     consumes: ClassVar[frozenset[str]] = frozenset({"float"})
     produces: ClassVar[str] = "float"
     version: ClassVar[int] = 1              # bump when the method's behaviour changes: its results expire
+    # Does the model's structure (parameters, multiply-adds, sparsity) depend on the trained weights, e.g. ranks
+    # or channel counts chosen from them? Then two runs on different kernels may differ there like accuracy does.
+    structure_from_data: ClassVar[bool] = False
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:

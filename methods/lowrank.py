@@ -268,6 +268,7 @@ class LayerPlan:
 @dataclass
 class LowRank(Method):
     """Shared parameters and flow: choose ranks per layer, replace the layers, fine-tune."""
+    structure_from_data: ClassVar[bool] = True   # ranks chosen from the trained weights
 
     family: ClassVar[str] = "low_rank"
     name: ClassVar[str]

@@ -211,8 +211,8 @@ def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_fig
     victim.write_text(json.dumps(data))
     assert main(["compare", str(runner.paths.root), str(copy_dir), "--out", str(tmp_path / "diff.md")]) == 1
     table = (tmp_path / "diff.md").read_text()
-    assert "1 exact figures differ, 1 outside tolerance" in table
-    assert "DIFFERS (exact figure)" in table and "same CPU: deterministic" in table
+    assert "2 exact figures differ, 0 outside tolerance" in table   # same kernels: accuracy is exact too
+    assert "DIFFERS (exact figure)" in table and "exact (native" in table
 
 
 def test_compare_a_cell_that_fails_on_one_side_only_is_an_exact_difference(evidence_run, tmp_path: Path):

@@ -1,0 +1,122 @@
+"""Pinned kernels: the same seed gives the same figures under the same pins, latency is timed natively."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slimbench.core import kernels
+
+pytestmark = pytest.mark.skipif(not kernels.cpu_has_avx2(), reason="the pins need an x86-64 CPU with AVX2")
+
+SLIMBENCH = [sys.executable, "-m", "slimbench"]
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in kernels.PINS and k != kernels.MODE_VARIABLE}
+    return {**env, "WANDB_MODE": "disabled", "SLIMBENCH_PROGRESS": "0", **extra}
+
+
+def _run(suite: Path, results: Path, *flags: str, env: dict[str, str] | None = None) -> list[dict]:
+    cmd = [*SLIMBENCH, *flags, "run", str(suite), "--results", str(results), "--allow-dirty", "--wandb", "disabled",
+           "--no-progress"]
+    out = subprocess.run(cmd, env=env or _clean_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [json.loads(p.read_text()) for p in sorted((results / "smoke" / "runs").glob("*.json"))]
+
+
+def _compare(a: Path, b: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SLIMBENCH, "compare", str(a / "smoke"), str(b / "smoke"), "--out", str(out)],
+                          env=_clean_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, list[list[dict]]]:
+    """The smoke suite run twice with the default pins and once with ATen's scalar kernels instead."""
+    root = tmp_path_factory.mktemp("pins")
+    suite = Path(__file__).parent.parent / "configs" / "smoke.yaml"
+    a, b, c = root / "a", root / "b", root / "c"
+    records = [_run(suite, a), _run(suite, b),
+               _run(suite, c, "--native-kernels", env=_clean_env(ATEN_CPU_CAPABILITY="default"))]
+    return a, b, c, records
+
+
+def test_the_command_pins_every_figure_but_latency(three_runs):
+    _, _, _, (pinned, _, native) = three_runs
+    for rec in pinned:
+        assert rec["hardware"]["kernels"]["numerics"] == "pinned-avx2"
+        assert rec["hardware"]["kernels"]["pins"] == kernels.PINS
+        assert rec["hardware"]["torch_cpu_capability"] == "AVX2"
+        latency = rec["metrics"]["latency_kernels"]
+        assert latency["numerics"] == "native" and latency["process"] == "separate"
+    for rec in native:
+        assert rec["hardware"]["kernels"]["numerics"] == "native"
+        assert rec["hardware"]["torch_cpu_capability"] == "DEFAULT"
+
+
+def test_same_pins_reproduce_bit_for_bit(three_runs, tmp_path: Path):
+    a, b, _, (ra, rb, _) = three_runs
+    assert [r["artifact"]["sha256"] for r in ra] == [r["artifact"]["sha256"] for r in rb]
+    out = _compare(a, b, tmp_path / "same.md")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("reproduced: 2 cells bit for bit with pinned AVX2 kernels")
+
+
+def test_other_kernels_give_other_weights_and_an_exact_comparison_catches_them(three_runs, tmp_path: Path):
+    a, _, c, (ra, _, rc) = three_runs
+    assert [r["artifact"]["sha256"] for r in ra] != [r["artifact"]["sha256"] for r in rc]
+    out = _compare(a, c, tmp_path / "other.md")
+    assert out.stdout.strip().splitlines()[-1].startswith("inconclusive")   # never claimed exact
+    assert "native DEFAULT" in (tmp_path / "other.md").read_text()
+    # the same records, claiming the reference's pins: the exact comparison must name the first difference
+    forged = tmp_path / "forged" / "smoke" / "runs"
+    forged.mkdir(parents=True)
+    for path in sorted((c / "smoke" / "runs").glob("*.json")):
+        rec = json.loads(path.read_text())
+        rec["hardware"]["kernels"] = ra[0]["hardware"]["kernels"]
+        (forged / path.name).write_text(json.dumps(rec))
+    out = _compare(a, tmp_path / "forged", tmp_path / "forged.md")
+    assert out.returncode == 1
+    assert "DIFFERS (exact figure)" in out.stderr and "stored model sha256" in out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("2 of 2 cells differ")
+
+
+PROBE = """
+import os, json
+from slimbench.core import kernels
+kernels.pin(os.environ)
+import torch
+from slimbench.deploy.latency import MeasureConfig
+from slimbench.deploy.native_latency import measure_latency, probe
+model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+model(torch.zeros(1, 1, 8, 8))
+_, used = measure_latency(model.eval(), None, "eager", {"b1": torch.zeros(1, 1, 8, 8)},
+                          MeasureConfig(rounds=1, min_run_time=0.01, warmup=1))
+print(json.dumps({"here": torch.backends.cpu.get_cpu_capability(), "used": used.to_dict(), "child": probe()}))
+"""
+
+
+def test_eager_latency_is_timed_without_the_pins():
+    native = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                            env=_clean_env(), capture_output=True, text=True, timeout=60).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", PROBE], env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["here"] == "AVX2"                                   # this process computes pinned
+    assert got["used"] == {"numerics": "native", "process": "separate", "torch_cpu_capability": native, "note": ""}
+    assert got["child"]["payload"] == {"pins_in_environment": False}
+    assert got["child"]["torch_cpu_capability"] == native
+
+
+def test_pinning_records_what_really_ran():
+    env = {**kernels.PINS}
+    assert kernels.state(env, torch_capability="AVX2").pinned
+    late = kernels.state(env, torch_capability="AVX512")   # variables set after torch had loaded
+    assert not late.pinned and "after torch loaded" in late.reason
+    assert not kernels.state({}, torch_capability="AVX2").pinned
+    assert "ATEN_CPU_CAPABILITY" not in kernels.native_environment(env)
