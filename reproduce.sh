@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # slimbench front door.
 #   ./reproduce.sh [quick]   set up .venv and the offline datasets, rerun every quick-suite cell afresh and compare
-#                            with the committed records -> results/quick/reproduction.md (exit 1 if an exact figure differs)
+#                            with the committed records -> results/quick/reproduction.md (exit 1 if a figure differs;
+#                            every figure but latency computed with kernels pinned to AVX2, see README)
 #   ./reproduce.sh test      same setup, then the test suite (pytest)
 #   ./reproduce.sh full      same setup, then the full suite on the real datasets (downloads them; uses a GPU if present)
 #   ./reproduce.sh setup     only the setup
@@ -70,6 +71,6 @@ case "$MODE" in
   quick) setup; exec "$VENV/bin/slimbench" reproduce configs/quick.yaml --executor ray "$@" ;;
   test)  setup; export WANDB_MODE=offline SLIMBENCH_PROGRESS=0; exec "$VENV/bin/python" -m pytest tests "$@" ;;
   full)  setup; unset HF_HUB_OFFLINE; exec "$VENV/bin/slimbench" run configs/full.yaml "$@" ;;
-  -h|--help|help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
   *) die "unknown mode '$MODE'; valid modes: quick (default), test, full, setup" ;;
 esac
