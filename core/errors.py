@@ -34,3 +34,15 @@ class CheckpointError(SlimbenchError):
 
 class NotApplicableError(SlimbenchError):
     """A method that does not apply to the given model or task."""
+
+
+class StoredFormError(SlimbenchError, ValueError):
+    """A stored (packed) form that is malformed or does not decode to the model it stores: names the tensor, its
+    format and what is wrong, so a failed cell's record says it in one line."""
+
+    def __init__(self, problem: str, tensor: str | None = None, fmt: str | None = None):
+        self.problem, self.tensor, self.format = problem, tensor, fmt
+        where = "the stored form" if tensor is None else f"the stored form of {tensor!r}"
+        if fmt is not None:
+            where += f" (format {fmt!r})"
+        super().__init__(f"{where}: {problem}")

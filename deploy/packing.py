@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from slimbench.core.errors import StoredFormError
+
 MIN_NUMEL = 64          # tiny tensors (biases, BN stats) stay dense: the bookkeeping would outweigh them
 MAX_CODEBOOK = 256
 HUFFMAN_MAX_BITS = 20   # longest code; decoding uses a table of 2**HUFFMAN_MAX_BITS entries at most
@@ -59,7 +61,9 @@ class Packed:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "Packed":
         if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_TAG:
-            raise ValueError(f"not a slimbench packed state (missing format tag {PAYLOAD_TAG!r})")
+            raise StoredFormError(f"not a slimbench packed state (missing format tag {PAYLOAD_TAG!r})")
+        if not isinstance(payload.get("tensors"), dict) or not isinstance(payload.get("meta"), dict):
+            raise StoredFormError("a packed state needs 'tensors' and 'meta' mappings")
         return cls(dict(payload["tensors"]), dict(payload["meta"]))
 
 
@@ -138,15 +142,32 @@ def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.packbits(bits)
 
 
+class MalformedEncoding(ValueError):
+    """An encoding that cannot be decoded as it claims (wrong lengths, an index past its codebook, ...): the message
+    says what; `unpack_tensor` adds the tensor's name and format (as `StoredFormError`)."""
+
+
 def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.ndarray:
-    """Inverse of `huffman_encode`: `count` symbols.
+    """Inverse of `huffman_encode`: `count` symbols; MalformedEncoding when the stream is not `count` codewords of
+    this code, back to back, filling exactly its bytes (as `huffman_encode` writes them).
 
     Every bit position's next `max_len` bits are looked up in a table at once (numpy); only the walk from one
     codeword to the next stays a Python loop, over plain ints.
     """
+    lengths = np.asarray(lengths).astype(np.int64)
+    stream = np.asarray(stream)
     if count == 0:
+        if len(stream):
+            raise MalformedEncoding(f"the Huffman stream holds {len(stream)} bytes for 0 symbols")
         return np.zeros(0, dtype=np.int64)
+    if lengths.size == 0 or int(lengths.max()) == 0:
+        raise MalformedEncoding(f"{count} symbols to decode, but the code has no codeword (all code lengths are 0)")
     max_len = int(lengths.max())
+    if max_len > HUFFMAN_MAX_BITS or int(lengths.min()) < 0:
+        raise MalformedEncoding(f"code lengths must lie in 0..{HUFFMAN_MAX_BITS}, got {int(lengths.min())}..{max_len}")
+    if sum(1 << (max_len - n) for n in lengths.tolist() if n) > 1 << max_len:
+        raise MalformedEncoding(f"the code lengths {lengths.tolist()[:16]}{' ...' if len(lengths) > 16 else ''} are "
+                                f"not a prefix code (Kraft sum above 1)")
     codes = canonical_codes(lengths)
     symbol_of = np.zeros(1 << max_len, dtype=np.int64)
     length_of = np.zeros(1 << max_len, dtype=np.int64)
@@ -154,7 +175,7 @@ def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.nd
         if n:
             lo, hi = c << (max_len - n), (c + 1) << (max_len - n)
             symbol_of[lo:hi], length_of[lo:hi] = s, n
-    bits = np.unpackbits(stream).astype(np.int64)
+    bits = np.unpackbits(stream.astype(np.uint8, copy=False)).astype(np.int64)
     nbits = len(bits)
     bits = np.concatenate([bits, np.zeros(max_len, dtype=np.int64)])
     window = np.zeros(nbits, dtype=np.int64)
@@ -163,9 +184,22 @@ def huffman_decode(stream: np.ndarray, lengths: np.ndarray, count: int) -> np.nd
     step = length_of[window].tolist()
     starts, pos = [0] * count, 0
     for i in range(count):
+        if pos >= nbits:
+            raise MalformedEncoding(f"the Huffman stream ({len(stream)} bytes) ends after {i} of {count} symbols")
         starts[i] = pos
         pos += step[pos]
-    return symbol_of[window[np.asarray(starts, dtype=np.int64)]]
+    at = np.asarray(starts, dtype=np.int64)
+    found = length_of[window[at]]
+    if not found.all():
+        i = int(np.flatnonzero(found == 0)[0])
+        raise MalformedEncoding(f"symbol {i} of {count}: the bits at stream position {starts[i]} are no codeword of "
+                                f"the code")
+    if pos > nbits:
+        raise MalformedEncoding(f"the Huffman stream ({len(stream)} bytes) ends inside symbol {count - 1} of {count}")
+    if len(stream) != math.ceil(pos / 8):
+        raise MalformedEncoding(f"the Huffman stream holds {len(stream)} bytes; its {count} symbols take "
+                                f"{math.ceil(pos / 8)} ({pos} bits)")
+    return symbol_of[window[at]]
 
 
 # -- relative positions of non-zeros (Han et al. 2016, "Deep Compression", section 3) --------------------------
@@ -288,46 +322,184 @@ def _pack_quantized(t: torch.Tensor, meta: dict[str, Any]) -> tuple[dict[str, An
 
 VALUE_FORMATS = ("", "codebook", "huffman")
 POSITION_FORMATS = ("sparse", "relative")
+QUANTIZED_FORMATS = ("quantized_per_tensor", "quantized_per_channel")
+FORMATS = ("dense", "codebook", "huffman",
+           *("_".join(p for p in (where, what) if p) for where in POSITION_FORMATS for what in VALUE_FORMATS),
+           *QUANTIZED_FORMATS, "alias")
+_VALUE_PARTS = {"": ("values",), "codebook": ("codebook", "bits", "indices"),
+                "huffman": ("codebook", "code_lengths", "stream")}
+_POSITION_PARTS = {"sparse": ("mask",), "relative": ("gap_lengths", "gap_stream", "gap_count")}
+_QUANTIZED_INT = {torch.qint8: torch.int8, torch.quint8: torch.uint8, torch.qint32: torch.int32}
+
+# What each format reproduces when decoded — its precision — and so what a stored form is checked against
+# (deploy.runtimes.check_packed compares the decoded tensors with the model's own):
+# - dense, codebook, huffman, sparse*, relative*: exact. The values are stored in the tensor's `dtype` (the data,
+#   raw values or codebook entries must have that dtype), and decode to exactly those numbers; zeros a position
+#   format leaves out decode to +0.0. A stored dtype narrower than the model's (float16 storage of a float32
+#   tensor) is exact only for weights that float16 holds: the model's weights cast to float16 and back must be the
+#   weights themselves, or the stored form is not the model that was measured.
+# - quantized_per_tensor / quantized_per_channel: the integer values, zero points, axis and quantized dtype exactly;
+#   the scales at float32 (they are stored as float32, so a model scale is compared cast to float32 and back).
+# - alias: exactly the tensor it names (decoded as that very tensor object), with the same shape and dtype.
 
 
-def _values(what: str, parts: Parts, count: int) -> torch.Tensor:
+def format_parts(fmt: str) -> tuple[str, ...]:
+    """The parts a format stores: exactly these, no more (every stored byte must be one that decoding reads)."""
+    if fmt == "dense":
+        return ("data",)
+    if fmt == "alias":
+        return ()
+    if fmt in QUANTIZED_FORMATS:
+        return ("int_repr", "scales", "zero_points")
+    if fmt in ("codebook", "huffman"):
+        return _VALUE_PARTS[fmt]
+    where, _, what = fmt.partition("_")
+    return _POSITION_PARTS[where] + _VALUE_PARTS[what]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_meta(meta: Any) -> tuple[list[int], torch.dtype, str]:
+    """(shape, dtype, format) of one tensor's metadata; MalformedEncoding says which key is missing or wrong."""
+    if not isinstance(meta, dict):
+        raise MalformedEncoding(f"its metadata must be a mapping with 'shape', 'dtype' and 'format', got "
+                                f"{type(meta).__name__}")
+    missing = [k for k in ("shape", "dtype", "format") if k not in meta]
+    if missing:
+        raise MalformedEncoding(f"its metadata lacks {missing} (it has {sorted(map(str, meta))})")
+    fmt, shape, dtype_name = meta["format"], meta["shape"], meta["dtype"]
+    if fmt not in FORMATS:
+        raise MalformedEncoding(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if (not isinstance(shape, (list, tuple))
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise MalformedEncoding(f"shape must be a list of non-negative integers, got {shape!r}")
+    dtype = getattr(torch, dtype_name, None) if isinstance(dtype_name, str) else None
+    if not isinstance(dtype, torch.dtype):
+        raise MalformedEncoding(f"dtype {dtype_name!r} is not a torch dtype")
+    if (fmt in QUANTIZED_FORMATS) != (dtype in _QUANTIZED_INT):
+        raise MalformedEncoding(f"dtype {dtype_name} does not fit the format: quantized dtypes "
+                                f"({', '.join(map(_dtype_name, _QUANTIZED_INT))}) go with {' / '.join(QUANTIZED_FORMATS)}"
+                                f" and only with them")
+    if fmt == "quantized_per_channel":
+        axis = meta.get("axis")
+        if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(shape):
+            raise MalformedEncoding(f"'axis' must be a dimension of shape {list(shape)}, got {axis!r}")
+    if fmt == "alias" and not isinstance(meta.get("of"), str):
+        raise MalformedEncoding(f"an alias must name the tensor it stores in 'of', got {meta.get('of')!r}")
+    return list(shape), dtype, fmt
+
+
+def _part(parts: Parts, key: str, dtype: torch.dtype | tuple[torch.dtype, ...] | None = None,
+          numel: int | None = None, flat: bool = True) -> torch.Tensor:
+    """One stored part, checked: a CPU tensor of the dtype and length the format reads."""
+    value = parts[key]
+    dtypes = (dtype,) if isinstance(dtype, torch.dtype) else dtype
+    if dtypes is not None and value.dtype not in dtypes:
+        raise MalformedEncoding(f"part {key!r} must be {' or '.join(map(_dtype_name, dtypes))}, got "
+                                f"{_dtype_name(value.dtype)}")
+    if flat and value.dim() != 1:
+        raise MalformedEncoding(f"part {key!r} must be one-dimensional, got shape {list(value.shape)}")
+    if numel is not None and value.numel() != numel:
+        raise MalformedEncoding(f"part {key!r} holds {value.numel()} elements ({value.numel() * value.element_size()}"
+                                f" bytes); the format needs {numel}")
+    return value.detach().cpu()
+
+
+def _single_int(parts: Parts, key: str, dtype: torch.dtype | tuple[torch.dtype, ...]) -> int:
+    return int(_part(parts, key, dtype, numel=1)[0])
+
+
+def _values(what: str, parts: Parts, count: int, dtype: torch.dtype) -> torch.Tensor:
     if what == "":
-        return parts["values"]
+        return _part(parts, "values", dtype, numel=count)
+    codebook = _part(parts, "codebook", dtype)
+    k = codebook.numel()
     if what == "huffman":
-        idx = huffman_decode(parts["stream"].numpy(), parts["code_lengths"].numpy(), count)
+        lengths = _part(parts, "code_lengths", torch.uint8).numpy()
+        if len(lengths) != k:
+            raise MalformedEncoding(f"part 'code_lengths' holds {len(lengths)} code lengths, one per codebook value, "
+                                    f"but the codebook holds {k} values")
+        idx = huffman_decode(_part(parts, "stream", torch.uint8).numpy(), lengths, count)
     else:
-        idx = unpack_bits(parts["indices"].numpy(), int(parts["bits"][0]), count).astype(np.int64)
-    return parts["codebook"][torch.from_numpy(idx)]
+        bits = _single_int(parts, "bits", torch.uint8)
+        if not 1 <= bits <= 8:
+            raise MalformedEncoding(f"'bits' must be 1..8 (indices into at most {MAX_CODEBOOK} values), got {bits}")
+        indices = _part(parts, "indices", torch.uint8, numel=math.ceil(count * bits / 8)).numpy()
+        idx = unpack_bits(indices, bits, count).astype(np.int64)
+    if count and (k == 0 or int(idx.max()) >= k):
+        at = int(np.flatnonzero(idx >= k)[0])
+        raise MalformedEncoding(f"codebook index {int(idx[at])} (value {at} of {count}) is out of range of the "
+                                f"{k}-value codebook")
+    return codebook[torch.from_numpy(idx)]
 
 
-def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor]) -> torch.Tensor:
-    shape, dtype = meta["shape"], getattr(torch, meta["dtype"])
-    fmt = meta["format"]
+def _decode(meta: dict[str, Any], parts: Parts) -> torch.Tensor:
+    shape, dtype, fmt = check_meta(meta)
+    want = format_parts(fmt)
+    missing, extra = [p for p in want if p not in parts], sorted(p for p in parts if p not in want)
+    if missing or extra:
+        raise MalformedEncoding(f"stores parts {sorted(parts)}, but the format stores exactly {list(want)}"
+                                + (f" (missing {missing})" if missing else "") + (f" (extra {extra})" if extra else ""))
+    for key, value in parts.items():
+        if not isinstance(value, torch.Tensor):
+            raise MalformedEncoding(f"part {key!r} must be a tensor, got {type(value).__name__}")
     numel = math.prod(shape)
     if fmt == "dense":
-        return parts["data"].reshape(shape)
-    if fmt == "quantized_per_channel":
-        return torch._make_per_channel_quantized_tensor(
-            parts["int_repr"], parts["scales"].double(), parts["zero_points"].long(), meta["axis"]
-        )
-    if fmt == "quantized_per_tensor":
-        return torch._make_per_tensor_quantized_tensor(
-            parts["int_repr"], float(parts["scales"][0]), int(parts["zero_points"][0])
-        )
+        return _part(parts, "data", dtype, numel=numel, flat=False).reshape(shape)
+    if fmt in QUANTIZED_FORMATS:
+        int_repr = _part(parts, "int_repr", _QUANTIZED_INT[dtype], flat=False)
+        if list(int_repr.shape) != shape:
+            raise MalformedEncoding(f"part 'int_repr' has shape {list(int_repr.shape)}, not {shape}")
+        channels = shape[meta["axis"]] if fmt == "quantized_per_channel" else 1
+        scales = _part(parts, "scales", (torch.float32, torch.float64), numel=channels)
+        zero_points = _part(parts, "zero_points", (torch.int32, torch.int64), numel=channels)
+        if not (torch.isfinite(scales).all() and (scales > 0).all()):
+            raise MalformedEncoding(f"scales must be finite and positive, got {scales.tolist()[:8]}")
+        if fmt == "quantized_per_channel":
+            return torch._make_per_channel_quantized_tensor(int_repr, scales.double(), zero_points.long(), meta["axis"])
+        return torch._make_per_tensor_quantized_tensor(int_repr, float(scales[0]), int(zero_points[0]))
     if fmt in ("codebook", "huffman"):
-        return _values(fmt, parts, numel).to(dtype).reshape(shape)
+        return _values(fmt, parts, numel, dtype).reshape(shape)
     where, _, what = fmt.partition("_")
-    if where not in POSITION_FORMATS or what not in VALUE_FORMATS:
-        raise ValueError(f"unknown packed format {fmt!r}")
     if where == "sparse":
-        positions = np.flatnonzero(np.unpackbits(parts["mask"].numpy())[:numel])
+        mask = _part(parts, "mask", torch.uint8, numel=math.ceil(numel / 8)).numpy()
+        positions = np.flatnonzero(np.unpackbits(mask)[:numel])
     else:
-        lengths = parts["gap_lengths"].numpy()
-        symbols = huffman_decode(parts["gap_stream"].numpy(), lengths, int(parts["gap_count"][0]))
-        positions = gap_positions(symbols, len(lengths) - 1)
+        lengths = _part(parts, "gap_lengths", torch.uint8).numpy()
+        if len(lengths) < 2:
+            raise MalformedEncoding(f"part 'gap_lengths' needs at least 2 code lengths (gaps 0..cap-1 and the "
+                                    f"escape), got {len(lengths)}")
+        count = _single_int(parts, "gap_count", (torch.int32, torch.int64))
+        if count < 0:
+            raise MalformedEncoding(f"'gap_count' must be non-negative, got {count}")
+        symbols = huffman_decode(_part(parts, "gap_stream", torch.uint8).numpy(), lengths, count)
+        cap = len(lengths) - 1
+        if count and symbols[-1] == cap:
+            raise MalformedEncoding("the gap stream ends in an escape symbol (a gap with no non-zero after it)")
+        positions = gap_positions(symbols, cap)
+        if len(positions) and int(positions[-1]) >= numel:
+            raise MalformedEncoding(f"the gaps place a non-zero at position {int(positions[-1])}, past the tensor's "
+                                    f"{numel} elements")
     out = torch.zeros(numel, dtype=dtype)
-    out[torch.from_numpy(positions)] = _values(what, parts, len(positions)).to(dtype)
+    out[torch.from_numpy(positions)] = _values(what, parts, len(positions), dtype)
     return out.reshape(shape)
+
+
+def unpack_tensor(meta: dict[str, Any], parts: dict[str, torch.Tensor], name: str | None = None) -> torch.Tensor:
+    """The tensor `meta` and `parts` encode; StoredFormError (naming `name` and the format) when they are malformed
+    or inconsistent — never a KeyError or IndexError from inside a decoder."""
+    fmt = meta.get("format") if isinstance(meta, dict) and isinstance(meta.get("format"), str) else None
+    try:
+        return _decode(meta, parts)
+    except StoredFormError:
+        raise
+    except MalformedEncoding as exc:
+        raise StoredFormError(str(exc), name, fmt) from None
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError, OverflowError, MemoryError) as exc:
+        # a case the checks above missed: still one clear line, the original error chained for a traceback
+        raise StoredFormError(f"cannot be decoded ({exc.__class__.__name__}: {exc})", name, fmt) from exc
 
 
 # -- state dicts -------------------------------------------------------------------------------------------
@@ -360,14 +532,48 @@ def pack_state_dict(state: dict[str, torch.Tensor]) -> Packed:
 
 
 def unpack_state_dict(packed: Packed) -> dict[str, torch.Tensor]:
-    """Decoded tensors; an alias is the very tensor object of the name it points to (ties survive loading)."""
+    """Decoded tensors; an alias is the very tensor object of the name it points to (ties survive loading).
+
+    Every stored tensor must belong to a tensor of the metadata and be a part its format reads, and every encoding
+    must be well formed: otherwise StoredFormError names the tensor, its format and what is wrong.
+    """
+    if not isinstance(packed, Packed):
+        raise StoredFormError(f"expected a slimbench Packed (deploy.packing), got {type(packed).__name__}")
+    if not isinstance(packed.tensors, dict) or not isinstance(packed.meta, dict):
+        raise StoredFormError(f"tensors and meta must be mappings, got {type(packed.tensors).__name__} and "
+                              f"{type(packed.meta).__name__}")
+    bad_names = [n for n in packed.meta if not isinstance(n, str)]
+    if bad_names:
+        raise StoredFormError(f"tensor names must be strings, got {bad_names[:5]}")
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in packed.tensors.items():
-        name, _, part = key.rpartition("/")
+        name, _, part = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+        if not name or not part:
+            raise StoredFormError(f"stored tensor key {key!r} is not '<tensor name>/<part>'")
         parts.setdefault(name, {})[part] = value
-    out = {name: unpack_tensor(meta, parts.get(name, {}))
-           for name, meta in packed.meta.items() if meta["format"] != "alias"}
+    orphans = sorted(set(parts) - set(packed.meta))
+    if orphans:
+        raise StoredFormError(f"stored tensors {[f'{n}/{p}' for n in orphans[:3] for p in sorted(parts[n])][:5]} "
+                              f"belong to no tensor of the metadata ({len(orphans)} such tensor name(s)): bytes that "
+                              f"decoding never reads", orphans[0])
+    out = {name: unpack_tensor(meta, parts.get(name, {}), name)
+           for name, meta in packed.meta.items() if not (isinstance(meta, dict) and meta.get("format") == "alias")}
     for name, meta in packed.meta.items():
-        if meta["format"] == "alias":
-            out[name] = out[meta["of"]]
+        if isinstance(meta, dict) and meta.get("format") == "alias":
+            try:
+                shape, dtype, _ = check_meta(meta)
+            except MalformedEncoding as exc:
+                raise StoredFormError(str(exc), name, "alias") from None
+            of = meta["of"]
+            if name in parts:
+                raise StoredFormError(f"an alias stores no parts, but {sorted(parts[name])} are stored under it", name,
+                                      "alias")
+            if of not in out:
+                raise StoredFormError(f"it names {of!r}, which is "
+                                      + ("another alias" if of in packed.meta else "not a stored tensor"), name, "alias")
+            target = out[of]
+            if list(target.shape) != shape or target.dtype != dtype:
+                raise StoredFormError(f"it says {shape} {_dtype_name(dtype)}, but {of!r} decodes to "
+                                      f"{list(target.shape)} {_dtype_name(target.dtype)}", name, "alias")
+            out[name] = target
     return {name: out[name] for name in packed.meta}

@@ -13,10 +13,11 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from slimbench.core.errors import NotApplicableError, UnknownNameError
+from slimbench.core.errors import NotApplicableError, StoredFormError, UnknownNameError
 from slimbench.deploy.latency import MeasureConfig, latency_rounds_ms
 from slimbench.deploy.onnx_export import (ONNX_PAYLOAD_KEY, OnnxModel, export_onnx, onnx_from_payload, onnx_packed,
                                           optimized_graph)
@@ -125,20 +126,120 @@ def speedup_bands(latency: dict[str, dict[str, dict[str, Any]]], deployed: str) 
 
 
 def check_packed(packed: Packed, model: nn.Module) -> None:
-    """A stored form must decode to exactly the weights that were measured, or the cell fails."""
+    """A stored form must decode to the weights that were measured, to its format's precision, or the cell fails.
+
+    Checked before a byte is counted: the form is a `Packed` (with the weight-free graph for an ONNX Runtime model,
+    and only then), it stores exactly the model's tensors (state dict, or the graph's initializers), every encoding is
+    well formed, and every decoded tensor equals the model's: exactly for the value formats (in a dtype holding both,
+    so a narrower stored dtype passes only where it holds the model's weights exactly), integers, zero points and
+    axis exactly and scales at their stored float32 for the quantized formats (deploy.packing lists each format's
+    precision). Anything else is a StoredFormError naming the tensor, its format and what differs.
+    """
+    if not isinstance(packed, Packed):
+        raise StoredFormError(f"a method's Outcome.packed must be a slimbench Packed (deploy.packing), got "
+                              f"{type(packed).__name__}")
     if isinstance(model, OnnxModel):
         expected = {k: torch.from_numpy(v.copy()) for k, v in model.initializers().items()}
+        _check_onnx_graph(packed, model)
     else:
-        expected = model.state_dict()
+        expected = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+        if getattr(packed, "graph", None):
+            raise StoredFormError("it carries an ONNX graph, but the model is a torch model (its artifact would "
+                                  "reload as an ONNX Runtime graph)")
+    if not isinstance(packed.meta, dict):
+        raise StoredFormError(f"its metadata must be a mapping, got {type(packed.meta).__name__}")
+    missing, extra = sorted(set(expected) - set(packed.meta)), sorted(set(packed.meta) - set(expected), key=str)
+    if missing or extra:
+        raise StoredFormError(
+            f"it does not hold exactly the model's {len(expected)} tensors: "
+            + "; ".join(f"{what} {len(names)} ({', '.join(map(repr, names[:5]))}{', ...' if len(names) > 5 else ''})"
+                        for what, names in (("missing", missing), ("extra", extra)) if names),
+            missing[0] if missing else str(extra[0]))
+    for name, tensor in expected.items():   # before decoding: a wrong shape is named as such, and never allocated
+        meta = packed.meta[name]
+        shape = meta.get("shape") if isinstance(meta, dict) else None
+        if isinstance(shape, (list, tuple)) and list(shape) != list(tensor.shape):
+            raise StoredFormError(f"stored shape {list(shape)}, but the model's tensor has shape {list(tensor.shape)}",
+                                  name, meta.get("format"))
     decoded = unpack_state_dict(packed)
-    if set(decoded) != set(expected):
-        missing, extra = sorted(set(expected) - set(decoded))[:5], sorted(set(decoded) - set(expected))[:5]
-        raise NotApplicableError(f"the stored form does not hold the model's tensors (missing {missing}, extra {extra})")
     for name, tensor in expected.items():
-        got = decoded[name]
-        if got.shape != tensor.shape or got.dtype != tensor.dtype or not torch.equal(got, tensor):
-            raise NotApplicableError(f"the stored form of {name!r} does not decode to the measured weights "
-                                     f"({tuple(got.shape)} {got.dtype} vs {tuple(tensor.shape)} {tensor.dtype})")
+        _check_decoded(name, packed.meta[name]["format"], decoded[name], tensor.detach().cpu())
+
+
+def _check_onnx_graph(packed: Packed, model: OnnxModel) -> None:
+    """An ONNX model's artifact is the weight-free graph plus the packed initializers: the graph must be the model's."""
+    import onnx
+
+    graph = getattr(packed, "graph", None)
+    if not isinstance(graph, bytes) or not graph:
+        raise StoredFormError("the model is an ONNX Runtime graph, but the stored form carries no graph to rebuild it "
+                              "from (use deploy.onnx_export.onnx_packed)")
+    own = onnx.load_from_string(model.onnx_bytes)
+    del own.graph.initializer[:]
+    try:
+        stored = onnx.load_from_string(graph)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise StoredFormError(f"its ONNX graph does not parse ({exc.__class__.__name__}: {exc})") from None
+    if stored != own:
+        raise StoredFormError("its ONNX graph is not the model's graph (without its initializers)")
+
+
+def _check_decoded(name: str, fmt: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    """`got` (decoded) equals `want` (the model's tensor) to the precision of format `fmt`."""
+    def fail(problem: str) -> None:
+        raise StoredFormError(problem, name, fmt)
+
+    def kind(t: torch.Tensor) -> str:
+        return f"{str(t.dtype).removeprefix('torch.')} {list(t.shape)}"
+
+    if got.shape != want.shape:
+        fail(f"it decodes to {kind(got)}, but the model's tensor is {kind(want)}")
+    if got.is_quantized or want.is_quantized:
+        if not (got.is_quantized and want.is_quantized) or got.dtype != want.dtype:
+            fail(f"it decodes to a {kind(got)} tensor, but the model's tensor is {kind(want)}")
+        per_channel = {torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams}
+        if (got.qscheme() in per_channel) != (want.qscheme() in per_channel):
+            fail(f"it decodes to qscheme {got.qscheme()}, but the model's tensor has {want.qscheme()}")
+        if got.qscheme() in per_channel:
+            if got.q_per_channel_axis() != want.q_per_channel_axis():
+                fail(f"it is quantized along axis {got.q_per_channel_axis()}, the model's tensor along "
+                     f"{want.q_per_channel_axis()}")
+            params = {"scales": (got.q_per_channel_scales(), want.q_per_channel_scales()),
+                      "zero points": (got.q_per_channel_zero_points(), want.q_per_channel_zero_points())}
+        else:
+            params = {"scales": (torch.tensor([got.q_scale()]), torch.tensor([want.q_scale()])),
+                      "zero points": (torch.tensor([got.q_zero_point()]), torch.tensor([want.q_zero_point()]))}
+        for what, (a, b) in params.items():
+            if what == "scales":   # stored as float32: the format's precision for scales
+                a, b = a.float(), b.float()
+            if not torch.equal(a.long() if what == "zero points" else a, b.long() if what == "zero points" else b):
+                fail(f"its {what} {a.tolist()[:4]} differ from the model's {b.tolist()[:4]}")
+        got, want, values = got.int_repr(), want.int_repr(), "integer values"
+    else:
+        values = "values"
+    common = torch.promote_types(got.dtype, want.dtype)
+    a, b = got.to(common), want.to(common)
+    same = a == b
+    if a.is_floating_point() or a.is_complex():
+        same |= torch.isnan(a) & torch.isnan(b)
+    if bool(same.all()):
+        return
+    wrong = (~same).reshape(-1)
+    first = int(wrong.nonzero()[0])
+    index = tuple(int(i) for i in np.unravel_index(first, tuple(want.shape))) if want.dim() else ()
+    diff = (a.reshape(-1)[wrong].double() - b.reshape(-1)[wrong].double()).abs().max().item() \
+        if not common.is_complex else float("nan")
+    problem = (f"{int(wrong.sum())} of {want.numel()} {values} differ from the model's weights (first at index "
+               f"{index}: stored {a.reshape(-1)[first].item()!r}, model {b.reshape(-1)[first].item()!r}; "
+               f"largest difference {diff:.6g})")
+    if got.dtype != want.dtype and got.is_floating_point() and want.is_floating_point():
+        lossy = int((want.to(got.dtype).to(want.dtype) != want).sum())
+        if lossy:
+            dt = str(got.dtype).removeprefix("torch.")
+            problem += (f"; stored as {dt}, which does not hold {lossy} of the model's "
+                        f"{str(want.dtype).removeprefix('torch.')} weights: store the dtype the model computes in, or "
+                        f"round the model's weights to {dt} before it is measured")
+    fail(problem)
 
 
 def reference_stored_like(reference: nn.Module, runtime: str, example: torch.Tensor) -> Packed:
