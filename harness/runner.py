@@ -10,6 +10,7 @@ import os
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ from slimbench.harness.measure import Metrics, evaluate_test, mean_corrupted, ro
 from slimbench.harness.executors import Executor, SerialExecutor, SuiteOutcome
 from slimbench.harness.records import RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.harness.shards import in_shard
-from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, latency_by_runtime, reference_stored_like,
-                                      speedup_bands, stored_form, torch_form)
+from slimbench.deploy.native_latency import measure_latency
+from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, reference_stored_like, speedup_bands,
+                                      stored_form, torch_form)
 from slimbench.harness.suite import Cell, Named, Suite
 from slimbench.harness.tracking import Tracker
 from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
@@ -86,6 +88,38 @@ class Laps:
 def params_given(cell: Cell) -> dict[str, Any]:
     """The method parameters the suite file set (the rest are defaults): what labels show."""
     return {k: cell.method.params[k] for k in cell.method.given}
+
+
+def method_context(task: Task, cell: Cell, baseline: TrainedModel, cache: ModelCache, logger: Any = False,
+                   log: Callable[[dict[str, Any]], None] | None = None) -> MethodContext:
+    """What a method is handed for `cell`, built so that nothing reachable from it holds the test split.
+
+    Hiding `test` by name is not enough when a method can follow a closure, a bound method's `__self__` or a
+    loader to the full task (fine-tuning on test took digits from 0.63 to 0.98, unflagged). So every callable
+    here closes over `task.without_test()`, the cell's configs and the cache (a folder), never over the full task
+    or the runner (which caches full tasks). The teacher is loaded from the cache: the harness has trained it and
+    measured its test accuracy before the method runs (`SuiteRunner.run_cell`), as the Ray executor always did.
+    """
+    seen = task.without_test()
+
+    def finetune(model: nn.Module, module: Any = None, cfg: TrainConfig | None = None) -> nn.Module:
+        return fit(model, seen, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module).model
+
+    def teacher() -> TrainedModel:
+        trained = cache.load(seen, cell.task, cell.teacher, cell.teacher_train, cell.seed)
+        if trained is None:
+            raise SlimbenchError(
+                f"no trained teacher {cell.teacher.name!r} for {cell.label}: the harness trains one before a method "
+                f"that declares `uses_teacher = True` (its run_id then includes the teacher); "
+                f"{cell.method.name!r} does not")
+        return trained
+
+    def fresh_model() -> nn.Module:
+        return build_model(cell.model.name, seen.spec, seen.num_classes, cell.model.params)
+
+    return MethodContext(task=MethodView(seen), finetune=finetune, teacher=teacher, seed=cell.seed,
+                         budget=cell.finetune, train_budget=cell.train, baseline=baseline, fresh_model=fresh_model,
+                         log=log or (lambda _metrics: None))
 
 
 class SuiteRunner:
@@ -191,26 +225,16 @@ class SuiteRunner:
         task = self.task(cell.task)
         t_task = time.perf_counter()
         base = self.trained(task, cell, cell.model, cell.train, "baseline")
-        t_base = time.perf_counter()
         method = build_method(cell.method.name, cell.method.params)
+        if method.uses_teacher:   # trained and evaluated on test here, out of the method's reach; ctx.teacher loads it
+            self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher")
+        t_base = time.perf_counter()   # "baseline" time: the trained models the cell starts from (teacher included)
         family = METHODS.get(cell.method.name).family
         config = cell.config()
         with self.tracker.run(cell.label, "cell", {"run_id": cell.run_id, **config},
                               [task.name, cell.model.name, cell.method.name, family]) as run:
             logger = self.tracker.lightning_logger(run)
-            ctx = MethodContext(
-                task=MethodView(task),
-                finetune=lambda model, module=None, cfg=None: fit(
-                    model, task, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module,
-                ).model,
-                teacher=lambda: self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher"),
-                seed=cell.seed,
-                budget=cell.finetune,
-                train_budget=cell.train,
-                baseline=base,
-                fresh_model=lambda: build_model(cell.model.name, task.spec, task.num_classes, cell.model.params),
-                log=lambda metrics: run.log(metrics),
-            )
+            ctx = method_context(task, cell, base, self.cache, logger=logger, log=lambda metrics: run.log(metrics))
             L.seed_everything(cell.seed, verbose=False)
             t_apply = time.perf_counter()
             result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
@@ -261,6 +285,8 @@ class SuiteRunner:
         model = result.model.eval()
         x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
         lap = Laps()
+        packed = result.packed or stored_form(model)
+        check_packed(packed, model)   # a stored form that does not decode to the model fails before anything counts
         deployed = deploy(model, runtime, xn, threads=None)
         lap("deploy")
         evaluation = evaluate_test(deployed, task)
@@ -268,15 +294,13 @@ class SuiteRunner:
         lap("evaluate")
         robust = robustness(deployed, task, evaluation.predictions, cfg.corrupted_examples) if cfg.robustness else {}
         lap("robustness")
-        packed = result.packed or stored_form(model)
-        check_packed(packed, model)
         data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed, structure=describe(reference_model))
         like = reference_stored_like(reference_model, runtime, xn) if isinstance(model, OnnxModel) else None
         lap("sizes")
-        latency = latency_by_runtime(model, None if model_is_reference else reference_model, runtime,
-                                     {"b1": x1, "bn": xn}, cfg)
+        latency, latency_kernels = measure_latency(model, None if model_is_reference else reference_model, runtime,
+                                                   {"b1": x1, "bn": xn}, cfg)
         lap("latency")
         counted = torch_form(model)
         params, nonzero = count_params(counted)
@@ -290,6 +314,7 @@ class SuiteRunner:
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
             eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime, latency=latency["model"],
             mean_corrupted_accuracy=mean_corrupted(robust), robustness=robust,
+            latency_kernels=latency_kernels.to_dict(),
         )
         reference = {
             "params": ref_params, "nonzero_params": ref_nonzero, "gzip_bytes": ref_gz, "file_bytes": len(ref_data),

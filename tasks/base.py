@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -62,8 +63,15 @@ class Split:
         return len(self.y)
 
 
+class TestSplitAccessError(SlimbenchError):
+    """A method tried to read the test split, which only the harness evaluates on."""
+
+
 class Task(L.LightningDataModule):
-    """In-memory train / validation / test splits, already normalised; loaders come from Lightning hooks."""
+    """In-memory train / validation / test splits, already normalised; loaders come from Lightning hooks.
+
+    `test` is None in the copy methods are handed (`without_test`): the harness alone holds the test split.
+    """
 
     def __init__(
         self,
@@ -72,7 +80,7 @@ class Task(L.LightningDataModule):
         class_names: list[str],
         train: Split,
         val: Split,
-        test: Split,
+        test: Split | None,
         info: dict[str, Any] | None = None,
         corruptions: CorruptionSource | None = None,
     ):
@@ -85,6 +93,27 @@ class Task(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def without_test(self) -> Task:
+        """This task without its test split: the only task object a method (or a callable it is handed) reaches.
+
+        Hiding `test` by attribute name is not enough: a method can walk from any bound loader or closure to the
+        object behind it. So methods get a shallow copy that shares train and validation (read, never written) but
+        holds no test data at all: no test split, no corruption source (it draws from the test split) and no `info`
+        (test-split figures such as references). Idempotent, so a view of a view is the same copy.
+        """
+        if self.test is None and self.corruptions is None and not self.info:
+            return self
+        stripped = copy.copy(self)
+        stripped.test, stripped.corruptions, stripped.info = None, None, {}
+        return stripped
+
+    def _test_split(self) -> Split:
+        if self.test is None:
+            raise TestSplitAccessError(
+                f"this copy of task {self.name!r} holds no test split: it is the one methods are handed, and the test "
+                f"split is the harness's alone")
+        return self.test
 
     def _loader(self, split: Split, shuffle: bool, batch_size: int, seed: int = 0) -> DataLoader:
         gen = torch.Generator().manual_seed(seed) if shuffle else None
@@ -100,7 +129,7 @@ class Task(L.LightningDataModule):
         return self._loader(self.val, shuffle=False, batch_size=512)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test, shuffle=False, batch_size=512)
+        return self._loader(self._test_split(), shuffle=False, batch_size=512)
 
     def calibration_dataloader(self, num_samples: int, batch_size: int = 64, seed: int = 0) -> DataLoader:
         """Calibration data for quantization: drawn from the training split only, never test."""
@@ -119,21 +148,22 @@ class Task(L.LightningDataModule):
 
     def corrupted_index(self, size: int | None, seed: int = 0) -> torch.Tensor:
         """Test-split positions of the stratified subset every corrupted copy is drawn from (sorted)."""
-        return stratified_subset(self.test.y, size, seed).sort().values
+        return stratified_subset(self._test_split().y, size, seed).sort().values
 
     def corrupted_test(self, name: str, severity: int, size: int | None, seed: int = 0) -> Split:
         """A stratified subset of the test split (the same for every severity), corrupted; severity 0 = clean."""
+        self._test_split()   # the copy methods see has neither: say why, not "no corruptions"
         if self.corruptions is None:
             raise SlimbenchError(f"task {self.name!r} declares no corruptions")
         index = self.corrupted_index(size, seed)
-        return Split(self.corruptions.inputs(index, name, severity, seed), self.test.y[index])
+        return Split(self.corruptions.inputs(index, name, severity, seed), self._test_split().y[index])
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "input_spec": self.spec.to_dict(),
             "num_classes": self.num_classes,
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self._test_split())},
             **self.info,
         }
 
@@ -176,22 +206,20 @@ def normalise_images(train: Split, *others: Split) -> dict[str, list[float]]:
     return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
 
 
-class TestSplitAccessError(SlimbenchError):
-    """A method tried to read the test split, which only the harness evaluates on."""
-
-
 class MethodView:
     """What a method may see of a task: training, validation and calibration data, never the test split.
 
     A method that fine-tunes or calibrates on test labels would report a win it did not earn; the harness
     alone evaluates on test. Everything else a method needs (spec, classes, loaders, examples) passes through.
+    Names are refused with a clear error; underneath, the view wraps `task.without_test()`, so reaching past it
+    (`object.__getattribute__(view, "_task")`, a loader's `__self__`) finds no test data either.
     """
 
     ALLOWED = ("name", "spec", "class_names", "num_classes", "train", "val", "train_dataloader",
                "val_dataloader", "calibration_dataloader", "example_input")
 
     def __init__(self, task: Task):
-        object.__setattr__(self, "_task", task)
+        object.__setattr__(self, "_task", task.without_test())
 
     def __getattr__(self, name: str) -> Any:
         if name in self.ALLOWED:
