@@ -29,6 +29,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError
+from slimbench.deploy import ort_int8
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
 
 OPSET = 18
@@ -107,14 +108,18 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor) -> bytes:
     return program.model_proto.SerializeToString()
 
 
-def session_options(threads: int | None, optimized_path: str | None = None) -> ort.SessionOptions:
-    """Fixed intra-op threads and sequential execution, so ORT and torch timings compare like for like."""
+def session_options(threads: int | None, optimized_path: str | None = None,
+                    config: dict[str, str] | None = None) -> ort.SessionOptions:
+    """Fixed intra-op threads and sequential execution, so ORT and torch timings compare like for like; `config`
+    (default: `ort_int8.session_config()`, exact int8 arithmetic on this CPU) as session config entries."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or (os.cpu_count() or 1)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    for key, value in (ort_int8.session_config() if config is None else config).items():
+        so.add_session_config_entry(key, value)
     if optimized_path:
         so.optimized_model_filepath = optimized_path
     return so
@@ -125,24 +130,31 @@ class OnnxModel(nn.Module):
 
     `float_model` is the torch model the graph was made from (same architecture); it is kept out of the module
     tree because the ONNX graph, not those float weights, is what is deployed. It serves MAC and parameter counts.
+    `session_config` holds the session config entries its session runs with (default: exact int8 arithmetic on
+    this CPU, see `ort_int8`); `int8_arithmetic()` says what they mean here, for the record.
     """
 
     def __init__(self, onnx_bytes: bytes, float_model: nn.Module | None = None, threads: int | None = None,
-                 precision: str = "float32"):
+                 precision: str = "float32", session_config: dict[str, str] | None = None):
         super().__init__()
         self.onnx_bytes, self.threads, self.precision = onnx_bytes, threads, precision
+        self.session_config = ort_int8.session_config() if session_config is None else dict(session_config)
         self.__dict__["float_model"] = float_model
         self._session: ort.InferenceSession | None = None
 
     @property
     def session(self) -> ort.InferenceSession:
         if self._session is None:
-            self._session = ort.InferenceSession(self.onnx_bytes, session_options(self.threads),
+            self._session = ort.InferenceSession(self.onnx_bytes, session_options(self.threads,
+                                                                                  config=self.session_config),
                                                  providers=["CPUExecutionProvider"])
         return self._session
 
     def with_threads(self, threads: int | None) -> "OnnxModel":
-        return OnnxModel(self.onnx_bytes, self.float_model, threads, self.precision)
+        return OnnxModel(self.onnx_bytes, self.float_model, threads, self.precision, self.session_config)
+
+    def int8_arithmetic(self) -> dict[str, Any]:
+        return ort_int8.int8_arithmetic(self.session_config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         inp = self.session.get_inputs()[0].name
@@ -160,7 +172,8 @@ class OnnxModel(nn.Module):
         return optimized_op_counts(self.onnx_bytes)
 
     def extra_repr(self) -> str:
-        return f"precision={self.precision}, bytes={len(self.onnx_bytes)}, threads={self.threads}"
+        return (f"precision={self.precision}, bytes={len(self.onnx_bytes)}, threads={self.threads}, "
+                f"session_config={self.session_config}")
 
 
 def initializer_arrays(onnx_bytes: bytes) -> dict[str, np.ndarray]:
@@ -210,7 +223,9 @@ def kernel_precisions(onnx_bytes: bytes) -> dict[str, int]:
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         weight = node.input[3] if node.op_type in ("QLinearConv", "QLinearMatMul", "QGemm") else node.input[1]
-        if weight in types:
+        if weight in types and ort_int8.is_runtime_u8_weight(weight):
+            elem = onnx.TensorProto.INT8   # stored int8, shifted by 128 for ORT's exact U8U8 kernels (ort_int8)
+        elif weight in types:
             elem = types[weight]
         elif weight in producers and producers[weight].op_type == "Cast":
             elem = next(a.i for a in producers[weight].attribute if a.name == "to")

@@ -159,10 +159,11 @@ class MixedPrecision(StaticInt8Params, Method):
     (validation accuracy, as a fraction) or `int8_fraction` (the least share of weights in int8 layers).
     Without one, no validation accuracy may be lost.
     """
+    structure_from_data: ClassVar[bool] = True   # which layers stay float is chosen from measured errors
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.mixed"
-    version: ClassVar[int] = 2   # 2: ops without weights next to a float layer stay float
+    version: ClassVar[int] = 3   # 2: ops without weights next to a float layer stay float; 3: exact int8 on every CPU
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-mixed"
     max_loss_increase: float | None = bounded(None, ge=0.0)

@@ -172,7 +172,9 @@ class StaticInt8Params:
     observer: Literal["minmax", "percentile", "entropy"] = "minmax"   # percentile/entropy are histogram-based
     percentile: float = bounded(99.999, gt=90.0, le=100.0)   # for observer: percentile
     activations: Literal["uint8", "int8"] = "uint8"   # uint8 x int8 is ONNX Runtime's fast x86 path (U8S8)
-    reduce_range: bool = False           # 7-bit weights, for CPUs without VNNI
+    # 7-bit weights. Not needed for exact results on CPUs without VNNI: every session gets ONNX Runtime's exact
+    # U8U8 kernels where its U8S8 kernel saturates (deploy/ort_int8.py), with the full 8-bit weights
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         check_ranges(self, getattr(self, "name", type(self).__name__))
@@ -285,7 +287,8 @@ def int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[st
         achieved={"weight_bits": bits, "int8_weight_fraction": round(fraction, 6),
                   "per_channel_weight_tensors": summary.per_channel_weights, "symmetric_weights": summary.symmetric,
                   "int8_kernels": info["int8_kernels"]},
-        details={**info, "float_weights": summary.float_weight_names, "runtime": "onnxruntime", "deployed": deployed},
+        details={**info, "float_weights": summary.float_weight_names, "runtime": "onnxruntime", "deployed": deployed,
+                 "int8_arithmetic": onnx_model.int8_arithmetic()},
     )
 
 
@@ -296,6 +299,7 @@ class PtqInt8(StaticInt8Params, Method):
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.ptq_int8"
+    version: ClassVar[int] = 2              # 2: exact int8 arithmetic on every CPU (deploy/ort_int8.py)
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-int8"
 
@@ -340,6 +344,7 @@ class QatInt8(StaticInt8Params, Method):
 
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.qat_int8"
+    version: ClassVar[int] = 2              # 2: exact int8 arithmetic on every CPU (deploy/ort_int8.py)
     produces: ClassVar[str] = "onnx-int8"
     epochs: int | None = None            # None = the suite's fine-tune budget
     max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
@@ -374,7 +379,8 @@ class DynamicInt8(Method):
     family: ClassVar[str] = "quantization"
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-int8"
-    version: ClassVar[int] = 2              # 2: claims the average bits of its int8 and float weights, not 8
+    # 2: claims the average bits of its int8 and float weights, not 8; 3: exact int8 arithmetic on every CPU
+    version: ClassVar[int] = 3
     op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Gather"])
     per_channel: bool = True
 
