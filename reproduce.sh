@@ -24,11 +24,19 @@ declare -A DEBIAN_FILES=(
   [espeak-ng]=/usr/bin/espeak-ng
 )
 
+# and, for the tests, the emulator that runs them on other CPUs (pinned kernels, exact int8 arithmetic)
+declare -A TEST_FILES=([qemu-user-static]=/usr/bin/qemu-x86_64-static)
+
 setup_debian() {
   local missing=()
   for pkg in "${!DEBIAN_FILES[@]}"; do
     [ -e "${DEBIAN_FILES[$pkg]}" ] || missing+=("$pkg")
   done
+  if [ "$MODE" = test ] && [ "$(uname -m)" = x86_64 ]; then
+    for pkg in "${!TEST_FILES[@]}"; do
+      [ -e "${TEST_FILES[$pkg]}" ] || missing+=("$pkg")
+    done
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,11 +1,15 @@
-"""Which CPU kernels compute a figure: pinned to one instruction set for every figure that trains, calibrates or
-evaluates, native for latency.
+"""Which CPU kernels compute a figure: pinned for every figure that trains, calibrates or evaluates, native for
+latency.
 
-torch picks its CPU kernels by the instruction sets it finds, so the same seed trains to different weights on an
-AVX2 and an AVX-512 CPU. Three variables, read once when torch and its libraries load, fix them to AVX2, which
-every x86-64 CPU of the last decade has; each one was found necessary by training the same model with it left out
-(ATen's vectorised operators, oneDNN's convolutions and matmuls, MKL's GEMM each changed the weights).
-`MKL_ENABLE_INSTRUCTIONS=AVX2` was not needed once `MKL_CBWR=AVX2` (MKL's reproducibility mode) is set.
+torch picks its CPU kernels by the CPU it finds, so the same seed trains to different weights on an AVX2 and an
+AVX-512 CPU, or on an Intel and an AMD one. Three variables, read once when torch and its libraries load, fix them;
+each was found necessary by training the same model with it left out or changed (the weights changed):
+- ATen's vectorised operators and oneDNN's convolutions and matmuls to AVX2, which every x86-64 CPU of the last
+  decade has;
+- MKL's GEMM to its `COMPATIBLE` branch of conditional numerical reproducibility: its `AVX2` branch still computes
+  differently on Intel and AMD CPUs (gradients of the same step differed between emulated Haswell and EPYC-Rome
+  CPUs and agreed with `COMPATIBLE`; tests/test_kernel_pins.py repeats this under QEMU).
+`MKL_ENABLE_INSTRUCTIONS` was not needed once `MKL_CBWR` is set.
 
 This module imports nothing heavy on purpose: the pins must be in the environment before torch is imported.
 """
@@ -23,7 +27,7 @@ PIN_ISA = "avx2"
 PINS: dict[str, str] = {
     "ATEN_CPU_CAPABILITY": "avx2",   # ATen's vectorised CPU operators (elementwise, reductions, softmax, ...)
     "ONEDNN_MAX_CPU_ISA": "AVX2",    # oneDNN: convolutions, matmuls and their backward passes
-    "MKL_CBWR": "AVX2",              # MKL's conditional numerical reproducibility: GEMM code path fixed to AVX2
+    "MKL_CBWR": "COMPATIBLE",        # MKL's reproducibility mode, the one branch Intel and AMD CPUs compute alike
 }
 MODE_VARIABLE = "SLIMBENCH_KERNELS"   # "pinned" | "native": what this process (and its children) were asked for
 

@@ -24,8 +24,8 @@ def same_kernels(a: RunRecord, b: RunRecord) -> bool:
         return False
     if a.hardware.get("torch_threads") != b.hardware.get("torch_threads"):   # threads change reduction order
         return False
-    if numerics(a).startswith("pinned") or numerics(b).startswith("pinned"):
-        return numerics(a) == numerics(b)
+    if numerics(a).startswith("pinned") or numerics(b).startswith("pinned"):   # the same variables, the same values
+        return numerics(a) == numerics(b) and a.hardware["kernels"].get("pins") == b.hardware["kernels"].get("pins")
     keys = ("cpu", "instruction_sets", "torch_cpu_capability")
     return all(a.hardware.get(k) == b.hardware.get(k) for k in keys)
 

@@ -78,7 +78,7 @@ def test_other_kernels_give_other_weights_and_an_exact_comparison_catches_them(t
     forged.mkdir(parents=True)
     for path in sorted((c / "smoke" / "runs").glob("*.json")):
         rec = json.loads(path.read_text())
-        rec["hardware"]["kernels"] = ra[0]["hardware"]["kernels"]
+        rec["hardware"].update({k: ra[0]["hardware"][k] for k in ("kernels", "torch_threads", "torch_cpu_capability")})
         (forged / path.name).write_text(json.dumps(rec))
     out = _compare(a, tmp_path / "forged", tmp_path / "forged.md")
     assert out.returncode == 1
@@ -120,3 +120,36 @@ def test_pinning_records_what_really_ran():
     assert not late.pinned and "after torch loaded" in late.reason
     assert not kernels.state({}, torch_capability="AVX2").pinned
     assert "ATEN_CPU_CAPABILITY" not in kernels.native_environment(env)
+
+
+STEP = """
+import hashlib, torch, torchvision
+torch.manual_seed(0); torch.set_num_threads(1)
+conv = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
+text = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Flatten(), torch.nn.Linear(64 * 16, 128),
+                           torch.nn.GELU(), torch.nn.Linear(128, 10))
+g = torch.Generator().manual_seed(1)
+x, t, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 1000, (8, 16), generator=g), torch.randint(0, 10, (8,), generator=g)
+(torch.nn.functional.cross_entropy(conv(x), y) + torch.nn.functional.cross_entropy(text(t), y)).backward()
+grads = b"".join(p.grad.numpy().tobytes() for m in (conv, text) for p in m.parameters() if p.grad is not None)
+print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(grads).hexdigest())
+"""
+QEMU = "qemu-x86_64-static"
+
+
+@pytest.mark.skipif(__import__("shutil").which(QEMU) is None,
+                    reason=f"{QEMU} is absent: apt-get install qemu-user-static (./reproduce.sh test installs it)")
+def test_the_pins_give_the_same_gradients_on_intel_and_amd_cpus():
+    """One training step's gradients (convolutions through oneDNN, linear layers through MKL) under the pins: this
+    CPU, an emulated Intel Haswell and an emulated AMD EPYC-Rome agree bit for bit. With MKL's AVX2 branch instead
+    of COMPATIBLE the two vendors differ (kept as the control, so the test shows what the pin does)."""
+    def step(cpu: str | None, **change: str) -> str:
+        env = _clean_env(**{**kernels.PINS, **change})
+        cmd = ([QEMU, "-cpu", cpu] if cpu else []) + [sys.executable, "-c", STEP]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    here, intel, amd = step(None), step("Haswell-v4"), step("EPYC-Rome-v2")
+    assert here.startswith("AVX2 ") and here == intel == amd
+    assert step("Haswell-v4", MKL_CBWR="AVX2") != step("EPYC-Rome-v2", MKL_CBWR="AVX2")
