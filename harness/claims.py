@@ -1,18 +1,28 @@
-"""The claims registry (configs/claims.yaml): published results, each with its source, its published value and the
-rule that decides whether our measurement reproduces it.
+"""The claims registry (configs/claims.yaml): published results, each with its source, its published value, the
+rule that decides whether our measurement reproduces it, and the premises a row must meet before it is judged.
 
-A rule may never be looser than its claim, so loading rejects one that is (a ConfigError naming the claim):
-- `close_to`: reproduced iff |measured − published| ≤ tolerance × |published| + half a unit of the published
+Every verdict reads the whole measured interval (the seeds' spread, or the timing band the leaderboard reads), never
+the mean alone. A rule may never be looser than its claim, so loading rejects one that is (a ConfigError naming the
+claim):
+- `close_to`: reproduced iff the whole interval lies within tolerance × |published| + half a unit of the published
   figure's last digit (`resolution`: "3.4 M" means 3.35–3.45 M); that band is at most 5 % of the published value.
 - `at_least`: an effect of at least the published size, measured from `no_effect` (1 for a ratio, 0 for a
-  difference): reproduced iff the measured value reaches published − tolerance × |published − no_effect| − half a
-  unit of its last digit (that allowance at most 10 % of the effect) and the measured interval clears
-  `no_effect`. A claim of 9× is not reproduced by 1.8×, whatever the budget: 1.8× is "same direction, smaller
-  effect".
-- `loss_at_most`: a loss (points) no larger than the published one: reproduced iff −measured ≤ bound, and the bound
-  is at most the published loss plus half a unit of its last digit.
-- `ordering`: only the direction is claimed: reproduced iff the whole measured interval (the seeds' spread, or the
-  timing band) lies on the claimed side of `no_effect`. A difference inside the spread is not a reproduction.
+  difference): reproduced iff the whole interval reaches published − tolerance × |published − no_effect| − half a
+  unit of its last digit (that allowance at most 10 % of the effect). A claim of 9× is not reproduced by 1.8×,
+  whatever the budget: an interval wholly short of the threshold and wholly clear of `no_effect` is "same direction,
+  smaller effect"; one short of the threshold that reaches `no_effect` is "not reproduced".
+- `loss_at_most`: a loss (points) no larger than the published one, judged symmetrically: reproduced iff the
+  largest loss in the interval is within the bound, not reproduced iff the smallest is beyond it; the bound is at most
+  the published loss plus half a unit of its last digit.
+- `ordering`: only the direction is claimed: reproduced iff the whole interval lies on the claimed side of
+  `no_effect`, not reproduced iff it lies wholly on the other side (or at no effect).
+An interval across the deciding bound is "inconclusive"; a row from one seed with no measured spread is
+inconclusive at best (`judge`).
+
+Premises (`requires`, `min_accuracy_over_chance`, `min_compressed_fraction`) make a row "not testable here" before it
+is judged, naming the premise that is absent; `exclude_params` leaves rows out; `condition` is a second figure the
+claim states beside its main one (Han's 9× is "without loss of accuracy"). A records claim reads only the suites it
+names.
 """
 
 from __future__ import annotations
@@ -28,24 +38,36 @@ from slimbench.core.errors import ConfigError
 from slimbench.core.params import build_dataclass, load_yaml
 
 REPRODUCED = "reproduced"
+INCONCLUSIVE = "inconclusive"
 SMALLER = "same direction, smaller effect"
 NOT_REPRODUCED = "not reproduced"
-NEEDS_FULL_SCALE = "needs GPU or data not embedded"
+NOT_TESTABLE = "not testable here"
+NEEDS_DATA = "needs data"
+NEEDS_GPU = "needs GPU"
+NEEDS_DATA_AND_GPU = "needs data and GPU"
 NOT_MEASURED = "not measured"          # not a verdict: no record yet; the table names the command that makes one
-VERDICTS = (REPRODUCED, SMALLER, NOT_REPRODUCED, NEEDS_FULL_SCALE)
+VERDICTS = (REPRODUCED, INCONCLUSIVE, SMALLER, NOT_REPRODUCED, NOT_TESTABLE, NEEDS_DATA, NEEDS_GPU, NEEDS_DATA_AND_GPU)
 
 CLOSE_TO_CAP = 0.05                    # close_to: the band is at most 5 % of the published value
 AT_LEAST_CAP = 0.10                    # at_least: the allowance is at most 10 % of the published effect
 
 # values a records claim can measure; per-record ones can also be paired (A − B, seed by seed)
-PER_RECORD = ("compression_x", "gzip_x", "macs_x", "accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts",
-              "delta_vs_teacher_pts", "corrupted_accuracy_pts", "corrupted_minus_clean_pts")
+PER_RECORD = ("compression_x", "gzip_x", "macs_x", "connections_x", "accuracy_pts", "delta_accuracy_pts",
+              "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts", "corrupted_minus_clean_pts")
 # paired only, and only against a baseline: the worst class's Δ beyond the overall Δ, less the same figure between
 # two baseline seeds (Hooker et al.'s "the damage is concentrated in a few classes", net of retraining's churn)
 PAIRED_ONLY = ("worst_class_excess_pts",)
 ROW_VALUES = ("speedup_b1_x", "macs_x_over_speedup_b1")
 NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts",
          "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread
+DELTA_VS_BASELINE = ("delta_accuracy_pts", "delta_macro_f1_pts")   # a Δ against the row's own baseline
+
+# `requires: {compute: ...}`: the parts of the measured compute label (harness/evidence.py) that satisfy each value
+COMPUTE_REQUIREMENTS = {
+    "physical-sparse": ("sparse", "smaller dense"),   # pruned weights really skipped: a sparse or a smaller kernel
+    "smaller-dense": ("smaller dense",),              # fewer multiply-adds executed than the reference
+    "int8": ("int8",),                                # int8 kernels executed
+}
 
 
 @dataclass
@@ -171,7 +193,6 @@ class Records:
     value: str
     where: Selector
     versus: Versus | None = None
-    premise: Literal["versus_loses_accuracy"] | None = None   # the claim speaks only of rows where B loses accuracy
     teacher_not_below: bool = False                            # Hinton's ordering: teacher ≥ distilled
 
     def __post_init__(self) -> None:
@@ -187,10 +208,72 @@ class Records:
         if self.value in PAIRED_ONLY and (self.versus is None or self.versus.method != "baseline"):
             raise ConfigError(f"records.value {self.value!r} is measured against the baseline: give versus: "
                               f"{{method: baseline}}")
-        if self.premise and self.versus is None:
-            raise ConfigError("records.premise versus_loses_accuracy needs a versus row")
         if self.teacher_not_below and self.value != "delta_accuracy_pts":
             raise ConfigError("records.teacher_not_below goes with value delta_accuracy_pts (the distilled gain)")
+
+
+@dataclass
+class Requires:
+    """Premises a row must show before it is judged; a row without one is "not testable here", saying which.
+
+    - compute: the row's measured compute label (records' `compression.compute`, harness/evidence.py) must show
+      kernels of this kind: physical-sparse (a sparse or smaller kernel: masked dense kernels cannot be faster),
+      smaller-dense (fewer multiply-adds executed), int8 (int8 kernels);
+    - teacher_stronger: the teacher's accuracy interval lies above the student-alone's (and the teacher is not the
+      student's own architecture: born-again rows are not testable);
+    - ptq_lost: the versus row (post-training quantization) loses accuracy against its baseline beyond the spread.
+    """
+
+    compute: str | None = None
+    teacher_stronger: bool = False
+    ptq_lost: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compute is not None and self.compute not in COMPUTE_REQUIREMENTS:
+            raise ConfigError(f"compute must be one of {', '.join(COMPUTE_REQUIREMENTS)}, got "
+                              f"{self.compute!r}")
+
+
+@dataclass
+class Condition:
+    """A second figure the claim states beside its main one, measured on the same row against its baseline and
+    judged like `loss_at_most` (symmetric): e.g. Han et al.'s 9× fewer connections "without loss of accuracy"."""
+
+    published: Published
+    value: Literal["delta_accuracy_pts", "delta_macro_f1_pts"] = "delta_accuracy_pts"
+
+    def __post_init__(self) -> None:
+        self.published = build_dataclass(Published, self.published, "condition.published")
+        if self.published.value is None or self.published.value < 0:
+            raise ConfigError("condition.published.value is the loss (points) the source allows, ≥ 0")
+
+    @property
+    def bound(self) -> float:
+        """The largest loss (points) that still meets the condition."""
+        return (self.published.value or 0.0) + self.published.half_digit
+
+
+@dataclass
+class Needs:
+    """What a full-scale claim needs that this machine does not have: a dataset, a GPU, or both (say what)."""
+
+    data: str = ""
+    gpu: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.data.strip() or self.gpu.strip()):
+            raise ConfigError("needs: give data (the dataset not embedded) and/or gpu (the work a CPU cannot do)")
+
+    @property
+    def verdict(self) -> str:
+        if self.data and self.gpu:
+            return NEEDS_DATA_AND_GPU
+        return NEEDS_DATA if self.data else NEEDS_GPU
+
+    @property
+    def text(self) -> str:
+        return "; ".join(p for p in (f"data: {self.data}" if self.data else "",
+                                     f"GPU: {self.gpu}" if self.gpu else "") if p)
 
 
 @dataclass
@@ -223,15 +306,21 @@ class Claim:
     id: str
     claim: str
     published: Published
-    comparison: str                  # what is compared with what, in words
+    comparison: str                  # what is compared with what, in words (the paper's own measure)
     rule: Rule
     kind: Literal["arch", "records", "full-scale"]
     source: str = ""                 # paper or repository + table or section; required
     arch: Arch | None = None
     records: Records | None = None
-    suites: list[str] = field(default_factory=list)   # suites whose records measure it (their command when none exist)
-    needs: str = ""                  # full-scale: what this machine does not have (data, GPU)
+    suites: list[str] = field(default_factory=list)   # the only suites whose records measure it
+    needs: Needs | None = None       # full-scale: what this machine does not have (data, GPU, or both)
     command: str = ""                # full-scale: the command that measures it
+    # premises and filters, checked before judgement (records only)
+    requires: Requires | None = None
+    min_accuracy_over_chance: float | None = None   # points: the row's model or its baseline within this of chance
+    min_compressed_fraction: float | None = None    # share of the baseline's non-zero parameters removed
+    exclude_params: dict[str, Any] = field(default_factory=dict)   # rows with these params are left out
+    condition: Condition | None = None
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -243,14 +332,67 @@ class Claim:
             self.arch = build_dataclass(Arch, self.arch, "arch")
         if self.records is not None:
             self.records = build_dataclass(Records, self.records, "records")
+        if self.needs is not None:
+            self.needs = build_dataclass(Needs, self.needs, "needs")
+        if self.requires is not None:
+            self.requires = build_dataclass(Requires, self.requires, "requires")
+        if self.condition is not None:
+            self.condition = build_dataclass(Condition, self.condition, "condition")
         if self.kind == "arch" and self.arch is None:
             raise ConfigError("an arch claim needs arch: {model, count, ...}")
-        if self.kind == "records" and (self.records is None or not self.suites):
-            raise ConfigError("a records claim needs records: {value, where} and suites: [the suites that run it]")
+        if self.kind == "records" and self.records is None:
+            raise ConfigError("a records claim needs records: {value, where}")
+        if self.kind == "records" and not self.suites:
+            raise ConfigError("a records claim needs suites: [the suites whose records measure it]; a claim reads "
+                              "no suite it does not name")
         if self.kind == "full-scale" and not (self.needs and self.command):
-            raise ConfigError("a full-scale claim needs `needs` (what is not embedded) and `command` (what runs it)")
+            raise ConfigError("a full-scale claim needs `needs` ({data: ..., gpu: ...}: what is not here) and "
+                              "`command` (what runs it)")
+        if self.kind != "full-scale" and self.needs is not None:
+            raise ConfigError("needs goes with kind: full-scale")
         if self.records is not None and self.records.value in NOISY and self.rule.test == "close_to":
             raise ConfigError("an accuracy is judged by at_least, loss_at_most or ordering, not close_to")
+        self._check_premises()
+
+    def _check_premises(self) -> None:
+        given = [k for k, v in (("requires", self.requires),
+                                ("min_accuracy_over_chance", self.min_accuracy_over_chance),
+                                ("min_compressed_fraction", self.min_compressed_fraction),
+                                ("exclude_params", self.exclude_params), ("condition", self.condition)) if v]
+        if given and self.records is None:
+            raise ConfigError(f"{', '.join(given)} check records rows: this claim has no records")
+        if self.min_accuracy_over_chance is not None and not 0 < self.min_accuracy_over_chance < 100:
+            raise ConfigError(f"min_accuracy_over_chance is in points, between 0 and 100, got "
+                              f"{self.min_accuracy_over_chance:g}")
+        if self.min_compressed_fraction is not None and not 0 < self.min_compressed_fraction < 1:
+            raise ConfigError(f"min_compressed_fraction is a share of the baseline's non-zero parameters, between 0 "
+                              f"and 1, got {self.min_compressed_fraction:g}")
+        if self.requires is not None and self.records is not None:
+            if self.requires.ptq_lost and self.records.versus is None:
+                raise ConfigError("requires.ptq_lost reads the versus row (the post-training quantized model): give "
+                                  "records.versus")
+            if self.requires.compute and self.records.value not in ROW_VALUES:
+                raise ConfigError(f"requires.compute is a premise of a speed claim ({', '.join(ROW_VALUES)}), not of "
+                                  f"{self.records.value}")
+
+    @property
+    def premises(self) -> list[str]:
+        """The premises checked before judgement, in words (the table's comparison cell lists them)."""
+        out = []
+        req = self.requires
+        if req is not None and req.compute:
+            out.append(f"{req.compute} compute kernels")
+        if req is not None and req.teacher_stronger:
+            out.append("a teacher stronger than the student alone (not born-again)")
+        if req is not None and req.ptq_lost:
+            out.append("post-training quantization loses accuracy beyond the spread")
+        if self.min_accuracy_over_chance is not None:
+            out.append(f"the row's model and its baseline > {self.min_accuracy_over_chance:g} pts above chance")
+        if self.min_compressed_fraction is not None:
+            out.append(f"≥ {self.min_compressed_fraction:.0%} of the baseline's non-zero parameters removed")
+        if self.exclude_params:
+            out.append("rows with " + ", ".join(f"{k}={v}" for k, v in self.exclude_params.items()) + " left out")
+        return out
 
 
 def shipped_suite_names() -> set[str]:
@@ -315,7 +457,20 @@ def published_text(claim: Claim) -> str:
         head = f"loss {num(pub.value, pub.unit)}"
     else:
         head = num(pub.value, pub.unit)
-    return f"{head} ({pub.text})"
+    text = f"{head} ({pub.text})"
+    if claim.condition is not None:
+        cond = claim.condition.published
+        text += f"; with a loss of at most {num(cond.value or 0.0, cond.unit)} ({cond.text})"
+    return text
+
+
+def span(low: float, high: float, unit: str) -> str:
+    """A measured interval, as the verdicts quote it."""
+    if unit == "×":
+        return f"interval {low:.2f}–{high:.2f}×"
+    if unit == "pts":
+        return f"interval {low:+.2f} to {high:+.2f} pts"
+    return f"interval {low:,.4g}–{high:,.4g} {unit}".rstrip()
 
 
 def rule_text(claim: Claim) -> str:
@@ -323,63 +478,123 @@ def rule_text(claim: Claim) -> str:
     rule, pub, unit = claim.rule, claim.published, claim.published.unit
     digit = " and half its last digit" if pub.resolution else ""
     if rule.test == "close_to":
-        return (f"reproduced if within ±{num(rule.band(pub), unit)} of {num(pub.value or 0.0, unit)} "
-                f"({rule.tolerance:.0%} of it{digit})")
+        return (f"reproduced if the whole interval lies within ±{num(rule.band(pub), unit)} of "
+                f"{num(pub.value or 0.0, unit)} ({rule.tolerance:.0%} of it{digit})")
     if rule.test == "at_least":
         cmp = "≥" if rule.sign(pub) > 0 else "≤"
-        return (f"reproduced if {cmp} {num(rule.threshold(pub), unit)} (the published {num(pub.value or 0.0, unit)} "
-                f"less {rule.tolerance:.0%} of its effect over {num(rule.no_effect or 0.0, unit)}{digit}), with the "
-                f"interval clear of {num(rule.no_effect or 0.0, unit)}")
+        return (f"reproduced if the whole interval is {cmp} {num(rule.threshold(pub), unit)} (the published "
+                f"{num(pub.value or 0.0, unit)} less {rule.tolerance:.0%} of its effect over "
+                f"{num(rule.no_effect or 0.0, unit)}{digit}); smaller effect if wholly short of it and clear of "
+                f"{num(rule.no_effect or 0.0, unit)}")
     if rule.test == "loss_at_most":
-        return f"reproduced if the loss is at most {num(rule.threshold(pub), unit)} (the published loss{digit})"
-    side = "above" if rule.direction == "higher" else "below"
-    return f"direction only: reproduced if the whole interval lies {side} {num(rule.no_effect or 0.0, unit)}"
+        return (f"reproduced if the largest loss in the interval is at most {num(rule.threshold(pub), unit)} (the "
+                f"published loss{digit}); not reproduced if the smallest exceeds it")
+    side_ = "above" if rule.direction == "higher" else "below"
+    return f"direction only: reproduced if the whole interval lies {side_} {num(rule.no_effect or 0.0, unit)}"
 
 
-def judge(claim: Claim, value: float, low: float | None, high: float | None,
-          violations: list[str]) -> tuple[str, str]:
-    """The verdict and the reason in numbers. (low, high) is the measured interval: the seeds' spread or the timing
-    band; None when one seed gives no spread to judge a difference against."""
+@dataclass
+class Judgement:
+    """A verdict, the reason in numbers, and for an inconclusive one the bound its interval straddles."""
+
+    verdict: str
+    reason: str
+    bound: float | None = None
+
+
+def side(low: float, high: float, bound: float, sign: int, strict: bool) -> str:
+    """Where an interval lies against a bound, the claimed side being above it (sign +1) or below it (sign −1):
+    "holds" — wholly on the claimed side (a strict claim excludes the bound itself); "fails" — wholly on the other
+    side (the bound counting as the other side of a strict claim); "across" — on both."""
+    lo, hi, b = (low, high, bound) if sign > 0 else (-high, -low, -bound)
+    if (lo > b) if strict else (lo >= b):
+        return "holds"
+    if (hi <= b) if strict else (hi < b):
+        return "fails"
+    return "across"
+
+
+def judge_loss(value: float, low: float, high: float, bound: float, unit: str = "pts") -> Judgement:
+    """A loss at most `bound` (points), symmetric: every loss in the interval within the bound reproduces it, every
+    loss beyond it does not, and an interval across it is inconclusive (the mean alone decides nothing)."""
+    worst, least = -low, -high
+    where = side(low, high, -bound, +1, strict=False)
+    if where == "holds":
+        if worst <= 0:
+            return Judgement(REPRODUCED, f"no loss anywhere in the {span(low, high, unit)}")
+        return Judgement(REPRODUCED, f"loss at most {worst:.2f} over the {span(low, high, unit)}, ≤ "
+                                     f"{num(bound, unit)}")
+    if where == "fails":
+        return Judgement(NOT_REPRODUCED, f"loss at least {least:.2f} over the {span(low, high, unit)}, > "
+                                         f"{num(bound, unit)}")
+    return Judgement(INCONCLUSIVE, f"{fmt(value, unit)}: the {span(low, high, unit)} holds losses from "
+                                   f"{max(least, 0.0):.2f} to {worst:.2f}, across the bound {num(bound, unit)}", -bound)
+
+
+def judge(claim: Claim, value: float, low: float | None, high: float | None) -> Judgement:
+    """The verdict from the whole measured interval (low, high): the seeds' spread, the timing band the leaderboard
+    reads, or (low = high) an exact count. None: one seed and no spread to judge a difference by, inconclusive at
+    best. Premises and conditions are the caller's (replication); this reads numbers only."""
     rule, pub, unit = claim.rule, claim.published, claim.published.unit
     shown = fmt(value, unit)
-    if violations:
-        return NOT_REPRODUCED, "; ".join(violations)
+    if low is None or high is None:
+        return Judgement(INCONCLUSIVE, f"{shown} from one seed with no measured spread: nothing tells it from noise "
+                                       f"(≥ 2 seeds of the row measure one; for an accuracy, ≥ 2 of its baseline)")
+    iv = span(low, high, unit) if high > low else ""
     if rule.test == "close_to":
-        p, diff = pub.value or 0.0, value - (pub.value or 0.0)
-        off = f"{shown} is {diff:+.3g} ({diff / p:+.1%}) from {num(p, unit)}"
-        if abs(diff) <= rule.band(pub):
-            return REPRODUCED, f"{off}, inside ±{num(rule.band(pub), unit)}"
-        if rule.no_effect is not None and _clears(rule.no_effect, rule.sign(pub), low, high) \
-                and rule.sign(pub) * diff < 0:
-            return SMALLER, f"{off}: beyond {num(rule.no_effect, unit)}, short of ±{num(rule.band(pub), unit)}"
-        return NOT_REPRODUCED, f"{off}, outside ±{num(rule.band(pub), unit)}"
+        p = pub.value or 0.0
+        band, diff = rule.band(pub), value - p
+        off = f"{shown} is {diff:+.3g} ({diff / p:+.1%}) from {num(p, unit)}" + (f"; {iv}" if iv else "")
+        if p - band <= low and high <= p + band:
+            return Judgement(REPRODUCED, f"{off}, inside ±{num(band, unit)}")
+        if high < p - band or low > p + band:
+            null = rule.no_effect
+            clear = null is not None and side(low, high, null, rule.sign(pub), True) == "holds"
+            if clear and rule.sign(pub) * diff < 0:
+                return Judgement(SMALLER, f"{off}: beyond {num(null, unit)}, short of ±{num(band, unit)}")
+            return Judgement(NOT_REPRODUCED, f"{off}, outside ±{num(band, unit)}")
+        edge = p - band if abs(value - (p - band)) <= abs(value - (p + band)) else p + band
+        return Judgement(INCONCLUSIVE, f"{off}: across the band's edge {num(edge, unit)}", edge)
     if rule.test == "loss_at_most":
-        loss, bound = -value, rule.threshold(pub)
-        if loss <= bound:
-            return REPRODUCED, f"loss {loss:.2f} ≤ {num(bound, unit)}" if loss > 0 else f"no loss ({shown})"
-        noise = " (the excess is inside the seed spread)" if high is not None and -high <= bound else ""
-        return NOT_REPRODUCED, f"loss {loss:.2f} > {num(bound, unit)}{noise}"
+        return judge_loss(value, low, high, rule.threshold(pub), unit)
     null, sign = rule.no_effect or 0.0, rule.sign(pub)
-    clears = _clears(null, sign, low, high)
-    if low is None or high is None:
-        why_not = f"{shown} with no spread or timing band to tell it from noise"
-    elif low <= null <= high:
-        why_not = f"{shown} is inside the spread around {num(null, unit)}"
-    else:
-        why_not = f"{shown}: the opposite direction, beyond the spread"
+    where = f"{shown}" + (f", {iv}" if iv else "")
     if rule.test == "ordering":
-        side = "above" if sign > 0 else "below"
-        return (REPRODUCED, f"{shown}, interval {side} {num(null, unit)}") if clears else (NOT_REPRODUCED, why_not)
+        effect = side(low, high, null, sign, strict=True)
+        if effect == "holds":
+            return Judgement(REPRODUCED, f"{where}: wholly {'above' if sign > 0 else 'below'} {num(null, unit)}")
+        if effect == "fails":
+            what = "no effect" if low == high == null else "the opposite direction, beyond the spread"
+            return Judgement(NOT_REPRODUCED, f"{where}: wholly at or {'below' if sign > 0 else 'above'} "
+                                             f"{num(null, unit)}: {what}")
+        return Judgement(INCONCLUSIVE, f"{where}: across {num(null, unit)}", null)
     target = rule.threshold(pub)
-    if clears and sign * (value - target) >= 0:
-        return REPRODUCED, f"{shown} {'≥' if sign > 0 else '≤'} {num(target, unit)}"
-    if clears:
-        return SMALLER, f"{shown} clears {num(null, unit)} but falls short of {num(target, unit)}"
-    return NOT_REPRODUCED, why_not
+    cmp = "≥" if sign > 0 else "≤"
+    reach = side(low, high, target, sign, strict=False)
+    if reach == "holds":
+        return Judgement(REPRODUCED, f"{where}: wholly {cmp} {num(target, unit)}")
+    if reach == "across":
+        return Judgement(INCONCLUSIVE, f"{where}: across the threshold {num(target, unit)}", target)
+    effect = side(low, high, null, sign, strict=True)
+    if effect == "holds":
+        return Judgement(SMALLER, f"{where}: wholly clear of {num(null, unit)} but short of {num(target, unit)}")
+    if effect == "fails":
+        return Judgement(NOT_REPRODUCED, f"{where}: wholly at or {'below' if sign > 0 else 'above'} "
+                                         f"{num(null, unit)}, short of {num(target, unit)}: no effect or the opposite")
+    return Judgement(NOT_REPRODUCED, f"{where}: short of {num(target, unit)}, and across {num(null, unit)}: no "
+                                     f"effect beyond the noise")
 
 
-def _clears(null: float, sign: int, low: float | None, high: float | None) -> bool:
-    """The whole interval lies on the claimed side of `null`."""
-    if low is None or high is None:
-        return False
-    return low > null if sign > 0 else high < null
+def combine(main: Judgement, conditions: list[tuple[str, Judgement]]) -> Judgement:
+    """A claim with a second condition (an accuracy condition, Hinton's teacher ≥ distilled): a broken condition
+    makes it not reproduced, an undecided one makes a reproduction inconclusive; each condition is quoted."""
+    if not conditions:
+        return main
+    said = "; ".join(f"{name}: {j.verdict} ({j.reason})" for name, j in conditions)
+    verdicts = {j.verdict for _, j in conditions}
+    if NOT_REPRODUCED in verdicts and main.verdict in (REPRODUCED, SMALLER, INCONCLUSIVE):
+        return Judgement(NOT_REPRODUCED, f"{main.reason}; but {said}")
+    if INCONCLUSIVE in verdicts and main.verdict == REPRODUCED:
+        bound = next(j.bound for _, j in conditions if j.verdict == INCONCLUSIVE)
+        return Judgement(INCONCLUSIVE, f"{main.reason}; but {said}", bound)
+    return Judgement(main.verdict, f"{main.reason}; {said}", main.bound)

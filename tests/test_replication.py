@@ -1,5 +1,6 @@
 """The replication table: claims that load only with a source and a rule no looser than the published value,
-verdicts that follow the numbers and the seeds' spread, and a file rebuilt byte for byte from the same records."""
+verdicts that follow the numbers and the seeds' spread, and a file rebuilt byte for byte from the same records.
+(Each verdict kind and premise on records the harness ran: tests/test_replication_verdicts.py.)"""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from slimbench.core.errors import ConfigError
-from slimbench.harness.claims import (NEEDS_FULL_SCALE, NOT_MEASURED, NOT_REPRODUCED, REPRODUCED, SMALLER, VERDICTS,
-                                      load_claims, parse_claims)
+from slimbench.harness.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
+                                      NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, load_claims,
+                                      parse_claims)
 from slimbench.harness.cli import main
 from slimbench.harness.records import RunRecord
 from slimbench.harness.report import leaderboard_rows
@@ -20,9 +22,9 @@ NINE_X = {
     "id": "prune-9x", "source": "Han et al. 2016, Deep Compression, Tables 4-5",
     "claim": "pruning alone stores AlexNet 9× smaller",
     "published": {"value": 9, "unit": "×", "text": "11 % of the weights kept (9×)"},
-    "comparison": "stored size of the baseline ÷ the pruned model's",
+    "comparison": "connections of the baseline ÷ the pruned model's",
     "rule": {"test": "at_least", "tolerance": 0.10, "no_effect": 1},
-    "kind": "records", "records": {"value": "compression_x", "where": {"method": "prune.magnitude"}},
+    "kind": "records", "records": {"value": "connections_x", "where": {"method": "prune.magnitude"}},
     "suites": ["quick"],
 }
 
@@ -39,10 +41,11 @@ def _claim(**changes) -> dict:
 
 def _record(run_id: str, method: str, seed: int, acc: float, *, ref_acc: float = 0.85, stored: int = 1000,
             ref_stored: int = 1000, params: dict | None = None, speedup: tuple[float, float, float] | None = None,
-            teacher: float | None = None, task: str = "fashion-mnist", suite: str = "quick") -> RunRecord:
+            teacher: float | None = None, task: str = "fashion-mnist", suite: str = "quick",
+            nonzero: int = 100) -> RunRecord:
     """A minimal record with every field the leaderboard reads; latency 10 ms unless `speedup` (ratio, low, high)."""
     ratio, low, high = speedup or (1.0, 0.95, 1.05)
-    metrics = {"accuracy": acc, "macro_f1": acc, "params": 100, "nonzero_params": 100, "stored_bytes": stored,
+    metrics = {"accuracy": acc, "macro_f1": acc, "params": 100, "nonzero_params": nonzero, "stored_bytes": stored,
                "gzip_bytes": stored, "macs": 1000, "latency_b1_ms": 10.0 / ratio, "latency_bn_ms": 100.0,
                "runtime": "eager", "speedup": {"eager": {"b1": {"ratio": ratio, "low": low, "high": high}}}}
     reference = {"accuracy": ref_acc, "macro_f1": ref_acc, "params": 100, "nonzero_params": 100,
@@ -53,10 +56,12 @@ def _record(run_id: str, method: str, seed: int, acc: float, *, ref_acc: float =
     return RunRecord(run_id=run_id, suite=suite, status="ok", task=task, model="mobilenetv2", method=method,
                      family=family, seed=seed, config={"method": {"name": method, "params": params or {}}},
                      metrics=metrics, reference=reference, compression={"label": "dense"},
-                     details={} if teacher is None else {"teacher_accuracy": teacher}, git={"commit": "abc"})
+                     details={"task": {"num_classes": 10},
+                              **({} if teacher is None else {"teacher_accuracy": teacher})},
+                     git={"commit": "abc"})
 
 
-def _suite(records: list[RunRecord], name: str = "quick") -> SuiteData:
+def _suite(records: list[RunRecord], name: str = "prune") -> SuiteData:
     return SuiteData(name, leaderboard_rows(records), {r.run_id: r for r in records})
 
 
@@ -86,14 +91,15 @@ def test_a_rule_looser_than_its_published_value_is_rejected_at_load(changes, mes
 
 def test_nine_x_claim_measured_at_1_83x_is_a_smaller_effect_not_a_reproduction():
     (claim,) = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
-    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830, params={"sparsity": 0.5})
-              for s in range(3)]
+    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.85, nonzero=100, params={"sparsity": 0.5}) for s in range(3)]
+    for rec in pruned:
+        rec.reference["nonzero_params"] = 183
     (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
-    assert line.measured.startswith("1.83×")
+    assert line.measured.startswith("1.83× fewer connections")
     assert line.verdict == SMALLER, line.reason
-    assert "p0 p1 p2" in line.where and "quick · fashion-mnist · mobilenetv2 · prune.magnitude" in line.where
-    # and the same claim is reproduced by 9×
-    nine = [_record(f"n{s}", "prune.magnitude", s, 0.84, stored=100, ref_stored=900) for s in range(3)]
+    assert "p0 p1 p2" in line.where and "prune · fashion-mnist · mobilenetv2 · prune.magnitude" in line.where
+    # and the same claim is reproduced by 9× fewer connections at no loss (the same accuracy in every seed)
+    nine = [_record(f"n{s}", "prune.magnitude", s, 0.85, nonzero=11) for s in range(3)]
     (line,) = evaluate([claim], [_suite(nine)])
     assert line.verdict == REPRODUCED, line.reason
 
@@ -109,9 +115,9 @@ def _magnitude_vs_random(magnitude: list[float], random: list[float]) -> tuple[s
     return line.verdict, line.reason
 
 
-def test_a_relational_claim_inside_the_seed_spread_is_not_reproduced():
+def test_a_relational_claim_inside_the_seed_spread_is_inconclusive():
     verdict, reason = _magnitude_vs_random([0.80, 0.86, 0.83], [0.82, 0.81, 0.84])   # mean +0.7 pts, spread ~3
-    assert verdict == NOT_REPRODUCED and "inside the spread" in reason
+    assert verdict == INCONCLUSIVE and "across 0 pts" in reason
     verdict, _ = _magnitude_vs_random([0.80, 0.81, 0.82], [0.70, 0.72, 0.71])        # +10 pts, spread ~1
     assert verdict == REPRODUCED
 
@@ -120,7 +126,7 @@ def test_one_seed_without_a_baseline_spread_is_never_reproduced():
     (claim,) = [c for c in load_claims() if c.id == "magnitude-beats-random"]
     records = _baselines([0.85]) + [_record("m0", "prune.magnitude", 0, 0.84), _record("r0", "prune.random", 0, 0.50)]
     (line,) = evaluate([claim], [_suite(records)])
-    assert line.verdict == NOT_REPRODUCED and "to tell it from noise" in line.reason
+    assert line.verdict == INCONCLUSIVE and "no measured spread" in line.reason
 
 
 def test_qat_claim_needs_a_ptq_loss_and_hinton_needs_the_teacher_on_top():
@@ -128,11 +134,12 @@ def test_qat_claim_needs_a_ptq_loss_and_hinton_needs_the_teacher_on_top():
     quant = _baselines([0.85, 0.86, 0.84]) + [
         _record("ptq", "quant.ptq_int8", 0, 0.849, ref_acc=0.85, params={"observer": "minmax"}),
         _record("qat", "quant.qat_int8", 0, 0.870, ref_acc=0.85, params={"observer": "minmax"})]
-    (line,) = evaluate([claims["qat-recovers-ptq-loss"]], [_suite(quant)])
-    assert line.verdict == NOT_REPRODUCED and "premise absent" in line.reason
+    (line,) = evaluate([claims["qat-recovers-ptq-loss"]], [_suite(quant, "quant")])
+    assert line.verdict == NOT_TESTABLE and "PTQ lost nothing to recover" in line.reason
     distilled = [_record(f"d{s}", "distill.logit", s, 0.90 + s / 1000, ref_acc=0.80, teacher=0.88) for s in range(3)]
     (line,) = evaluate([claims["hinton-kd-ordering"]], [_suite(distilled, "distill")])
-    assert line.verdict == NOT_REPRODUCED and "teacher 88.00 < distilled" in line.reason
+    assert line.verdict == NOT_REPRODUCED and "teacher 88.00, alone 80.00, distilled 90.10" in line.measured
+    assert "the ordering is broken" in line.reason
 
 
 def test_architecture_claims_count_the_model_built_at_224():
@@ -148,7 +155,7 @@ def test_full_scale_claims_need_a_gpu_or_data_and_name_the_command():
     claims = [c for c in load_claims() if c.kind == "full-scale"]
     assert {"cifar10", "speech-commands", "sst2"} <= {c.records.where.task for c in claims}
     for line in evaluate(claims, []):
-        assert line.verdict == NEEDS_FULL_SCALE
+        assert line.verdict in (NEEDS_DATA, NEEDS_GPU, NEEDS_DATA_AND_GPU)
         assert "slimbench run" in line.reason and line.where.startswith("not run here: needs")
 
 
@@ -168,9 +175,10 @@ def _write(runs: Path, records: list[RunRecord]) -> None:
 
 
 def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, capsys):
-    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830, params={"sparsity": 0.5})
-              for s in range(3)]
-    _write(tmp_path / "results" / "quick" / "runs", _baselines([0.85, 0.86, 0.84]) + pruned)
+    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.85, params={"sparsity": 0.5}) for s in range(3)]
+    for rec in pruned:
+        rec.reference["nonzero_params"] = 183
+    _write(tmp_path / "results" / "prune" / "runs", _baselines([0.85, 0.86, 0.84]) + pruned)
     (tmp_path / "results" / ".reproduce" / "runs").mkdir(parents=True)   # scratch folders are not suites
     out = tmp_path / "results" / "replication.md"
     assert main(["replicate", "--results", str(tmp_path / "results")]) == 0
@@ -178,26 +186,30 @@ def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, caps
     assert main(["replicate", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "again.md")]) == 0
     assert (tmp_path / "again.md").read_bytes() == first
     text = first.decode()
-    assert "`quick` (6 records)" in text and ".reproduce" not in text
+    assert "`prune` (6 records)" in text and ".reproduce" not in text
     assert "| source" in text and "same direction, smaller effect: 1.83×" in text and "p0 p1 p2" in text
-    assert "needs GPU or data not embedded" in text and "`slimbench run configs/full.yaml`" in text
+    assert "needs data and GPU" in text and "`slimbench run configs/full.yaml`" in text
     assert "claims," in capsys.readouterr().out
 
 
-def test_report_keeps_its_per_suite_table():
-    """harness.report still calls replication_markdown(claims, rows, records) for one suite's records."""
+def test_one_suites_table_judges_the_claims_that_name_it():
+    """replication_markdown(claims, rows, records): one suite's records, read by the claims that name that suite."""
     claims = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
-    records = [_record("p0", "prune.magnitude", 0, 0.84, stored=1000, ref_stored=1830)]
+    records = [_record("p0", "prune.magnitude", 0, 0.84, suite="prune")]
+    records[0].reference["nonzero_params"] = 183
     text = replication_markdown(claims, leaderboard_rows(records), records)
-    assert "deep-compression-pruning-9x" in text and "1.83×" in text
+    assert "deep-compression-pruning-9x" in text and "1.83× fewer connections" in text
+    records = [_record("p0", "prune.magnitude", 0, 0.84, suite="quick")]
+    text = replication_markdown(claims, leaderboard_rows(records), records)
+    assert "1 rows: " in text and "1 not measured" in text
 
 
 def test_a_value_from_dirty_tree_records_says_so_where_it_was_measured():
     (claim,) = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
-    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830) for s in range(3)]
+    pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84) for s in range(3)]
     pruned[1].git = {"commit": "d494a64a05ff", "dirty": True}
     (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
     assert "⚠ 1 of 3 records from a dirty tree (commit d494a64a05)" in line.where
     (clean,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + [
-        _record(f"p{s}", "prune.magnitude", s, 0.84, stored=1000, ref_stored=1830) for s in range(3)])])
+        _record(f"p{s}", "prune.magnitude", s, 0.84) for s in range(3)])])
     assert "dirty" not in clean.where
