@@ -19,6 +19,7 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, fit
+from slimbench.core import kernels
 from slimbench.core.errors import CheckpointError
 from slimbench.harness.measure import evaluate
 from slimbench.harness.records import atomic_write_bytes
@@ -47,8 +48,12 @@ class ModelCache:
         """Everything that decides the trained weights, versions of the code included (results expire)."""
         versions = {"task": entry_version(TASKS, task.name), "model": entry_version(MODELS, model.name),
                     "training": TRAINING_VERSION}
-        return config_hash({"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed,
-                            "versions": versions})
+        key = {"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed,
+               "versions": versions}
+        numerics = kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability())
+        if numerics.pinned:   # other kernels train other weights: a model trained under other pins is not this one
+            key["kernels"] = {"numerics": numerics.numerics, "pins": numerics.pins}
+        return config_hash(key)
 
     def path(self, task: Named, model: Named, train: TrainConfig, seed: int) -> Path:
         safe = model.name.replace("/", "_")
