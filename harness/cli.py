@@ -301,8 +301,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    from slimbench.harness.claims import NOT_MEASURED, VERDICTS
-    from slimbench.harness.replication import replicate
+    from slimbench.harness.replication import replicate, summary_sentence
     from slimbench.harness.suite import load_imports
 
     if not args.results.is_dir():
@@ -310,8 +309,7 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     load_imports(args.imports, "--import", Path.cwd())
     out = args.out or args.results / "replication.md"
     lines = replicate(args.results, out, args.claims)
-    counts = ", ".join(f"{sum(line.verdict == v for line in lines)} {v}" for v in (*VERDICTS, NOT_MEASURED))
-    print(f"{len({line.claim.id for line in lines})} claims, {len(lines)} rows ({counts}) -> {out}")
+    print(f"{summary_sentence(lines)} -> {out}")   # the sentence that heads the file, from the same function
     return 0
 
 

@@ -7,8 +7,11 @@ claims), or is marked as needing data and/or a GPU this machine does not have. B
 are checked (compute kernels, a stronger teacher, a model above chance, a PTQ loss to recover, something
 compressed); a row without one is "not testable here", naming it. Intervals follow the leaderboard's noise model:
 seeds' spread for accuracy, the round band widened by the run-to-run spread (`stats.widened`, the reading that
-prints ≈1.00×) for speed. Rules and verdicts live in harness/claims.py; this module measures and renders. The output
-has no timestamps, so the same records give the same bytes.
+prints ≈1.00×) for speed. Rules and verdicts live in harness/claims.py; this module measures and renders: a summary
+line per claim (its overall verdict, `claim_verdict`, and its best-supported row, `best_supported`), then each
+claim's section, its text, source, published figure and rule said once above its rows. The counts that head the file
+are `summary_sentence`'s, which `slimbench replicate` prints too. The output has no timestamps, so the same records
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,25 +20,26 @@ import fnmatch
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from itertools import permutations
 from typing import Any
 
 import numpy as np
-from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.claims import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS, DELTA_VS_BASELINE,
                                       INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOISY, NOT_MEASURED,
                                       NOT_REPRODUCED, NOT_TESTABLE, PAIRED_ONLY, REPRODUCED, SMALLER, Claim, Judgement,
-                                      Selector, combine, fmt, judge, judge_loss, load_claims, published_text,
-                                      rule_text, side)
+                                      Selector, combine, fmt, judge, judge_loss, load_claims, num, published_text,
+                                      rule_text, side, span)
 from slimbench.harness.records import RunRecord, atomic_write_text, load_records
 from slimbench.harness.robustness import per_class
 from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
 
-__all__ = ["load_claims", "replicate", "replication_markdown", "evaluate", "load_suites", "SuiteData"]
+__all__ = ["load_claims", "replicate", "replication_markdown", "evaluate", "load_suites", "SuiteData", "markdown",
+           "summary_sentence", "verdict_counts", "claim_counts", "claim_verdict", "best_supported"]
 
 
 @dataclass
@@ -75,6 +79,13 @@ class Line:
     where: str
     verdict: str
     reason: str
+    # the numbers the summary reads (none for a claim not measured here)
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    seeds: int = 0
+    noise: str = "none"
+    why: str = ""                    # the reason, short: the main rule's finding (and a failing condition)
 
 
 def load_suites(results: Path) -> list[SuiteData]:
@@ -196,8 +207,7 @@ def _speed(name: str, row: dict[str, Any], recs: list[RunRecord], where: str) ->
         band, wlo, whi = f"leaderboard {shown}, no timing band", None, None
     else:
         wlo, whi = widened(lo, hi)
-        band = (f"leaderboard {shown}: round band {lo:.2f}–{hi:.2f} widened ±{RUN_TO_RUN_SPEEDUP:.0%} run to run "
-                f"to {wlo:.2f}–{whi:.2f}")
+        band = f"leaderboard {shown}, widened ±{RUN_TO_RUN_SPEEDUP:.0%} run to run: {wlo:.2f}–{whi:.2f}"
     noise = "timing" if wlo is not None else "none"
     if name == "speedup_b1_x":
         return Measurement(speed, wlo, whi, f"({band}; {_seeds(len(recs))})", where, noise=noise, seeds=len(recs))
@@ -421,7 +431,7 @@ def _conditions(claim: Claim, m: Measurement, a: dict[str, Any], suite: SuiteDat
              else Judgement(INCONCLUSIVE, f"Δ {acc.value:+.2f} pts from one seed with no measured spread"))
         if j.verdict == INCONCLUSIVE and j.bound is not None:
             j.reason += _to_decide(acc, j.bound, "pts")
-        m.conditions.append((f"condition {what} loss ≤ {cond.bound:g} pts ({cond.published.text})", j))
+        m.conditions.append((f"condition {what} loss ≤ {cond.bound:g} pts", j))   # its source: the claim's section
     if spec.teacher_not_below:
         teacher = [100 * _teacher_accuracy(r) for r in recs]
         distilled = [100 * r.metrics["accuracy"] for r in recs]
@@ -440,13 +450,16 @@ def _conditions(claim: Claim, m: Measurement, a: dict[str, Any], suite: SuiteDat
         m.conditions.append(("teacher ≥ distilled", j))
 
 
+MANY_SEEDS = 100
+
+
 def _to_decide(m: Measurement, bound: float, unit: str) -> str:
     """What would decide an inconclusive row, from its measured spread."""
     if m.noise == "timing":
         if bound > 0 and abs(math.log(m.value / bound)) <= RUN_TO_RUN_SPEEDUP:
-            return (f"; within the run-to-run spread (±{RUN_TO_RUN_SPEEDUP:.0%}) of {bound:.2f}×: no number of "
-                    f"seeds or rounds decides it on this machine")
-        return "; a narrower round band (more timing rounds, a quieter machine) could decide it; seeds do not narrow it"
+            return (f"; within the run-to-run spread (±{RUN_TO_RUN_SPEEDUP:.0%}) of {bound:.2f}×: no seeds or rounds "
+                    f"decide it on this machine")
+        return "; more timing rounds or a quieter machine could decide it; seeds do not narrow it"
     if m.sigma is None or m.noise not in ("seeds", "baseline"):
         return ""
     gap = abs(m.value - bound)
@@ -455,9 +468,10 @@ def _to_decide(m: Measurement, bound: float, unit: str) -> str:
     if m.sigma == 0:
         return ""
     n = max(2, math.floor((m.sigma / gap) ** 2) + 1)
+    if n > MANY_SEEDS:   # the mean sits so near the bound that the estimate only says "far too many"
+        return f"; the mean is within σ/{math.isqrt(MANY_SEEDS)} of the bound: more than {MANY_SEEDS} seeds would decide it"
     shown = f"{bound:.3g}×" if unit == "×" else f"{bound:+.3g} {unit}".rstrip()
-    return (f"; about {n} seeds would decide it (the n at which the standard error σ/√n clears {shown}, with the "
-            f"same σ = {m.sigma:.2f})")
+    return f"; about {n} seeds would decide it (σ/√n clears {shown} at σ = {m.sigma:.2f})"
 
 
 def _rows(claim: Claim, suite: SuiteData) -> list[Measurement]:
@@ -559,17 +573,29 @@ def evaluate(claims: list[Claim], suites: list[SuiteData]) -> list[Line]:
         for m in found:
             j = verdict(claim, m)
             measured = " · ".join([f"{fmt(m.value, claim.published.unit)}{_value_word(claim)} {m.spread}", *m.beside])
-            lines.append(Line(claim, measured, m.where, j.verdict, j.reason))
+            lines.append(Line(claim, measured, m.where, j.verdict, j.reason, m.value, m.low, m.high, m.seeds,
+                              m.noise, _why(claim, m)))
         if found:
             continue
         if claim.kind == "full-scale":
             assert claim.needs is not None
             lines.append(Line(claim, "—", f"not run here: needs {claim.needs.text}", claim.needs.verdict,
-                              f"measure it with {claim.command}"))
+                              f"measure it with {claim.command}", why=f"measure it with {claim.command}"))
         else:
             lines.append(Line(claim, "—", "no record in the suites it names (" + ", ".join(claim.suites) + ") yet",
-                              NOT_MEASURED, f"run {_command(claim)}"))
+                              NOT_MEASURED, f"run {_command(claim)}", why=f"run {_command(claim)}"))
     return lines
+
+
+def _why(claim: Claim, m: Measurement) -> str:
+    """The reason, short (the summary's cell): the first absent premise, or the main rule's finding on the interval,
+    with any second condition that did not hold; the detail row keeps the whole reason."""
+    if m.not_testable:
+        more = len(m.not_testable) - 1
+        return m.not_testable[0] + (f" (and {more} more premise{'s' * (more > 1)} absent)" if more else "")
+    why = judge(claim, m.value, m.low, m.high).reason
+    failed = [f"{name}: {j.verdict}" for name, j in m.conditions if j.verdict != REPRODUCED]
+    return why + (f"; but {'; '.join(failed)}" if failed else "")
 
 
 def _value_word(claim: Claim) -> str:
@@ -580,88 +606,264 @@ def _value_word(claim: Claim) -> str:
     return words.get(spec.value, "") if spec is not None else ""
 
 
-HEADERS = ["source", "claim", "published", "measured (spread, seeds)", "where measured", "comparison made", "verdict"]
 ORDER = (REPRODUCED, INCONCLUSIVE, SMALLER, NOT_REPRODUCED, NOT_TESTABLE, NEEDS_DATA, NEEDS_GPU, NEEDS_DATA_AND_GPU,
          NOT_MEASURED)
+JUDGED = (REPRODUCED, INCONCLUSIVE, SMALLER, NOT_REPRODUCED)   # what the claim's rule says of a measured row
+MIXED = "mixed"                # a claim whose judged rows disagree (its cell gives the counts)
+CLAIM_ORDER = (REPRODUCED, INCONCLUSIVE, SMALLER, NOT_REPRODUCED, MIXED, NOT_TESTABLE, NEEDS_DATA, NEEDS_GPU,
+               NEEDS_DATA_AND_GPU, NOT_MEASURED)
+SUMMARY_HEADERS = ["claim", "source", "published", "our best-supported value", "row it is from", "verdict", "why"]
+DETAIL_HEADERS = ["where measured", "measured (spread, seeds)", "verdict: reason"]
 
 
-def _comparison(claim: Claim) -> str:
-    text = f"{claim.comparison}; {rule_text(claim)}"
-    if claim.records is not None and claim.kind != "arch":
-        text += f"; reads suites {', '.join(claim.suites) or '(none)'}"
-    if claim.premises:
-        text += "; premises: " + "; ".join(claim.premises)
+def by_claim(lines: list[Line]) -> dict[str, list[Line]]:
+    """Each claim's rows, claims in the order of their first row (the claims file's order)."""
+    out: dict[str, list[Line]] = {}
+    for line in lines:
+        out.setdefault(line.claim.id, []).append(line)
+    return out
+
+
+def claim_verdict(rows: list[Line]) -> str:
+    """A claim's overall verdict, from its rows (rows judged by the claim's rule: reproduced, inconclusive, same
+    direction smaller effect, not reproduced):
+    - the verdict every judged row has, when they agree (rows "not testable here" are counted in the cell, but do
+      not decide it);
+    - "mixed" when the judged rows disagree (the cell gives the count of each verdict);
+    - "not testable here" when every row lacks a premise;
+    - else the claim's one row's: needs data / needs GPU / needs data and GPU, or not measured."""
+    judged = sorted({line.verdict for line in rows if line.verdict in JUDGED})
+    if len(judged) == 1:
+        return judged[0]
+    if judged:
+        return MIXED
+    if all(line.verdict == NOT_TESTABLE for line in rows):
+        return NOT_TESTABLE
+    return rows[0].verdict
+
+
+def best_supported(rows: list[Line]) -> Line:
+    """The row a claim's summary quotes: a judged row before one not testable here, then the most seeds, then the
+    narrowest interval (an exact count is 0 wide; a row with no interval comes last), then the first in file order."""
+    def key(item: tuple[int, Line]) -> tuple[bool, int, float, int]:
+        i, line = item
+        width = line.high - line.low if line.low is not None and line.high is not None else math.inf
+        return line.verdict not in JUDGED, -line.seeds, width, i
+
+    return min(enumerate(rows), key=key)[1]
+
+
+def verdict_counts(lines: list[Line]) -> dict[str, int]:
+    """Rows per verdict, every verdict listed (0 where none), in the table's order."""
+    return {v: sum(line.verdict == v for line in lines) for v in ORDER}
+
+
+def claim_counts(lines: list[Line]) -> dict[str, int]:
+    """Claims per overall verdict (`claim_verdict`), every one listed, in the table's order."""
+    overall = [claim_verdict(rows) for rows in by_claim(lines).values()]
+    return {v: overall.count(v) for v in CLAIM_ORDER}
+
+
+def summary_sentence(lines: list[Line]) -> str:
+    """The counts that head the file and that `slimbench replicate` prints: claims, rows, rows per verdict, claims
+    per overall verdict (no final full stop)."""
+    rows = ", ".join(f"{n} {v}" for v, n in verdict_counts(lines).items())
+    claims = ", ".join(f"{n} {v}" for v, n in claim_counts(lines).items())
+    return f"{len(by_claim(lines))} claims, {len(lines)} rows: {rows}; claims by overall verdict: {claims}"
+
+
+def _counted(rows: list[Line]) -> str:
+    return ", ".join(f"{n} {v}" for v, n in verdict_counts(rows).items() if n)
+
+
+def _verdict_cell(rows: list[Line]) -> str:
+    overall = claim_verdict(rows)
+    if len(rows) == 1:
+        return overall
+    if len({line.verdict for line in rows}) == 1:
+        return f"{overall} (all {len(rows)} rows)"
+    return f"{overall} ({_counted(rows)})"
+
+
+def _value_cell(line: Line) -> str:
+    """The measured value with its interval, its seeds and where the interval comes from, short."""
+    if line.value is None:
+        return "—"
+    unit = line.claim.published.unit
+    shown = fmt(line.value, unit)
+    if line.noise == "exact":
+        return f"{shown} (exact count)"
+    if line.low is None or line.high is None:
+        return f"{shown} ({_seeds(line.seeds)}, no spread)"
+    if line.low == line.high:
+        return f"{shown} ({_seeds(line.seeds)}, the same in each)"
+    interval = span(line.low, line.high, unit).removeprefix("interval ")
+    how = {"timing": ", widened timing band", "baseline": ", ±2σ of its baseline's seeds"}.get(line.noise, "")
+    return f"{shown} ({interval}, {_seeds(line.seeds)}{how})"
+
+
+def _place(line: Line) -> str:
+    """Which row the summary quotes, short: suite · task · model · method without run ids or a dirty-tree note (the
+    claim's section keeps them); the model counted, for an architecture claim; — for a claim not measured here."""
+    if line.value is None:
+        return "—"
+    if line.claim.kind == "arch":
+        return "built now: " + line.where.rsplit(": ", 1)[-1]
+    out: list[str] = []
+    for part in line.where.split(" · "):
+        if part.startswith("runs "):
+            if " vs " in part and out:
+                out[-1] += " vs " + part.split(" vs ", 1)[1]
+        elif not part.startswith("⚠"):
+            out.append(part)
+    return " · ".join(out)
+
+
+_YEAR = re.compile(r" (?:19|20)\d\d\b(?![.\d])")
+
+
+def _short_source(source: str) -> str:
+    """The source, short: up to its year when the year comes before any parenthesis or semicolon (authors and
+    year), else up to the first comma, parenthesis or semicolon."""
+    cuts = [i for i in (source.find(" ("), source.find("; ")) if i >= 0]
+    year = _YEAR.search(source)
+    if year and year.start() < min(cuts, default=len(source)):
+        return source[:year.end()]
+    cuts += [i for i in (source.find(", "),) if i >= 0]
+    return source[:min(cuts, default=len(source))]
+
+
+def _published_short(claim: Claim) -> str:
+    """The published figure without the source's wording (the detail section quotes it)."""
+    pub, rule = claim.published, claim.rule
+    if pub.value is None:
+        head = f"direction only ({'>' if rule.direction == 'higher' else '<'} {num(rule.no_effect or 0.0, pub.unit)})"
+    elif rule.test == "loss_at_most":
+        head = f"loss {num(pub.value, pub.unit)}"
+    else:
+        head = num(pub.value, pub.unit)
     if claim.condition is not None:
-        text += (f"; condition: accuracy loss at most {claim.condition.bound:g} pts over the whole interval "
-                 f"({claim.condition.published.text})")
-    return text
+        cond = claim.condition.published
+        head += f", loss ≤ {num(cond.value or 0.0, cond.unit)}"
+    return head
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "/").replace("\n", " ").strip()
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A GitHub table with no padding: each row as wide as its own cells."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
+        ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+
+
+def _slugger():
+    """GitHub's heading anchors: lower case, punctuation but - and _ dropped, spaces to -, a repeat numbered."""
+    used: dict[str, int] = {}
+
+    def slug(heading: str) -> str:
+        base = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        n = used.get(base, 0)
+        used[base] = n + 1
+        return base if n == 0 else f"{base}-{n}"
+
+    return slug
+
+
+def _details(claim: Claim, rows: list[Line]) -> list[str]:
+    """A claim's section: what it says, its source, published figure, comparison and rule once, then its rows."""
+    facts = [("Source", claim.source), ("Published", published_text(claim)), ("Comparison", claim.comparison),
+             ("Rule", rule_text(claim))]
+    if claim.records is not None and claim.kind != "arch":
+        facts.append(("Reads suites", ", ".join(claim.suites) or "(none)"))
+    if claim.premises:
+        facts.append(("Premises", "; ".join(claim.premises)))
+    if claim.condition is not None:
+        facts.append(("Condition", f"accuracy loss at most {claim.condition.bound:g} pts over the whole interval "
+                                   f"({claim.condition.published.text})"))
+    facts.append(("Verdict", _verdict_cell(rows)))
+    table, said = [], ""
+    for line in rows:   # a reason the row above gave word for word is not printed twice
+        judged = f"{line.verdict}: {line.reason}"
+        table.append([line.where, line.measured, "as above" if judged == said else judged])
+        said = judged
+    return [f"### {claim.id}", "", _cell(claim.claim), "",
+            *[f"- {name}: {_cell(text)}" for name, text in facts], "",
+            *_table(DETAIL_HEADERS, table), ""]
+
+
+TITLE = "Replication: published claims beside our measurements"
+SUMMARY = "Summary: one line per claim"
+DETAILS = "Details by claim"
 
 
 def markdown(lines: list[Line], suites: list[SuiteData]) -> str:
-    counts = {v: sum(line.verdict == v for line in lines) for v in ORDER}
+    """results/replication.md: the header (counts, verdicts, rules), a summary line per claim, then each claim's
+    section with its rows. No timestamps: the same records give the same bytes."""
     read = ", ".join(f"`{s.name}` ({len(s.records)} records)" for s in suites) or "none"
-    table = [[line.claim.source, f"`{line.claim.id}`: {line.claim.claim}", published_text(line.claim), line.measured,
-              line.where, _comparison(line.claim), f"{line.verdict}: {line.reason}"]
-             for line in lines]
-    table = [[cell.replace("|", "/").replace("\n", " ") for cell in row] for row in table]
-    n_claims = len({line.claim.id for line in lines})
+    claims = by_claim(lines)
+    slug = _slugger()
+    for heading in (TITLE, SUMMARY, DETAILS):
+        slug(heading)
+    anchors = {cid: slug(cid) for cid in claims}
+    summary = []
+    for cid, rows in claims.items():
+        claim, best = rows[0].claim, best_supported(rows)
+        summary.append([f"[{cid}](#{anchors[cid]})", _short_source(claim.source), _published_short(claim),
+                        _value_cell(best), _place(best), _verdict_cell(rows), best.why or best.reason])
+    details = [text for rows in claims.values() for text in _details(rows[0].claim, rows)]
     return "\n".join([
-        "# Replication: published claims beside our measurements", "",
+        f"# {TITLE}", "",
         f"Built by `slimbench replicate` from `configs/claims.yaml` and the run records of the suites under the "
-        f"results folder: {read}. Each claim reads only the suites it names (its comparison cell lists them). The "
-        f"same records give the same file, byte for byte.", "",
-        f"{n_claims} claims, {len(lines)} rows: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-        "Verdicts (harness/claims.py `judge`; every one reads the whole measured interval printed in its row, never "
-        "the mean alone):",
-        f"- **{REPRODUCED}**: the whole interval satisfies the claim's rule below. Never from one seed without a "
-        "measured spread.",
-        f"- **{INCONCLUSIVE}**: the interval straddles the rule's bound; the row says what would decide it: for "
-        "seeds, the n at which the standard error σ/√n (the same σ assumed) clears the bound; for a timing band, "
-        "whether the effect lies inside the run-to-run spread. A one-seed row with no measured spread is "
-        "inconclusive at best.",
+        f"results folder: {read}. Each claim reads only the suites it names. The same records give the same file, "
+        f"byte for byte.", "",
+        summary_sentence(lines) + ".", "",
+        "Verdicts (harness/claims.py `judge`), each read on the whole measured interval, never the mean alone:",
+        f"- **{REPRODUCED}**: the whole interval satisfies the claim's rule. Never from one seed without a measured "
+        "spread.",
+        f"- **{INCONCLUSIVE}**: the interval straddles the rule's bound; the row says what would decide it (the n "
+        "at which σ/√n, the same σ assumed, clears the bound; or, for a timing band, whether the effect lies inside "
+        "the run-to-run spread).",
         f"- **{SMALLER}**: the whole interval lies short of the published size and clear of no effect in the "
-        "claimed direction (a claim of 9× is not reproduced by 1.8×, whatever our budget). A speed band the "
-        "leaderboard reads as ≈1.00× is never a smaller effect.",
-        f"- **{NOT_REPRODUCED}**: the whole interval lies on the failing side: a loss beyond the bound, no effect "
-        "or the opposite one, outside a published count's band, or a second condition of the claim broken (the "
-        "row says which).",
-        f"- **{NOT_TESTABLE}**: a premise of the claim is absent, and the row says which: no sparse or smaller "
-        "kernel (masked dense kernels cannot run faster), no int8 kernels, the teacher not stronger than the "
-        "student alone (or born-again: the student's own architecture), the row's model or its baseline at "
-        "chance, post-training quantization lost nothing to recover, nothing compressed.",
+        "claimed direction (1.8× does not reproduce a claim of 9×). A speed the leaderboard reads as ≈1.00× is "
+        "never a smaller effect.",
+        f"- **{NOT_REPRODUCED}**: the whole interval lies on the failing side (a loss beyond the bound, no effect or "
+        "the opposite one, outside a count's band), or a second condition of the claim broken.",
+        f"- **{NOT_TESTABLE}**: a premise of the claim is absent (no sparse, smaller or int8 kernel; a teacher not "
+        "stronger than the student alone; a model at chance; no PTQ loss to recover; nothing compressed); the row "
+        "names it.",
         f"- **{NEEDS_DATA}** / **{NEEDS_GPU}** / **{NEEDS_DATA_AND_GPU}**: the setting needs a dataset this machine "
-        "does not embed (CIFAR-10, Speech Commands, SST-2), a GPU, or both, as the row says; the cell gives the "
-        "command that measures it.",
-        f"- *{NOT_MEASURED}* (no verdict): no record in the suites the claim names; the cell gives the command "
-        "that makes one.", "",
-        "Rules (checked when `configs/claims.yaml` loads; a rule looser than its claim is rejected):",
+        "does not embed, a GPU, or both; the row gives the command that measures it.",
+        f"- *{NOT_MEASURED}* (no verdict): no record in the suites the claim names; the row gives the command.", "",
+        "Rules (checked when `configs/claims.yaml` loads; a rule looser than its claim is rejected; each claim's "
+        "section gives its numbers):",
         "- close to: the whole interval within a stated tolerance of the published value plus half a unit of its "
-        f"last printed digit (\"3.4 M\" is 3.35–3.45 M), the two together at most {CLOSE_TO_CAP:.0%} of the value;",
+        f"last printed digit (\"3.4 M\" is 3.35–3.45 M), together at most {CLOSE_TO_CAP:.0%} of the value;",
         "- at least: the whole interval reaches the published effect less a stated share of it and half its last "
         f"digit (together at most {AT_LEAST_CAP:.0%} of the effect over no effect: 1× for a ratio, 0 for a "
         "difference);",
         "- loss at most, symmetric: reproduced if the largest loss in the interval is within the published loss, "
-        "not reproduced if the smallest is beyond it, inconclusive across it;",
-        "- direction only: the whole measured interval lies on the claimed side of no effect.", "",
-        "Intervals, the leaderboard's noise model: accuracy values are mean ± σ over seeds (for a Δ against the "
-        "baseline, the wider of the paired Δ's σ and the baseline's; for a pair A − B, the widest of the "
-        "differences', A's and B's); one seed of an accuracy value is judged against ±2σ of its baseline's seeds; "
-        "sizes and counts from one seed have no measured spread. Speedups read the band over interleaved timing "
-        f"rounds widened by the measured run-to-run spread (±{RUN_TO_RUN_SPEEDUP:.0%}, `stats.widened`), the band "
-        "whose holding 1 makes the leaderboard print ≈1.00× (the row quotes that cell). Architecture counts are "
-        "measured now, exactly, on the model built at the paper's input size and class count; every other value "
-        "comes from the run records named in its row.", "",
-        "Premises and filters (declared per claim in `configs/claims.yaml`, validated when it loads, checked before "
-        "a row is judged): `requires: {compute: physical-sparse | smaller-dense | int8}` (the row's measured "
-        "compute label, harness/evidence.py), `requires: {teacher_stronger: true}` (the teacher's accuracy interval "
-        "above the student-alone's, not born-again), `requires: {ptq_lost: true}` (the versus PTQ row loses "
-        "accuracy beyond the spread), `min_accuracy_over_chance: <pts>` (the row's model and its baseline more "
-        "than that above 100/classes), `min_compressed_fraction` (that share of the baseline's non-zero "
-        "parameters removed), `exclude_params` (rows left out, e.g. the sparsity-0 fine-tune control), "
-        "`condition` (a second figure the "
-        "claim states, e.g. no accuracy loss beside 9× fewer connections). Our budgets (minutes of CPU training on "
-        "embedded datasets) are far smaller than the papers'.", "",
-        tabulate(table, headers=HEADERS, tablefmt="github", disable_numparse=True), "",
+        "not reproduced if the smallest is beyond it;",
+        "- direction only: the whole interval lies on the claimed side of no effect.", "",
+        "Intervals, the leaderboard's noise model: accuracy values are mean ± σ over seeds (a Δ against the "
+        "baseline: the wider of the paired Δ's σ and the baseline's; a pair A − B: the widest of the differences', "
+        "A's and B's); one seed of an accuracy value is judged against ±2σ of its baseline's seeds; sizes from one "
+        "seed have no measured spread. Speedups read the band over interleaved timing rounds widened by the "
+        f"run-to-run spread (±{RUN_TO_RUN_SPEEDUP:.0%}, `stats.widened`), the band whose holding 1 makes the "
+        "leaderboard print ≈1.00×. Architecture counts are measured now, exactly, on the model built at the paper's "
+        "input size and class count; every other value comes from the run records its row names. Our budgets "
+        "(minutes of CPU training on embedded datasets) are far smaller than the papers'.", "",
+        f"## {SUMMARY}", "",
+        "A claim's verdict is the verdict every one of its judged rows (reproduced, inconclusive, same direction "
+        f"smaller effect, not reproduced) has; **{MIXED}** when they disagree, with the count of each; "
+        f"{NOT_TESTABLE} when no row meets the claim's premises; rows not testable here are counted beside it but "
+        "do not decide it. The value quoted is the claim's best-supported row: a judged row before one not testable "
+        "here, then the most seeds, then the narrowest interval, then the first. Why: that row's reason, short; "
+        "the claim's section has every row in full.", "",
+        *_table(SUMMARY_HEADERS, summary), "",
+        f"## {DETAILS}", "",
+        *details,
     ])
 
 

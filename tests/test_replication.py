@@ -5,6 +5,7 @@ verdicts that follow the numbers and the seeds' spread, and a file rebuilt byte 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,12 @@ import pytest
 from slimbench.core.errors import ConfigError
 from slimbench.harness.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
                                       NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, load_claims,
-                                      parse_claims)
+                                      parse_claims, published_text, rule_text)
 from slimbench.harness.cli import main
 from slimbench.harness.records import RunRecord
 from slimbench.harness.report import leaderboard_rows
-from slimbench.harness.replication import SuiteData, evaluate, replication_markdown
+from slimbench.harness.replication import (MIXED, Line, SuiteData, best_supported, claim_counts, claim_verdict,
+                                           evaluate, markdown, replication_markdown, summary_sentence, verdict_counts)
 
 NINE_X = {
     "id": "prune-9x", "source": "Han et al. 2016, Deep Compression, Tables 4-5",
@@ -187,9 +189,12 @@ def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, caps
     assert (tmp_path / "again.md").read_bytes() == first
     text = first.decode()
     assert "`prune` (6 records)" in text and ".reproduce" not in text
-    assert "| source" in text and "same direction, smaller effect: 1.83×" in text and "p0 p1 p2" in text
+    assert "| claim | source | published |" in text and "same direction, smaller effect: 1.83×" in text
+    assert "p0 p1 p2" in text
     assert "needs data and GPU" in text and "`slimbench run configs/full.yaml`" in text
-    assert "claims," in capsys.readouterr().out
+    # the printed counts are the sentence that heads the file (one function writes both)
+    printed = capsys.readouterr().out.splitlines()[0].split(" -> ")[0]
+    assert " claims, " in printed and f"\n\n{printed}.\n\n" in text
 
 
 def test_one_suites_table_judges_the_claims_that_name_it():
@@ -213,3 +218,144 @@ def test_a_value_from_dirty_tree_records_says_so_where_it_was_measured():
     (clean,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + [
         _record(f"p{s}", "prune.magnitude", s, 0.84) for s in range(3)])])
     assert "dirty" not in clean.where
+
+
+# -- the file's layout: a summary line per claim, then one section per claim ------------------------------------------
+
+def _summary_rows(text: str) -> list[str]:
+    block = text.split("\n## Summary: one line per claim\n", 1)[1].split("\n## Details by claim\n", 1)[0]
+    return [row for row in block.splitlines() if row.startswith("| [")]
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Each claim's section (from its ### heading to the next), by claim id."""
+    parts = text.split("\n## Details by claim\n", 1)[1].split("\n### ")[1:]
+    return {part.split("\n", 1)[0]: part for part in parts}
+
+
+def _many_rows() -> list[RunRecord]:
+    """Three seeds of a baseline and of magnitude and random pruning at three sparsities: many rows for the claims
+    that read the prune suite, and every other claim not measured."""
+    records = _baselines([0.85, 0.86, 0.84])
+    for sparsity in (0.5, 0.8, 0.9):
+        params = {"sparsity": sparsity, "scope": "global"}
+        kept = round(100 * (1 - sparsity))
+        for s in range(3):
+            records.append(_record(f"m{sparsity}-{s}", "prune.magnitude", s, 0.84 - s / 100, params=params,
+                                   nonzero=kept))
+            records.append(_record(f"r{sparsity}-{s}", "prune.random", s, 0.70 - s / 100, params=params,
+                                   nonzero=kept))
+    return records
+
+
+def test_the_file_is_one_summary_line_per_claim_then_one_section_each_saying_the_claim_once():
+    claims = [c for c in load_claims() if c.kind != "arch"]    # architecture counts build 224² models: tested above
+    records = _many_rows()
+    suites = [_suite(records, name) for name in sorted({s for c in claims for s in c.suites})]
+    lines = evaluate(claims, suites)
+    assert len(lines) > len(claims) + 20          # several claims measured on several rows
+    text = markdown(lines, suites)
+    assert text == markdown(lines, suites)        # the same lines give the same bytes
+    summary = _summary_rows(text)
+    assert [row.split("](#", 1)[0].removeprefix("| [") for row in summary] == [c.id for c in claims]
+    sections = _sections(text)
+    assert list(sections) == [c.id for c in claims]
+    for claim in claims:
+        assert text.count(f"\n### {claim.id}\n") == 1, claim.id
+        assert text.count(claim.claim) == 1, claim.id          # the claim's text, said once in its section
+        assert text.count(claim.comparison) == 1, claim.id
+        rows = [line for line in lines if line.claim.id == claim.id]
+        table = [row for row in sections[claim.id].splitlines() if row.startswith("| ")][1:]   # less the header
+        assert len(table) == len(rows), claim.id
+        assert all(sections[claim.id].count(f"\n- {fact}: ") == 1 for fact in ("Source", "Published", "Rule")), claim.id
+    tables = [row for row in text.splitlines() if row.startswith("|")]
+    assert not any("  |" in row or "|  " in row for row in tables)    # no row wider than its own cells
+    assert max(len(row) for row in summary) < 700
+
+
+def test_the_file_is_far_smaller_than_one_row_per_claim_and_place_repeating_the_claim():
+    """The old layout: one table row per claim × place, each carrying the claim's source, text, published figure and
+    comparison, padded to the widest cell of each column. Claims measured on several rows are where it grew."""
+    claims = [c for c in load_claims() if c.kind != "arch"]
+    records = _many_rows()
+    suites = [_suite(records, name) for name in sorted({s for c in claims for s in c.suites})]
+    everything = evaluate(claims, suites)
+    several = {cid for cid in {line.claim.id for line in everything}
+               if sum(line.claim.id == cid for line in everything) >= 3}
+    lines = [line for line in everything if line.claim.id in several]
+    assert len(several) >= 3 and len(lines) >= 20
+    size = len(markdown(lines, suites).encode())
+    cells = [[line.claim.source, f"`{line.claim.id}`: {line.claim.claim}", published_text(line.claim), line.measured,
+              line.where, f"{line.claim.comparison}; {rule_text(line.claim)}", f"{line.verdict}: {line.reason}"]
+             for line in lines]
+    unpadded = sum(len(" | ".join(row).encode()) + 4 for row in cells)
+    padded = len(lines) * (sum(max(len(row[k].encode()) for row in cells) for k in range(7)) + 22)
+    assert size < 0.7 * unpadded and size < padded / 2, (size, unpadded, padded)
+    assert size < 4_500 + 600 * len(lines), size      # the header, then at most ~600 bytes a row, claim text included
+
+
+def _line(claim, verdict: str, seeds: int = 3, low: float | None = 1.0, high: float | None = 2.0,
+          value: float = 1.5) -> Line:
+    return Line(claim, f"{value}", f"prune · t · m · x{seeds}{low}{high} · runs a b", verdict, f"reason {verdict}",
+                value, low, high, seeds, "seeds", f"why {verdict} {seeds} {low}")
+
+
+def test_a_claims_verdict_is_what_its_judged_rows_agree_on_else_mixed_with_counts():
+    (claim,) = parse_claims({"claims": [_claim(id="net-1.4-x")]}, "test")
+    agree = [_line(claim, REPRODUCED), _line(claim, REPRODUCED), _line(claim, NOT_TESTABLE)]
+    assert claim_verdict(agree) == REPRODUCED            # a row lacking a premise does not decide it
+    mixed = [_line(claim, REPRODUCED), _line(claim, INCONCLUSIVE), _line(claim, INCONCLUSIVE)]
+    assert claim_verdict(mixed) == MIXED
+    assert claim_verdict([_line(claim, NOT_TESTABLE)] * 2) == NOT_TESTABLE
+    assert claim_verdict([_line(claim, NOT_MEASURED, low=None, high=None)]) == NOT_MEASURED
+    assert claim_verdict([_line(claim, NEEDS_GPU, low=None, high=None)]) == NEEDS_GPU
+    text = markdown(mixed, [])
+    (row,) = _summary_rows(text)
+    assert row.startswith("| [net-1.4-x](#net-14-x) | Han et al. 2016 | 9× |")   # the heading's GitHub anchor
+    assert "| mixed (1 reproduced, 2 inconclusive) |" in row
+    assert "\n### net-1.4-x\n" in text and "- Verdict: mixed (1 reproduced, 2 inconclusive)" in text
+    (row,) = _summary_rows(markdown(agree, []))
+    assert "| reproduced (2 reproduced, 1 not testable here) |" in row
+    (row,) = _summary_rows(markdown(agree[:2], []))
+    assert "| reproduced (all 2 rows) |" in row
+
+
+def test_the_summary_quotes_the_best_supported_row():
+    (claim,) = parse_claims({"claims": [_claim()]}, "test")
+    rows = [_line(claim, INCONCLUSIVE, seeds=2, low=1.4, high=1.5),      # narrowest, but fewer seeds
+            _line(claim, REPRODUCED, seeds=3, low=1.0, high=2.0),
+            _line(claim, NOT_REPRODUCED, seeds=3, low=1.2, high=1.6, value=1.4),   # most seeds, then narrowest
+            _line(claim, NOT_TESTABLE, seeds=9, low=1.0, high=1.01),     # not judged: quoted only if none is
+            _line(claim, SMALLER, seeds=3, low=None, high=None)]         # no interval: after every interval
+    assert best_supported(rows) is rows[2]
+    assert best_supported([rows[3], rows[4]]) is rows[4]
+    assert best_supported([rows[1], _line(claim, REPRODUCED, seeds=3, low=1.0, high=2.0)]) is rows[1]   # first
+    (row,) = _summary_rows(markdown(rows, []))
+    assert "| 1.40× (1.20–1.60×, 3 seeds) | prune · t · m · x31.21.6 |" in row and "why not reproduced 3" in row
+
+
+def test_the_counts_the_readme_points_to_come_from_one_function():
+    (claim,) = parse_claims({"claims": [_claim()]}, "test")
+    (other,) = parse_claims({"claims": [_claim(id="other")]}, "test")
+    lines = [_line(claim, REPRODUCED), _line(claim, INCONCLUSIVE), _line(other, NOT_TESTABLE)]
+    rows, claims = verdict_counts(lines), claim_counts(lines)
+    assert rows[REPRODUCED] == rows[INCONCLUSIVE] == rows[NOT_TESTABLE] == 1 and sum(rows.values()) == 3
+    assert claims[MIXED] == claims[NOT_TESTABLE] == 1 and sum(claims.values()) == 2
+    sentence = summary_sentence(lines)
+    assert sentence.startswith("2 claims, 3 rows: 1 reproduced, 1 inconclusive, 0 same direction, smaller effect")
+    assert "; claims by overall verdict: 0 reproduced, 0 inconclusive" in sentence and "1 mixed" in sentence
+    assert f"\n\n{sentence}.\n\n" in markdown(lines, [])
+
+
+def test_the_readme_names_every_verdict_and_points_to_the_counts_instead_of_typing_them():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Replication table\n", 1)[1].split("\n## ", 1)[0]
+    for kind in (*VERDICTS, NOT_MEASURED, MIXED):
+        assert kind in section, kind
+    assert not re.search(r"\d+ (claims|rows)\b", section)      # numbers typed in go stale
+    pattern = re.search(r"`grep -m1 '([^']+)' results/replication\.md`", section)
+    assert pattern and "summary_sentence" in section
+    (claim,) = parse_claims({"claims": [_claim()]}, "test")
+    lines = [_line(claim, REPRODUCED)]
+    found = [row for row in markdown(lines, []).splitlines() if re.search(pattern.group(1), row)]
+    assert found[0] == summary_sentence(lines) + "."     # what the README's command prints
