@@ -799,21 +799,35 @@ DETAILS = "Details by claim"
 
 
 def markdown(lines: list[Line], suites: list[SuiteData]) -> str:
-    """results/replication.md: the header (counts, verdicts, rules), a summary line per claim, then each claim's
-    section with its rows. No timestamps: the same records give the same bytes."""
+    """One file: the header (counts, verdicts, rules), a summary line per claim, then each claim's section with
+    its rows. No timestamps: the same records give the same bytes."""
+    return markdown_parts(lines, suites, None)[0]
+
+
+def markdown_parts(lines: list[Line], suites: list[SuiteData], details_file: str | None) -> tuple[str, str]:
+    """(summary, details): with `details_file`, the claims' sections go to that file and the summary links there,
+    so the page a person opens first stays short; without it, one text holding both (and "" as the second)."""
     read = ", ".join(f"`{s.name}` ({len(s.records)} records)" for s in suites) or "none"
     claims = by_claim(lines)
     slug = _slugger()
-    for heading in (TITLE, SUMMARY, DETAILS):
+    for heading in ((TITLE, SUMMARY, DETAILS) if details_file is None else (DETAILS,)):
         slug(heading)
     anchors = {cid: slug(cid) for cid in claims}
+    target = details_file or ""
     summary = []
     for cid, rows in claims.items():
         claim, best = rows[0].claim, best_supported(rows)
-        summary.append([f"[{cid}](#{anchors[cid]})", _short_source(claim.source), _published_short(claim),
+        summary.append([f"[{cid}]({target}#{anchors[cid]})", _short_source(claim.source), _published_short(claim),
                         _value_cell(best), _place(best), _verdict_cell(rows), best.why or best.reason])
     details = [text for rows in claims.values() for text in _details(rows[0].claim, rows)]
-    return "\n".join([
+    if details_file is not None:
+        detail_text = "\n".join([f"# {DETAILS}", "", f"Every row of every claim, grouped by claim: the detail behind "
+                                 f"the summary in `replication.md` (built with it by `slimbench replicate`).", "",
+                                 *details]) + "\n"
+        details = [f"Every claim's section, with each row it read, is in [{details_file}]({details_file})."]
+    else:
+        detail_text = ""
+    head = "\n".join([
         f"# {TITLE}", "",
         f"Built by `slimbench replicate` from `configs/claims.yaml` and the run records of the suites under the "
         f"results folder: {read}. Each claim reads only the suites it names. The same records give the same file, "
@@ -865,6 +879,7 @@ def markdown(lines: list[Line], suites: list[SuiteData]) -> str:
         f"## {DETAILS}", "",
         *details,
     ])
+    return (head + "\n" if details_file is not None else head), detail_text
 
 
 def replication_markdown(claims: list[Claim], rows: list[dict[str, Any]], records: list[RunRecord]) -> str:
@@ -877,5 +892,9 @@ def replicate(results: Path, out: Path | None = None, claims_path: Path | None =
     """Evaluate every claim on the suites it names under `results`; write the table atomically to `out`."""
     suites = load_suites(results)
     lines = evaluate(load_claims(claims_path), suites)
-    atomic_write_text(out or Path(results) / "replication.md", markdown(lines, suites))
+    out = Path(out or Path(results) / "replication.md")
+    details_path = out.with_name(out.stem + "_details" + out.suffix)
+    summary, details = markdown_parts(lines, suites, details_path.name)
+    atomic_write_text(details_path, details)
+    atomic_write_text(out, summary)
     return lines

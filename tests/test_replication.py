@@ -176,6 +176,11 @@ def _write(runs: Path, records: list[RunRecord]) -> None:
         (runs / f"{rec.run_id}.json").write_text(json.dumps(rec.to_dict()))
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but hyphens dropped, spaces as hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
+
+
 def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, capsys):
     pruned = [_record(f"p{s}", "prune.magnitude", s, 0.85, params={"sparsity": 0.5}) for s in range(3)]
     for rec in pruned:
@@ -185,9 +190,16 @@ def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, caps
     out = tmp_path / "results" / "replication.md"
     assert main(["replicate", "--results", str(tmp_path / "results")]) == 0
     first = out.read_bytes()
-    assert main(["replicate", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "again.md")]) == 0
-    assert (tmp_path / "again.md").read_bytes() == first
-    text = first.decode()
+    again = tmp_path / "again" / "replication.md"
+    assert main(["replicate", "--results", str(tmp_path / "results"), "--out", str(again)]) == 0
+    assert again.read_bytes() == first
+    details = (tmp_path / "results" / "replication_details.md").read_text()
+    assert (tmp_path / "again" / "replication_details.md").read_text() == details
+    # the summary links every claim to its section in the details file, and holds no section itself
+    links = re.findall(r"\]\(replication_details\.md#([^)]+)\)", first.decode())
+    anchors = {_anchor(h) for h in re.findall(r"^### (.+)$", details, flags=re.M)}
+    assert links and set(links) <= anchors and "\n### " not in first.decode()
+    text = first.decode() + details
     assert "`prune` (6 records)" in text and ".reproduce" not in text
     assert "| claim | source | published |" in text and "same direction, smaller effect: 1.83×" in text
     assert "p0 p1 p2" in text

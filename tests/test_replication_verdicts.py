@@ -363,7 +363,7 @@ def test_a_claim_never_reads_a_suite_it_does_not_name(tiny, tmp_path: Path):
         for rec in records:
             (runs / f"{rec.run_id}.json").write_text(json.dumps(rec.to_dict()))
     assert main(["replicate", "--results", str(tmp_path / "results")]) == 0
-    text = (tmp_path / "results" / "replication.md").read_text()
+    text = (tmp_path / "results" / "replication_details.md").read_text()   # the claims' sections
     section = text.split("\n### deep-compression-pruning-9x\n", 1)[1].split("\n### ", 1)[0]
     rows = [row for row in section.splitlines() if row.startswith("| ")][1:]    # less the header
     assert len(rows) == 1 and rows[0].startswith("| prune · digits") and "quick ·" not in rows[0]
