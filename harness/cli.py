@@ -315,12 +315,15 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
 def pin_kernels(native: bool, argv: list[str] | None) -> None:
     """Fix the CPU kernels before torch loads (children, Ray workers and shards inherit the environment). Run as a
-    command with torch already imported, the process starts again with the pins; called as a function (tests),
-    it keeps the kernels it has and its records say so."""
+    command with torch already imported, the process starts again with the pins. Called as a function (`argv`
+    given: tests, notebooks) it changes nothing, neither this process's kernels nor the environment its children
+    inherit, so everything it runs computes alike; its records say which kernels that was."""
     from slimbench.core import kernels
 
+    if argv is not None:
+        return
     wanted = kernels.pin(os.environ, native=native)
-    if "torch" not in sys.modules or argv is not None:
+    if "torch" not in sys.modules:
         log.info("kernels: %s (%s)", wanted.numerics, wanted.reason)
         return
     import torch

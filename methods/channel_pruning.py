@@ -194,6 +194,11 @@ class Plan:
     macs: int
     base_params: int
     ratios: dict[str, float] | None = None     # per group, when one global ranking allocates the pruning
+    params: int = 0                            # of the pruned copy
+
+    def size(self, of: str) -> int:
+        """The quantity a target is set on: "macs" or "params"."""
+        return self.macs if of == "macs" else self.params
 
     @property
     def macs_ratio(self) -> float:
@@ -201,7 +206,8 @@ class Plan:
 
 
 def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, macs_ratio: float | None = None,
-                 channel_ratio: float | None = None, round_to: int = 1, keep_shared: bool = False,
+                 channel_ratio: float | None = None, params_ratio: float | None = None, round_to: int = 1,
+                 keep_shared: bool = False,
                  who: str = "prune.channel", allocate: Callable[[float], dict[str, float]] | None = None) -> Plan:
     """Find the channel fraction for the target and prove it reachable on a copy; NotApplicableError otherwise.
 
@@ -224,49 +230,54 @@ def plan_pruning(model: nn.Module, example: torch.Tensor, layout: Layout, *, mac
         emptied = [name for name, width in widths(trial).items() if width == 0]
         if emptied:   # the floors make this impossible; a model torch-pruning mis-traces would land here
             raise NotApplicableError(f"{who}: pruning at {ratio:.4f} would empty {', '.join(emptied)}")
-        return Plan(ratio, base_macs, count_macs(trial, example), base_params, ratios)
+        return Plan(ratio, base_macs, count_macs(trial, example), base_params, ratios,
+                    sum(p.numel() for p in trial.parameters()))
 
     if channel_ratio is not None:
         return measure(channel_ratio)
-    assert macs_ratio is not None
-    target = base_macs / macs_ratio
-    lo, hi, best = bracket(measure, target, macs_ratio)
+    of, wanted = ("macs", macs_ratio) if macs_ratio is not None else ("params", params_ratio)
+    assert wanted is not None
+    target = (base_macs if of == "macs" else base_params) / wanted
+    lo, hi, best = bracket(measure, target, wanted, of)
     if best is None:
         most = measure(MAX_RATIO)
-        if most.macs > target:
+        if most.size(of) > target:
+            base = base_macs if of == "macs" else base_params
             raise NotApplicableError(
-                f"{who}: macs_ratio {macs_ratio:g} is out of reach: with every prunable layer at its minimum "
+                f"{who}: {of}_ratio {wanted:g} is out of reach: with every prunable layer at its minimum "
                 + ("(the channels residual sums and concatenations share kept whole, shared_channels: keep) "
                    if keep_shared else "") +
                 f"({round_to} channel{'s' if round_to > 1 else ''}) the dependency graph gets "
-                f"{most.macs_ratio:.2f}× fewer MACs ({most.macs:,} of {base_macs:,}); the classifier's outputs, "
+                f"{base / max(most.size(of), 1):.2f}× fewer {'MACs' if of == 'macs' else 'parameters'} "
+                f"({most.size(of):,} of {base:,}); the classifier's outputs, "
                 "the input channels and the embedding are never pruned")
         hi, best = MAX_RATIO, most
     while hi - lo > RATIO_TOLERANCE:
         mid = (lo + hi) / 2
         trial = measure(mid)
-        if trial.macs <= target:
+        if trial.size(of) <= target:
             hi, best = mid, trial
         else:
             lo = mid
     return best
 
 
-def bracket(measure: Callable[[float], Plan], target: float, macs_ratio: float,
+def bracket(measure: Callable[[float], Plan], target: float, ratio: float, of: str = "macs",
             width: float = 0.08) -> tuple[float, float, Plan | None]:
-    """(lo, hi, plan at hi) around the answer, guessed from MACs ≈ base·(1-p)² (most MACs are channels × channels).
+    """(lo, hi, plan at hi) around the answer, guessed from size ≈ base·(1-p)² (most MACs and most parameters are
+    channels × channels).
 
     Saves about half the bisection's pruned copies. Returns (guess + width, 1, None) when that misses the target.
     """
-    guess = 1.0 - 1.0 / math.sqrt(macs_ratio)
+    guess = 1.0 - 1.0 / math.sqrt(ratio)
     hi = min(MAX_RATIO, guess + width)
     best = measure(hi)
-    if best.macs > target:
+    if best.size(of) > target:
         return hi, 1.0, None
     lo = max(0.0, guess - width)
     while lo > 0.0:          # p = 0 prunes nothing: a valid lower end without measuring it
         trial = measure(lo)
-        if trial.macs > target:
+        if trial.size(of) > target:
             break
         hi, best, lo = lo, trial, max(0.0, lo - width)
     return lo, hi, best
@@ -338,13 +349,17 @@ class ChannelPruning(Method):
     # of every prunable channel by the criterion's normalised scores, so groups whose channels matter less lose
     # more (torch-pruning's global pruning, with each group's floor of round_to channels kept)
     allocation: Allocation = added("uniform")
+    # or: base parameters / pruned parameters (1.54 = about 35 % fewer), the target a parameter budget states
+    params_ratio: float | None = added(None, gt=1.0)
 
     def __post_init__(self) -> None:
         check_ranges(self, self.name)
-        if (self.macs_ratio is None) == (self.channel_ratio is None):
-            raise ConfigError(f"{self.name}: give exactly one target, macs_ratio (> 1, e.g. 2.0 for half the MACs) "
-                              f"or channel_ratio (in [0, 1)); got macs_ratio={self.macs_ratio}, "
-                              f"channel_ratio={self.channel_ratio}")
+        targets = {"macs_ratio": self.macs_ratio, "channel_ratio": self.channel_ratio,
+                   "params_ratio": self.params_ratio}
+        if sum(v is not None for v in targets.values()) != 1:
+            raise ConfigError(f"{self.name}: give exactly one target, macs_ratio (> 1, e.g. 2.0 for half the MACs), "
+                              f"params_ratio (> 1, e.g. 1.54 for about 35 % fewer parameters) or channel_ratio "
+                              f"(in [0, 1)); got " + ", ".join(f"{k}={v}" for k, v in targets.items()))
         if self.kd_features is not None and self.recover != "distill":
             raise ConfigError(f"{self.name}: kd_features are hints from the unpruned model, used while recovering "
                               f"by distillation; set recover: distill (got recover: {self.recover})")
@@ -363,7 +378,7 @@ class ChannelPruning(Method):
             scores = group_scores(model, example, layout, make_importance(self.importance))
             allocate = lambda fraction: global_ratios(scores, layout, fraction, self.round_to, keep)  # noqa: E731
         plan = plan_pruning(model, example, layout, macs_ratio=self.macs_ratio, channel_ratio=self.channel_ratio,
-                            round_to=self.round_to, keep_shared=keep, who=self.name,
+                            params_ratio=self.params_ratio, round_to=self.round_to, keep_shared=keep, who=self.name,
                             allocate=allocate)   # raises before any training
         before = widths(model)
         unpruned = copy.deepcopy(model).eval() if self.recover == "distill" else None
@@ -388,8 +403,8 @@ class ChannelPruning(Method):
         if macs != plan.macs:
             raise RuntimeError(f"{self.name}: pruned to {macs:,} MACs, the plan promised {plan.macs:,}")
         params = sum(p.numel() for p in model.parameters())
-        requested = ({"macs_ratio": self.macs_ratio} if self.macs_ratio is not None
-                     else {"channel_ratio": self.channel_ratio})
+        requested = next({k: v} for k, v in (("macs_ratio", self.macs_ratio), ("params_ratio", self.params_ratio),
+                                              ("channel_ratio", self.channel_ratio)) if v is not None)
         return Outcome(
             model,
             compute="physical",   # narrower dense layers: every runtime runs fewer MACs

@@ -233,6 +233,7 @@ TEXT = InputSpec(1, 24, 16, modality="text", token_vocab=300)
     ("mobilenetv2", TEXT, {"channel_ratio": 0.3, "importance": "random"}),
     ("mobilenetv2", SMALL, {"macs_ratio": 2.0, "importance": "taylor", "allocation": "global",
                             "shared_channels": "keep"}),
+    ("mobilenetv2", SMALL, {"params_ratio": 1.54}),    # a parameter budget: about 35 % fewer parameters
 ])
 def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, spec, params):
     torch.manual_seed(0)
@@ -251,6 +252,10 @@ def test_channel_pruning_shrinks_and_reloads_identically(tmp_path: Path, name, s
     if "macs_ratio" in params:
         assert macs_before / macs_after >= params["macs_ratio"]
         assert out.achieved["macs_ratio"] == round(macs_before / macs_after, 4)
+    if "params_ratio" in params:   # reached, and by the least channel fraction that reaches it (not far past)
+        assert 1.54 <= params_before / params_after < 1.54 * 1.15
+        assert out.requested == {"params_ratio": 1.54}
+        assert out.achieved["params_ratio"] == round(params_before / params_after, 4)
     kept = out.details["kept_channels"]
     assert kept and all(new < old and new % 8 == 0 for new, old in kept.values())   # round_to 8 by default
     # never pruned: the class outputs (above), the input channels, the text embedding
