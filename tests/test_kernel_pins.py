@@ -153,3 +153,19 @@ def test_the_pins_give_the_same_gradients_on_intel_and_amd_cpus():
     here, intel, amd = step(None), step("Haswell-v4"), step("EPYC-Rome-v2")
     assert here.startswith("AVX2 ") and here == intel == amd
     assert step("Haswell-v4", MKL_CBWR="AVX2") != step("EPYC-Rome-v2", MKL_CBWR="AVX2")
+
+
+def test_a_report_flags_a_suite_whose_records_mix_numerics():
+    from slimbench.harness.numerics import mixed_numerics_note, numerics_line
+    from slimbench.harness.records import load_records
+
+    pinned = load_records(Path(__file__).parent.parent / "results" / "quick" / "runs")[:2]
+    assert {r.hardware["kernels"]["numerics"] for r in pinned} == {"pinned-avx2"}
+    assert mixed_numerics_note(pinned) is None and "pinned to AVX2" in numerics_line(pinned)
+    native = json.loads(json.dumps(pinned[1].to_dict()))
+    del native["hardware"]["kernels"]                     # a record from before pinning
+    native["hardware"].update(cpu="AMD EPYC", torch_cpu_capability="AVX2")
+    mixed = [pinned[0], type(pinned[0]).from_dict(native)]
+    note = mixed_numerics_note(mixed)
+    assert note is not None and "1 pinned-avx2" in note and "1 native AVX2 on AMD EPYC" in note
+    assert numerics_line(mixed) == note
