@@ -3,16 +3,15 @@
 ONNX Runtime's CPU int8 matrix kernels multiply uint8 activations by int8 weights (U8S8). On x86-64 CPUs with AVX2
 (or AVX-512) but no VNNI that kernel uses `vpmaddubsw`, which adds two u8 x s8 products into a saturating int16
 (255 * 127 + 255 * 127 = 64,770 > 32,767). The same int8 graph then computes other numbers there than on a CPU
-with VNNI or AMX, or on ARM, where the products accumulate exactly in int32: Fashion-MNIST 0.8190 on an AVX2 EPYC
-against 0.8245 on a VNNI one, the keyword task 0.6653 against 0.786.
+with VNNI or AMX, or on ARM, where the products accumulate exactly in int32, and the same model scores differently
+on two CPUs.
 
 ONNX Runtime's own remedy is the session config entry `session.x64quantprecision` = "1"
 (`kOrtSessionOptionsAvx2PrecisionMode` in onnxruntime/core/session/onnxruntime_session_options_config_keys.h): it
 re-encodes each int8 weight as uint8 with zero point 128 (the same values) and runs exact U8U8 kernels. It keeps
 the model and its accuracy, unlike quantizing with `reduce_range=True` (7-bit weights). But in ONNX Runtime 1.32
 it applies wherever the CPU's U8U8 and U8S8 kernel tables differ (`MlasPlatformU8S8Overflow`), VNNI and AMX CPUs
-included, where U8S8 is exact already and U8U8 is slower (int8 MobileNetV2 on a Xeon with AVX-512 VNNI and AMX,
-one thread: 1.3-1.5x slower at batch 1, 2.1-2.2x at batch 32, identical outputs). So slimbench sets it where it
+included, where U8S8 is exact already and U8U8 is slower for identical outputs. So slimbench sets it where it
 is needed: once per process a probe multiplies 255 by +127 and -128 in ONNX Runtime's U8S8 kernel, and only if the
 result is not the exact integer one does every session get the entry. Every CPU then computes the exact integer
 results of the graph (tests/test_int8_reference.py checks them against an integer reference, natively and under an
