@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,13 @@ def native_environment(environ: Mapping[str, str]) -> dict[str, str]:
     out = {k: v for k, v in environ.items() if k not in PINS}
     out[MODE_VARIABLE] = "native"
     return out
+
+
+def current() -> KernelState:
+    """The kernels this process computes with now, confirmed by torch's capability when torch is loaded (its
+    import is the caller's: this module must stay importable before torch)."""
+    torch = sys.modules.get("torch")
+    return state(torch_capability=None if torch is None else str(torch.backends.cpu.get_cpu_capability()))
 
 
 def state(environ: Mapping[str, str] | None = None, torch_capability: str | None = None) -> KernelState:

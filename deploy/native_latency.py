@@ -112,8 +112,7 @@ def _capability() -> str:
 def measure_latency(model: nn.Module, reference: nn.Module | None, deployed: str, examples: dict[str, torch.Tensor],
                     cfg: MeasureConfig) -> tuple[Latency, LatencyKernels]:
     """`latency_by_runtime`, timed with the machine's native kernels whatever this process computes with."""
-    here = kernels.state(torch_capability=_capability())
-    if not here.pinned:
+    if not kernels.current().pinned:
         return (latency_by_runtime(model, reference, deployed, examples, cfg),
                 LatencyKernels("native", "same", _capability()))
     request = {"model": model, "reference": reference, "deployed": deployed, "examples": examples, "cfg": cfg}
@@ -132,7 +131,7 @@ def _in_place(model: nn.Module, reference: nn.Module | None, deployed: str, exam
               cfg: MeasureConfig, why: str) -> tuple[Latency, LatencyKernels]:
     log.warning("latency timed with the pinned kernels: %s", why)
     return (latency_by_runtime(model, reference, deployed, examples, cfg),
-            LatencyKernels(kernels.state(torch_capability=_capability()).numerics, "same", _capability(), why))
+            LatencyKernels(kernels.current().numerics, "same", _capability(), why))
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:

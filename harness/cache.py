@@ -50,7 +50,7 @@ class ModelCache:
                     "training": TRAINING_VERSION}
         key = {"task": task.to_dict(), "model": model.to_dict(), "train": asdict(train), "seed": seed,
                "versions": versions}
-        numerics = kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability())
+        numerics = kernels.current()
         if numerics.pinned:   # other kernels train other weights: a model trained under other pins is not this one
             key["kernels"] = {"numerics": numerics.numerics, "pins": numerics.pins}
         return config_hash(key)

@@ -264,9 +264,7 @@ def cmd_compare(reference: Path, new: Path, out: Path | None, wall_seconds: floa
     print(f"{len({c.cell for c in checks})} cells, {len(checks)} figures compared: {len(exact_bad)} exact figures "
           f"differ, {len(loose_bad)} outside tolerance, {len(only)} cells in one folder only"
           + (f"; table -> {out}" if out else ""))
-    from slimbench.core import kernels
-
-    print(summary_line(checks, only, pinned=kernels.state().pinned))
+    print(summary_line(checks, only))
     return 1 if exact_bad or loose_bad else 0
 
 
@@ -326,10 +324,7 @@ def pin_kernels(native: bool, argv: list[str] | None) -> None:
     if "torch" not in sys.modules:
         log.info("kernels: %s (%s)", wanted.numerics, wanted.reason)
         return
-    import torch
-
-    have = kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability())
-    if have.numerics != wanted.numerics and os.environ.get("SLIMBENCH_REEXEC") != "1":
+    if kernels.current().numerics != wanted.numerics and os.environ.get("SLIMBENCH_REEXEC") != "1":
         os.environ["SLIMBENCH_REEXEC"] = "1"   # once: a process that loads torch at start-up keeps what it has
         os.execv(sys.executable, [sys.executable, "-m", "slimbench", *sys.argv[1:]])
 

@@ -48,6 +48,7 @@ class Check:
     ok: bool
     exact: bool
     judged: bool = True        # False: no measured spread to judge it against (shown, not counted as a failure)
+    kernels: str = ""          # the kernels both records shared, where the figure had to be equal for that reason
 
     @property
     def verdict(self) -> str:
@@ -122,23 +123,25 @@ def _judged_figures(rec: RunRecord) -> dict[str, float]:
     return out
 
 
-def _checks_exact(cell: str, a: RunRecord, b: RunRecord, why: str) -> list[Check]:
+def _checks_exact(cell: str, a: RunRecord, b: RunRecord) -> list[Check]:
     """Same kernels: every figure but latency equal."""
-    checks = [Check(cell, fig, va, vb, f"exact ({why})", va == vb, True)
-              for fig, va in _judged_figures(a).items() for vb in [_judged_figures(b).get(fig)]]
+    shared = numerics(a)
+    fa, fb = _judged_figures(a), _judged_figures(b)
+    checks = [Check(cell, fig, va, fb.get(fig), f"exact ({shared})", va == fb.get(fig), True, kernels=shared)
+              for fig, va in fa.items()]
     ha, hb = a.artifact.get("sha256"), b.artifact.get("sha256")
     if ha and hb:   # the stored model itself, bit for bit: the strictest figure there is
-        checks.append(Check(cell, "stored model sha256", ha[:12], hb[:12], f"exact ({why})", ha == hb, True))
+        checks.append(Check(cell, "stored model sha256", ha[:12], hb[:12], f"exact ({shared})", ha == hb, True,
+                            kernels=shared))
     return checks + _checks_settings(cell, a, b, exact_sparsity=True)
 
 
 def _checks_settings(cell: str, a: RunRecord, b: RunRecord, exact_sparsity: bool) -> list[Check]:
     req_a, req_b = a.compression.get("requested", {}), b.compression.get("requested", {})
     out = [Check(cell, "requested", req_a, req_b, "exact", req_a == req_b, True)]
-    if "sparsity" in req_a:
+    if "sparsity" in req_a and exact_sparsity:
         sa, sb = a.compression["achieved"].get("sparsity"), b.compression["achieved"].get("sparsity")
-        if exact_sparsity:
-            out.append(Check(cell, "achieved sparsity", sa, sb, "exact", sa == sb, True))
+        out.append(Check(cell, "achieved sparsity", sa, sb, "exact", sa == sb, True))
     return out
 
 
@@ -199,7 +202,7 @@ def compare_records(reference: list[RunRecord], new: list[RunRecord], spread_fro
             checks.append(Check(cell, "status", a.status, b.status, "exact", a.status == b.status, True))
             continue
         if same_kernels(a, b):
-            checks += _checks_exact(cell, a, b, numerics(a))
+            checks += _checks_exact(cell, a, b)
         else:
             checks += _checks_spread(cell, a, b, spread)
         checks += _checks_speed(cell, a, b)
@@ -215,8 +218,9 @@ def failures(checks: list[Check]) -> tuple[list[Check], list[Check]]:
             [c for c in checks if not c.exact and c.judged and not c.ok and not c.figure.startswith("speedup")])
 
 
-def summary_line(checks: list[Check], only: list[str], pinned: bool) -> str:
-    """The last thing a person reads: what happened and what to do."""
+def summary_line(checks: list[Check], only: list[str]) -> str:
+    """The last thing a person reads: what happened and what to do. "Bit for bit" and the kernels it names come
+    from the records compared, not from the process comparing them."""
     exact_bad, loose_bad = failures(checks)
     cells = sorted({c.cell for c in exact_bad + loose_bad})
     unjudged = sorted({c.cell for c in checks if not c.judged})
@@ -228,6 +232,8 @@ def summary_line(checks: list[Check], only: list[str], pinned: bool) -> str:
                 f"pinned kernels (the default) to compare bit for bit{missing}.")
     if not cells:
         exact = all(c.exact for c in checks if not c.figure.startswith("speedup"))
+        shared = {c.kernels for c in checks if c.exact and c.kernels}
+        pinned = len(shared) == 1 and next(iter(shared)).startswith("pinned")
         how = ("bit for bit with pinned AVX2 kernels" if pinned and exact else
                "bit for bit" if exact else "within the measured tolerances")
         return f"reproduced: {n} cells {how}{missing}."

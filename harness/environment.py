@@ -76,7 +76,7 @@ def hardware() -> dict[str, Any]:
         "instruction_sets": flags,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         # the kernels every figure but latency used (latency's own are in the record's metrics)
-        "kernels": kernels.state(torch_capability=torch.backends.cpu.get_cpu_capability()).to_dict(),
+        "kernels": kernels.current().to_dict(),
         "system": platform.system(),
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),

@@ -95,7 +95,7 @@ class SerialExecutor:
     def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
         from slimbench.core import kernels
 
-        if kernels.state().pinned:   # threads change reduction order: pinned runs use a cell's `cpus`, as on Ray
+        if kernels.current().pinned:   # threads change reduction order: pinned runs use a cell's `cpus`, as on Ray
             import torch
 
             torch.set_num_threads(max(1, int(runner.suite.resources.cpus)))

@@ -193,7 +193,8 @@ def test_a_method_version_bump_reruns_only_its_cells(evidence_run, monkeypatch):
     assert all(runner.paths.runs.joinpath(f"{after[l]}.json").exists() for l in after if l not in changed)
 
 
-def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_figure(evidence_run, tmp_path: Path):
+def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_figure(evidence_run, tmp_path: Path,
+                                                                                      capsys):
     import shutil
 
     from slimbench.harness.cli import main
@@ -202,6 +203,8 @@ def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_fig
     copy_dir = tmp_path / "copy"
     shutil.copytree(runner.paths.root / "runs", copy_dir / "runs")
     assert main(["compare", str(runner.paths.root), str(copy_dir), "--out", str(tmp_path / "same.md")]) == 0
+    # these records ran with this process's own kernels: "bit for bit" names what the records say, not the pins
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("cells bit for bit.")
     table = (tmp_path / "same.md").read_text()
     assert "0 exact figures differ, 0 outside tolerance" in table
     victim = next(p for p in (copy_dir / "runs").glob("*.json") if json.loads(p.read_text())["method"] == "prune.magnitude")

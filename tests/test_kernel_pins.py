@@ -73,6 +73,9 @@ def test_other_kernels_give_other_weights_and_an_exact_comparison_catches_them(t
     out = _compare(a, c, tmp_path / "other.md")
     assert out.stdout.strip().splitlines()[-1].startswith("inconclusive")   # never claimed exact
     assert "native DEFAULT" in (tmp_path / "other.md").read_text()
+    # native records beside themselves, compared by a pinned command: bit for bit, and no pins claimed for them
+    out = _compare(c, c, tmp_path / "itself.md")
+    assert out.stdout.strip().splitlines()[-1] == "reproduced: 2 cells bit for bit."
     # the same records, claiming the reference's pins: the exact comparison must name the first difference
     forged = tmp_path / "forged" / "smoke" / "runs"
     forged.mkdir(parents=True)
