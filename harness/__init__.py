@@ -1,7 +1,6 @@
-"""slimbench.harness: planning, caching, execution, measurement orchestration, records, reporting and the CLI.
+"""slimbench.harness: the only room that knows about suites, files and the grid; it imports every room below it.
 
-The only room that knows about suites, files and the grid; it imports every room below it.
-
-Kept import-light on purpose: `tasks`, `baselines` and `methods` import the small shared utilities
-(`slimbench.core.registry`, `slimbench.core.params`, `slimbench.core.errors`) without pulling in the rest.
+Split by job: `run` (suites, cells, executors, the model cache, records), `measure` (what a deployed model is and
+how well it does), `report` (leaderboards and studies from the records), `replicate` (published claims and the
+comparison of two result folders), and `cli` (the `slimbench` command).
 """

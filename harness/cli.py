@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
-    from slimbench.harness.suite import load_imports
+    from slimbench.harness.run.suite import load_imports
 
     load_imports(imports, "--import", Path.cwd())
     if kind == "models":
@@ -219,11 +219,11 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from slimbench.harness.records import has_record
-    from slimbench.harness.report import build_report
-    from slimbench.harness.runner import SuiteRunner
-    from slimbench.harness.shards import parse_shard
-    from slimbench.harness.suite import load_suite
+    from slimbench.harness.run.records import has_record
+    from slimbench.harness.report.build import build_report
+    from slimbench.harness.run.runner import SuiteRunner
+    from slimbench.harness.run.shards import parse_shard
+    from slimbench.harness.run.suite import load_suite
 
     if args.no_progress:
         os.environ["SLIMBENCH_PROGRESS"] = "0"
@@ -236,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cell.run_id}  {'done   ' if done else 'pending'}  {cell.label}")
         return 0
     from slimbench.baselines.training import Devices, set_devices
-    from slimbench.harness.executors import make_executor
+    from slimbench.harness.run.executors import make_executor
 
     if args.num_nodes < 1:
         raise SlimbenchError(f"--num-nodes must be ≥ 1, got {args.num_nodes}")
@@ -255,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(reference: Path, new: Path, out: Path | None, wall_seconds: float | None = None) -> int:
-    from slimbench.harness.compare import compare_dirs, failures, summary_line
+    from slimbench.harness.replicate.compare import compare_dirs, failures, summary_line
 
     checks, only = compare_dirs(reference, new, out, wall_seconds)
     exact_bad, loose_bad = failures(checks)
@@ -269,9 +269,9 @@ def cmd_compare(reference: Path, new: Path, out: Path | None, wall_seconds: floa
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from slimbench.harness.environment import git_state
-    from slimbench.harness.runner import SuiteRunner
-    from slimbench.harness.suite import load_suite
+    from slimbench.harness.run.environment import git_state
+    from slimbench.harness.run.runner import SuiteRunner
+    from slimbench.harness.run.suite import load_suite
 
     suite = load_suite(args.suite, imports=args.imports)
     reference = args.results / suite.name
@@ -280,14 +280,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     scratch = args.scratch or args.results / ".reproduce" / ((git_state().get("commit") or "no-commit")[:12])
     runner = SuiteRunner(suite, scratch, scratch / ".cache" / "models", args.wandb, progress=True,
                          allow_dirty=args.allow_dirty or None)
-    from slimbench.harness.executors import make_executor
+    from slimbench.harness.run.executors import make_executor
 
     start = time.perf_counter()
     # the committed records' wall times order the work (longest first), cell for cell
     outcome = runner.run(executor=make_executor(args.executor, args.address, args.ray_cpus, args.imports,
                                                 estimate_from=[reference / "runs"]))
     wall = time.perf_counter() - start
-    from slimbench.harness.report import build_report
+    from slimbench.harness.report.build import build_report
 
     build_report(runner.paths.root, run_ids={c.run_id for c in suite.cells})
     log.info("fresh run of %s: %d run, %d already done (an interrupted reproduction resumes), %d failed in %.1f s",
@@ -299,8 +299,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    from slimbench.harness.replication import replicate, summary_sentence
-    from slimbench.harness.suite import load_imports
+    from slimbench.harness.replicate.replication import replicate, summary_sentence
+    from slimbench.harness.run.suite import load_imports
 
     if not args.results.is_dir():
         raise SlimbenchError(f"results folder {args.results} does not exist")
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
             from slimbench.baselines.classifier import TrainConfig
             from slimbench.core.params import build_dataclass
-            from slimbench.harness.bench import benchmark_fit
+            from slimbench.harness.measure.fit_overhead import benchmark_fit
             from slimbench.tasks import build_task
 
             if args.threads:
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result.text())
             return 0
         if args.command == "bench-latency":
-            from slimbench.harness import latency_batch
+            from slimbench.harness.measure import batch_latency as latency_batch
 
             if min(args.batches) < 1 or args.rounds < 1 or args.threads < 1 or not args.min_run_time > 0:
                 raise SlimbenchError("--batches, --rounds and --threads must be ≥ 1 and --min-run-time > 0")
@@ -371,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             print(latency_batch.markdown(timings, args.threads))
             return 0
         if args.command == "plan":
-            from slimbench.harness.plan import make_plan, plan_text
-            from slimbench.harness.shards import parse_shard
-            from slimbench.harness.suite import load_suite
+            from slimbench.harness.run.plan import make_plan, plan_text
+            from slimbench.harness.run.shards import parse_shard
+            from slimbench.harness.run.suite import load_suite
 
             suite = load_suite(args.suite, imports=args.imports)
             plan = make_plan(suite, args.results / suite.name / "runs", parse_shard(args.shard) if args.shard else None)
@@ -384,11 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replicate":
             return cmd_replicate(args)
         if args.command == "report":
-            from slimbench.harness.report import build_report
+            from slimbench.harness.report.build import build_report
 
             if not (args.suite_dir / "runs").is_dir():
                 raise SlimbenchError(f"{args.suite_dir} has no runs/ folder of records; run a suite first")
-            from slimbench.harness.suite import load_imports, load_suite
+            from slimbench.harness.run.suite import load_imports, load_suite
 
             load_imports(args.imports, "--import", Path.cwd())
             run_ids = None

@@ -15,7 +15,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError
 from slimbench.deploy.packing import pack_state_dict
-from slimbench.harness.suite import load_suite
+from slimbench.harness.run.suite import load_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, build_method, register_method
 from slimbench.tasks import build_task
 from slimbench.tasks.base import Task
@@ -136,7 +136,7 @@ def test_the_deep_compression_suite_file_is_valid():
 
 def test_suite_rules_name_a_chain_by_the_stage_params_the_file_gave(smoke_config):
     """`extra_seeds` (and `exclude`) rules match a chain by its stages as written, not by every resolved default."""
-    from slimbench.harness.suite import parse_suite
+    from slimbench.harness.run.suite import parse_suite
 
     def chain(sparsity: float) -> dict:
         return {"name": "chain", "params": {"stages": [
@@ -158,9 +158,9 @@ def test_suite_rules_name_a_chain_by_the_stage_params_the_file_gave(smoke_config
 
 def test_a_chain_record_measures_each_stage_once_and_its_last_stage_is_the_cell(tmp_path, smoke_config, monkeypatch):
     """The last stage is the chain's own result: its numbers are the cell's, not a second measurement of it."""
-    from slimbench.harness.records import load_records
-    from slimbench.harness.runner import SuiteRunner
-    from slimbench.harness.suite import parse_suite
+    from slimbench.harness.run.records import load_records
+    from slimbench.harness.run.runner import SuiteRunner
+    from slimbench.harness.run.suite import parse_suite
 
     smoke_config["methods"] = [{"name": "chain", "params": {"stages": DEEP_COMPRESSION}}]
     runner = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False)

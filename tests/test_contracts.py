@@ -16,10 +16,10 @@ import pytest
 
 from slimbench.baselines import MODELS, build_model
 from slimbench.deploy.runtimes import load_artifact
-from slimbench.harness.measure import evaluate
-from slimbench.harness.records import RunRecord, load_records
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.measure.quality import evaluate
+from slimbench.harness.run.records import RunRecord, load_records
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS
 from tests.conftest import SMOKE
 
@@ -166,7 +166,7 @@ def test_bench_latency_times_a_pruned_artifact_against_its_baseline_at_every_bat
     """The latency-vs-batch benchmark reloads the channel-pruned artifact and its same-seed baseline, times both
     in both runtimes at every batch size, and its MACs ratio is the records' own count."""
     from slimbench.core.errors import SlimbenchError
-    from slimbench.harness import latency_batch
+    from slimbench.harness.measure import batch_latency as latency_batch
 
     rec, root = method_records["prune.channel"]
     base = next(r for r in load_records(root / "runs") if r.method == "baseline")

@@ -72,8 +72,8 @@ def test_other_ddp_ranks_do_not_wait_on_rank_zeros_cache_lock(monkeypatch: pytes
     from filelock import FileLock
 
     from slimbench.baselines.classifier import TrainConfig
-    from slimbench.harness.cache import ModelCache
-    from slimbench.harness.suite import Named
+    from slimbench.harness.run.cache import ModelCache
+    from slimbench.harness.run.suite import Named
 
     cache, args = ModelCache(tmp_path), (Named("digits", {}), Named("tiny-cnn", {}), TrainConfig(epochs=1), 0)
     monkeypatch.delenv("LOCAL_RANK", raising=False)

@@ -19,8 +19,8 @@ from slimbench.baselines.distillation import (DistillationModule, DistillLoss, F
                                     hint_loss, logit_distillation_terms, resolve_path, soft_target_loss)
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import ConfigError
-from slimbench.harness.measure import evaluate
-from slimbench.harness.suite import load_suite
+from slimbench.harness.measure.quality import evaluate
+from slimbench.harness.run.suite import load_suite
 from slimbench.methods import MethodContext, build_method
 from slimbench.tasks import Task, build_task
 from slimbench.tasks.base import Split
@@ -236,10 +236,10 @@ def test_pure_distillation_learns_from_the_teacher_not_the_labels(task, teacher,
 # -- end to end through the harness ------------------------------------------------------------------------------
 
 def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
-    from slimbench.harness.records import load_records
-    from slimbench.harness.report import build_report
-    from slimbench.harness.runner import SuiteRunner
-    from slimbench.harness.suite import parse_suite
+    from slimbench.harness.run.records import load_records
+    from slimbench.harness.report.build import build_report
+    from slimbench.harness.run.runner import SuiteRunner
+    from slimbench.harness.run.suite import parse_suite
 
     smoke_config["methods"] = ["baseline", {"name": "distill.logit", "params": {"alpha": 0.5}},
                                {"name": "distill.feature", "params": {"layers": ["4"], "kind": "attention"}},
@@ -266,7 +266,7 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     assert kd.details["teacher"]["model"] == {"name": "tiny-cnn", "params": TEACHER}
     assert kd.metrics["params"] == base.metrics["params"]   # the deployed student is just the student
     assert record("distill.feature").details["loss"]["feature_kind"] == "attention"
-    from slimbench.harness.distill_report import distillation_rows
+    from slimbench.harness.report.distillation import distillation_rows
 
     rows = build_report(runner.paths.root)
     table = distillation_rows(rows, records)

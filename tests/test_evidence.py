@@ -14,11 +14,11 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.deploy.runtimes import load_artifact
-from slimbench.harness.records import load_records
-from slimbench.harness.report import build_report, speedup_cell
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.stats import widened
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.run.records import load_records
+from slimbench.harness.report.build import build_report, speedup_cell
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.report.stats import widened
+from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, register_method
 from tests.conftest import SMOKE
 
@@ -159,7 +159,7 @@ def test_artifact_reloads_to_the_measured_model(evidence_run, method):
     data = (runner.paths.root / rec.artifact["path"]).read_bytes()
     task = runner.task(runner.suite.cells[0].task)
     model = load_artifact(data, lambda: build_model("tiny-cnn", task.spec, task.num_classes, {}))
-    from slimbench.harness.measure import evaluate
+    from slimbench.harness.measure.quality import evaluate
 
     accuracy, _ = evaluate(model, task)
     assert accuracy == pytest.approx(rec.metrics["accuracy"], abs=1e-9)
@@ -221,7 +221,7 @@ def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_fig
 def test_compare_a_cell_that_fails_on_one_side_only_is_an_exact_difference(evidence_run, tmp_path: Path):
     import shutil
 
-    from slimbench.harness.compare import compare_dirs
+    from slimbench.harness.replicate.compare import compare_dirs
 
     runner = evidence_run[0]
     copy_dir = tmp_path / "copy"
@@ -240,7 +240,7 @@ def test_compare_a_cell_that_fails_on_one_side_only_is_an_exact_difference(evide
 def test_compare_holds_corrupted_accuracy_to_accuracys_tolerance(evidence_run, tmp_path: Path):
     import shutil
 
-    from slimbench.harness.compare import compare_dirs
+    from slimbench.harness.replicate.compare import compare_dirs
 
     runner = evidence_run[0]
     copy_dir = tmp_path / "copy"

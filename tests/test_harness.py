@@ -12,11 +12,11 @@ import torch
 
 from slimbench.harness.cli import main
 from slimbench.core.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
-from slimbench.harness.records import RunRecord, has_record, load_records, read_record
-from slimbench.harness.report import build_report
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import load_suite, parse_suite
-from slimbench.harness.tracking import read_offline_summary
+from slimbench.harness.run.records import RunRecord, has_record, load_records, read_record
+from slimbench.harness.report.build import build_report
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import load_suite, parse_suite
+from slimbench.harness.run.tracking import read_offline_summary
 from slimbench.deploy.packing import Packed, unpack_state_dict
 from slimbench.methods.pruning import MagnitudePruning
 
@@ -330,7 +330,7 @@ def test_git_state_names_every_changed_file_in_full(tmp_path: Path, monkeypatch)
     not cost the first file its first letter."""
     import subprocess
 
-    from slimbench.harness import environment
+    from slimbench.harness.run import environment
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

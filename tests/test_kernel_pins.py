@@ -159,8 +159,8 @@ def test_the_pins_give_the_same_gradients_on_intel_and_amd_cpus():
 
 
 def test_a_report_flags_a_suite_whose_records_mix_numerics():
-    from slimbench.harness.numerics import mixed_numerics_note, numerics_line
-    from slimbench.harness.records import load_records
+    from slimbench.harness.run.numerics import mixed_numerics_note, numerics_line
+    from slimbench.harness.run.records import load_records
 
     pinned = load_records(Path(__file__).parent.parent / "results" / "quick" / "runs")[:2]
     assert {r.hardware["kernels"]["numerics"] for r in pinned} == {"pinned-avx2"}

@@ -27,8 +27,9 @@ ALLOWED = {   # room -> rooms it may import (besides itself)
 def _modules() -> dict[str, Path]:
     out = {}
     for room, folder in ROOMS.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            name = f"slimbench.{room}" + ("" if path.stem == "__init__" else f".{path.stem}")
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join(("slimbench", room) + (parts[:-1] if parts[-1] == "__init__" else parts))
             out[name] = path
     return out
 

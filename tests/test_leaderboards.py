@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slimbench.harness.records import RunRecord, write_record
-from slimbench.harness.report import build_report, leaderboard_rows, pareto_front
+from slimbench.harness.run.records import RunRecord, write_record
+from slimbench.harness.report.build import build_report, leaderboard_rows, pareto_front
 
 
 def _record(task: str, model: str, method: str, seed: int, acc: float, stored: int = 1000, status: str = "ok",
@@ -100,7 +100,7 @@ def test_pareto_front_on_hand_made_points():
 
 
 def test_failed_records_never_enter_the_means(suite_dir: Path):
-    from slimbench.harness.records import load_records
+    from slimbench.harness.run.records import load_records
 
     rows = leaderboard_rows(load_records(suite_dir / "runs"))
     assert not [r for r in rows if r["task"] == "speech" and r["method"] == "prune.magnitude"]

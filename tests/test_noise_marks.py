@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slimbench.harness.report import _attach_baseline_spread, _significant, delta_cell, speedup_cell
+from slimbench.harness.report.build import _attach_baseline_spread, _significant, delta_cell, speedup_cell
 
 
 def _row(family: str, seeds: str, acc: float, std: float, delta: float = 0.0, significant: bool = False) -> dict:
@@ -35,7 +35,7 @@ def test_a_speedup_band_containing_one_reads_as_noise():
 
 
 def test_the_run_to_run_spread_widens_the_band_before_it_is_read():
-    from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP
+    from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP
 
     assert RUN_TO_RUN_SPEEDUP == 0.08
     assert speedup_cell(1.05, 1.03, 1.06).startswith("≈1.00×")        # 1.03 × 0.92 < 1: one run cannot tell

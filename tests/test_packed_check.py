@@ -25,9 +25,9 @@ from slimbench.core.errors import SlimbenchError, StoredFormError
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.packing import FORMATS, Packed, pack_state_dict, unpack_state_dict
 from slimbench.deploy.runtimes import check_packed, stored_form
-from slimbench.harness.records import load_records
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.run.records import load_records
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, build_method, register_method
 from slimbench.tasks import build_task
 from tests.conftest import SMOKE, method_context, train_tiny

@@ -16,7 +16,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.layers import TokenEmbeddingMap
 from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
-from slimbench.harness.measure import evaluate
+from slimbench.harness.measure.quality import evaluate
 from slimbench.deploy.runtimes import stored_form
 from slimbench.methods import MethodContext, build_method
 from slimbench.deploy.onnx_export import OnnxModel, onnx_from_payload

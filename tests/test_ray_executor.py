@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from slimbench.harness.executors import RayExecutor, SerialExecutor, make_executor
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import load_suite
+from slimbench.harness.run.executors import RayExecutor, SerialExecutor, make_executor
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import load_suite
 from slimbench.core.errors import SlimbenchError
 
 ray = pytest.importorskip("ray")
@@ -183,7 +183,7 @@ def _two_seed_cells(config: dict, tmp_path: Path, methods: list) -> tuple[list, 
 
 def test_dispatch_hands_out_baselines_then_teachers_then_cells_whose_models_are_trained(smoke_config, tmp_path):
     """Ray takes queued tasks in no fixed order, so the executor submits only as workers free up, in this order."""
-    from slimbench.harness.executors import Dispatch
+    from slimbench.harness.run.executors import Dispatch
 
     cells, by, base, teacher = _two_seed_cells(smoke_config, tmp_path, [
         "baseline", {"name": "distill.logit", "params": {"init": "baseline"}}, "quant.fp16"])
@@ -214,8 +214,8 @@ def test_dispatch_hands_out_baselines_then_teachers_then_cells_whose_models_are_
 def test_dispatch_starts_the_longest_known_work_first(smoke_config, tmp_path):
     """Longest-processing-time first, from finished records' wall times: the longest baseline trains first and the
     longest ready cell starts first, so short cells fill the gaps at the end; work nothing resembles keeps its order."""
-    from slimbench.harness.executors import Dispatch
-    from slimbench.harness.plan import WallTimes
+    from slimbench.harness.run.executors import Dispatch
+    from slimbench.harness.run.plan import WallTimes
 
     cells, by, base, teacher = _two_seed_cells(smoke_config, tmp_path, [
         "baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}, "quant.fp16",
@@ -245,9 +245,9 @@ def test_dispatch_starts_the_longest_known_work_first(smoke_config, tmp_path):
 
 def test_wall_times_come_from_records_cell_for_cell_and_by_kind(smoke_config, tmp_path):
     """What a reproduction reads from the committed records: each cell's own wall time and each baseline's training."""
-    from slimbench.harness.plan import WallTimes
-    from slimbench.harness.records import load_records
-    from slimbench.harness.suite import parse_suite
+    from slimbench.harness.run.plan import WallTimes
+    from slimbench.harness.run.records import load_records
+    from slimbench.harness.run.suite import parse_suite
 
     smoke_config["methods"] = ["baseline", "quant.fp16"]
     suite = parse_suite(smoke_config)

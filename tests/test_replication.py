@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from slimbench.core.errors import ConfigError
-from slimbench.harness.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
+from slimbench.harness.replicate.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
                                       NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, load_claims,
                                       parse_claims, published_text, rule_text)
 from slimbench.harness.cli import main
-from slimbench.harness.records import RunRecord
-from slimbench.harness.report import leaderboard_rows
-from slimbench.harness.replication import (MIXED, Line, SuiteData, best_supported, claim_counts, claim_verdict,
+from slimbench.harness.run.records import RunRecord
+from slimbench.harness.report.build import leaderboard_rows
+from slimbench.harness.replicate.replication import (MIXED, Line, SuiteData, best_supported, claim_counts, claim_verdict,
                                            evaluate, markdown, replication_markdown, summary_sentence, verdict_counts)
 
 NINE_X = {

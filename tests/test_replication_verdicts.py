@@ -15,15 +15,15 @@ import pytest
 
 from slimbench.core.errors import ConfigError
 from slimbench.core.params import load_yaml
-from slimbench.harness.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
+from slimbench.harness.replicate.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
                                       NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, Claim, load_claims,
                                       parse_claims)
 from slimbench.harness.cli import main
-from slimbench.harness.records import RunRecord, load_records
-from slimbench.harness.replication import Line, SuiteData, evaluate, markdown
-from slimbench.harness.report import leaderboard_rows, speedup_cell
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.run.records import RunRecord, load_records
+from slimbench.harness.replicate.replication import Line, SuiteData, evaluate, markdown
+from slimbench.harness.report.build import leaderboard_rows, speedup_cell
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import parse_suite
 from tests.conftest import SMOKE
 
 METHODS = ["baseline",

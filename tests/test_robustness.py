@@ -8,8 +8,8 @@ import torch
 
 from slimbench.baselines.registry import build_model
 from slimbench.core.errors import ConfigError
-from slimbench.harness.measure import evaluate_test, pack_bits, robustness, unpack_bits
-from slimbench.harness.robustness import identified_examples
+from slimbench.harness.measure.quality import evaluate_test, pack_bits, robustness, unpack_bits
+from slimbench.harness.report.robustness import identified_examples
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task, stratified_subset
 from slimbench.tasks.corruptions import TEXT, VISION, CorruptionSource, adjacent_swap, oov_substitution, word_dropout
@@ -134,7 +134,7 @@ def test_a_task_without_corruptions_still_gets_per_class_accuracy():
 def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels: list[int], corrupted: float,
                 teacher: bool = False) -> "RunRecord":
     """A record whose robustness block is built from per-example right/wrong flags on a 2-class test split."""
-    from slimbench.harness.records import RunRecord
+    from slimbench.harness.run.records import RunRecord
 
     flags, y = torch.tensor(correct, dtype=torch.bool), torch.tensor(labels)
     counts = torch.bincount(y, minlength=2)
@@ -158,7 +158,7 @@ def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels:
 
 
 def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_it():
-    from slimbench.harness.report import leaderboard_rows
+    from slimbench.harness.report.build import leaderboard_rows
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     base0 = _rob_record("b0", "baseline", 0, [1, 1, 1, 1, 1, 1, 1, 0], labels, 0.60)
@@ -178,9 +178,9 @@ def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_
 
 
 def test_replication_nets_the_worst_class_excess_of_baseline_churn():
-    from slimbench.harness.claims import INCONCLUSIVE, NOT_REPRODUCED, parse_claims
-    from slimbench.harness.replication import SuiteData, evaluate
-    from slimbench.harness.report import leaderboard_rows
+    from slimbench.harness.replicate.claims import INCONCLUSIVE, NOT_REPRODUCED, parse_claims
+    from slimbench.harness.replicate.replication import SuiteData, evaluate
+    from slimbench.harness.report.build import leaderboard_rows
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]
     records = [_rob_record("b0", "baseline", 0, [1, 1, 1, 1, 1, 1, 1, 0], labels, 0.60),

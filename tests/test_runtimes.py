@@ -12,10 +12,10 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.core.errors import NotApplicableError, UnknownNameError
 from slimbench.deploy.latency import MeasureConfig, latency_ms
-from slimbench.harness.records import load_records
-from slimbench.harness.runner import SuiteRunner
+from slimbench.harness.run.records import load_records
+from slimbench.harness.run.runner import SuiteRunner
 from slimbench.deploy.runtimes import deploy, latency_by_runtime, stored_form, torch_form
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.run.suite import parse_suite
 from slimbench.deploy.onnx_export import OnnxModel, export_onnx
 from slimbench.tasks import build_task
 

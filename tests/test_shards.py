@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slimbench.harness.plan import make_plan
-from slimbench.harness.shards import in_shard, parse_shard
-from slimbench.harness.suite import load_suite
+from slimbench.harness.run.plan import make_plan
+from slimbench.harness.run.shards import in_shard, parse_shard
+from slimbench.harness.run.suite import load_suite
 from slimbench.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

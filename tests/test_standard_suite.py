@@ -3,7 +3,7 @@ three backbones (distillation from the suite's teacher), seeds 0-2, with the res
 
 from __future__ import annotations
 
-from slimbench.harness.suite import load_suite
+from slimbench.harness.run.suite import load_suite
 from slimbench.methods import METHODS
 
 EMBEDDED_TASKS = {"fashion-mnist", "rotten-tomatoes", "synth-kws"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from slimbench.harness import sweep
-from slimbench.harness.records import RunRecord
+from slimbench.harness.report import sweep
+from slimbench.harness.run.records import RunRecord
 
 PARAMS = {"sparsity": 0.8, "scope": "global", "schedule": "gradual"}
 
@@ -69,7 +69,7 @@ def test_sweep_plot_draws_a_curve_per_method_only_when_a_parameter_varies(tmp_pa
 
 
 def test_a_chain_label_shows_its_stages_with_their_knobs_and_changed_params_only():
-    from slimbench.harness.stats import short_params
+    from slimbench.harness.report.stats import short_params
 
     stages = [{"name": "prune.magnitude", "params": {"sparsity": 0.8, "scope": "global", "include_classifier": True,
                                                      "finetune": True, "schedule": "gradual", "pruning_steps": 10,
@@ -82,7 +82,7 @@ def test_a_chain_label_shows_its_stages_with_their_knobs_and_changed_params_only
 
 
 def test_mixed_precision_table_comes_from_the_record_of_the_lowest_seed():
-    from slimbench.harness.layer_tables import mixed_precision_markdown
+    from slimbench.harness.report.layer_tables import mixed_precision_markdown
 
     def rec(seed: int, precision: str) -> RunRecord:
         layers = [{"layer": "features.0", "op": "Conv", "params": 100, "loss_increase": 0.02, "accuracy_change": -0.01,

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.records import load_records
-from slimbench.harness.runner import SuiteRunner
-from slimbench.harness.suite import parse_suite
+from slimbench.harness.run.records import load_records
+from slimbench.harness.run.runner import SuiteRunner
+from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, register_method
 from slimbench.tasks import Task
 from slimbench.tasks.base import TestSplitAccessError as SplitAccessError   # aliased: pytest collects Test* names
@@ -181,8 +181,8 @@ def test_without_test_shares_training_data_and_refuses_test_uses(captured):
 
 
 def test_a_method_that_does_not_declare_a_teacher_gets_a_clear_error(captured, tmp_path):
-    from slimbench.harness.cache import ModelCache
-    from slimbench.harness.runner import method_context
+    from slimbench.harness.run.cache import ModelCache
+    from slimbench.harness.run.runner import method_context
 
     runner, full, ctx, _ = captured
     ctx = method_context(full, runner.suite.cells[0], ctx.baseline, ModelCache(tmp_path))   # an empty cache

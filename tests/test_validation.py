@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from slimbench.harness.cli import main
-from slimbench.harness.suite import load_suite
+from slimbench.harness.run.suite import load_suite
 
 # (name, edit of the smoke suite, words the one error line must contain)
 BAD = [

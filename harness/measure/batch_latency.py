@@ -19,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 
 @dataclass
 class BatchTiming:

@@ -11,8 +11,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.records import RunRecord
-from slimbench.harness.stats import short_params
+from slimbench.harness.run.records import RunRecord
+from slimbench.harness.report.stats import short_params
 
 BY_METHOD_COLUMNS = ["method", "params_json", "task", "model", "status", "seeds", "accuracy", "accuracy_std",
                      "delta_accuracy", "delta_accuracy_std", "delta_significant", "compression_x", "speedup_b1_x",

@@ -17,9 +17,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.records import RunRecord, atomic_write_bytes
-from slimbench.harness.stats import KNOBS as SWEPT
-from slimbench.harness.stats import mean, std
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes
+from slimbench.harness.report.stats import KNOBS as SWEPT
+from slimbench.harness.report.stats import mean, std
 
 # a method and the control it must beat: same params, same fine-tune, weights chosen without the method's criterion
 CONTROLS = {"prune.magnitude": "prune.random"}

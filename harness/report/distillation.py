@@ -11,8 +11,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.records import RunRecord
-from slimbench.harness.stats import mean_std, short_params
+from slimbench.harness.run.records import RunRecord
+from slimbench.harness.report.stats import mean_std, short_params
 
 TITLE = "## Distillation against the student alone"
 

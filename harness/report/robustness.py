@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from slimbench.harness.measure import unpack_bits
-from slimbench.harness.records import RunRecord, atomic_write_bytes
-from slimbench.harness.stats import delta_text, mean, short_params, std
+from slimbench.harness.measure.quality import unpack_bits
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes
+from slimbench.harness.report.stats import delta_text, mean, short_params, std
 
 COLUMNS = ["mean_corrupted_accuracy", "delta_corrupted", "delta_corrupted_std", "delta_corrupted_significant",
            "baseline_corrupted_std",

@@ -20,22 +20,22 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, current_devices, fit
-from slimbench.harness.cache import ModelCache
-from slimbench.harness.environment import git_state, hardware, versions
+from slimbench.harness.run.cache import ModelCache
+from slimbench.harness.run.environment import git_state, hardware, versions
 from slimbench.core.errors import SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
-from slimbench.harness.evidence import Evidence, gather
-from slimbench.harness.measure import Metrics, evaluate_test, mean_corrupted, robustness
-from slimbench.harness.executors import Executor, SerialExecutor, SuiteOutcome
-from slimbench.harness.records import RunRecord, atomic_write_bytes, load_records, write_record
-from slimbench.harness.shards import in_shard
+from slimbench.harness.measure.evidence import Evidence, gather
+from slimbench.harness.measure.quality import Metrics, evaluate_test, mean_corrupted, robustness
+from slimbench.harness.run.executors import Executor, SerialExecutor, SuiteOutcome
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes, load_records, write_record
+from slimbench.harness.run.shards import in_shard
 from slimbench.deploy.native_latency import measure_latency
 from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, reference_stored_like, speedup_bands,
                                       stored_form, torch_form)
-from slimbench.harness.suite import Cell, Named, Suite
-from slimbench.harness.tracking import Tracker
+from slimbench.harness.run.suite import Cell, Named, Suite
+from slimbench.harness.run.tracking import Tracker
 from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
 from slimbench.deploy.packing import Packed, pack_state_dict
 from slimbench.tasks import Task, build_task
@@ -167,9 +167,9 @@ class SuiteRunner:
             return
         import wandb
 
-        from slimbench.harness.leaderboards import (BY_METHOD_COLUMNS, MATRIX_COLUMNS, by_method_rows, failed_rows,
+        from slimbench.harness.report.leaderboards import (BY_METHOD_COLUMNS, MATRIX_COLUMNS, by_method_rows, failed_rows,
                                                     matrix_rows)
-        from slimbench.harness.report import COLUMNS
+        from slimbench.harness.report.build import COLUMNS
 
         def table(columns: list[str], data: list[dict[str, Any]]) -> Any:
             return wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in data])

@@ -62,7 +62,7 @@ NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_t
          "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread
 DELTA_VS_BASELINE = ("delta_accuracy_pts", "delta_macro_f1_pts")   # a Δ against the row's own baseline
 
-# `requires: {compute: ...}`: the parts of the measured compute label (harness/evidence.py) that satisfy each value
+# `requires: {compute: ...}`: the parts of the measured compute label (harness/measure/evidence.py) that satisfy each value
 COMPUTE_REQUIREMENTS = {
     "physical-sparse": ("sparse", "smaller dense"),   # pruned weights really skipped: a sparse or a smaller kernel
     "smaller-dense": ("smaller dense",),              # fewer multiply-adds executed than the reference
@@ -216,7 +216,7 @@ class Records:
 class Requires:
     """Premises a row must show before it is judged; a row without one is "not testable here", saying which.
 
-    - compute: the row's measured compute label (records' `compression.compute`, harness/evidence.py) must show
+    - compute: the row's measured compute label (records' `compression.compute`, harness/measure/evidence.py) must show
       kernels of this kind: physical-sparse (a sparse or smaller kernel: masked dense kernels cannot be faster),
       smaller-dense (fewer multiply-adds executed), int8 (int8 kernels);
     - teacher_stronger: the teacher's accuracy interval lies above the student-alone's (and the teacher is not the

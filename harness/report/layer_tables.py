@@ -9,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.records import RunRecord
+from slimbench.harness.run.records import RunRecord
 
 
 def _first_seed(records: list[RunRecord], method: str) -> list[RunRecord]:

@@ -21,7 +21,7 @@ from slimbench.core.errors import ConfigError
 from slimbench.core.params import bounded, build_dataclass, load_yaml, resolved_params
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.latency import MeasureConfig
-from slimbench.harness.measure import MEASURE_VERSION
+from slimbench.harness.measure.quality import MEASURE_VERSION
 from slimbench.methods import METHODS, build_method
 from slimbench.tasks import TASKS
 

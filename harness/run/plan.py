@@ -8,9 +8,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimbench.harness.records import RunRecord, read_record
-from slimbench.harness.shards import in_shard
-from slimbench.harness.suite import Cell, Suite
+from slimbench.harness.run.records import RunRecord, read_record
+from slimbench.harness.run.shards import in_shard
+from slimbench.harness.run.suite import Cell, Suite
 from slimbench.core.errors import CheckpointError
 
 

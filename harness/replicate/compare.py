@@ -3,7 +3,7 @@
 `slimbench compare A B` checks B (e.g. a fresh run) against A (e.g. the committed reference records);
 `slimbench reproduce SUITE` runs a suite afresh into a scratch folder and compares it with the committed one.
 
-Two regimes, chosen per cell from the kernels each record names (harness/numerics.py):
+Two regimes, chosen per cell from the kernels each record names (harness/run/numerics.py):
 - same kernels (both pinned to the same instruction set, or native on the same CPU model), same torch: training
   and evaluation are deterministic, so every figure but latency must be equal; a difference fails the run and
   names the first figure that differs;
@@ -28,9 +28,9 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.numerics import numerics, same_kernels
-from slimbench.harness.records import RunRecord, atomic_write_text, load_records
-from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, widened
+from slimbench.harness.run.numerics import numerics, same_kernels
+from slimbench.harness.run.records import RunRecord, atomic_write_text, load_records
+from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, widened
 
 SEED_SIGMAS = 3.0
 STRUCTURE = ("params", "macs")
@@ -277,7 +277,7 @@ def markdown(checks: list[Check], only: list[str], ref_dir: Path, new_dir: Path,
               "accuracy, sizes, and the structure of methods that choose it from the trained weights within "
               f"{SEED_SIGMAS:g}σ of a spread measured over the committed seeds (not judged where none was measured); "
               "parameters, multiply-adds and requested settings exact. Speedup bands, each widened by the "
-              f"run-to-run spread measured on this kind of machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/stats.py), "
+              f"run-to-run spread measured on this kind of machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/report/stats.py), "
               "should overlap on the same CPU model; they are shown, never a reason to fail, since latency belongs "
               "to the machine and its load. On another CPU they are not judged.", ""]
     return "\n".join(lines)

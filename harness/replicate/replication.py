@@ -7,7 +7,7 @@ claims), or is marked as needing data and/or a GPU this machine does not have. B
 are checked (compute kernels, a stronger teacher, a model above chance, a PTQ loss to recover, something
 compressed); a row without one is "not testable here", naming it. Intervals follow the leaderboard's noise model:
 seeds' spread for accuracy, the round band widened by the run-to-run spread (`stats.widened`, the reading that
-prints ≈1.00×) for speed. Rules and verdicts live in harness/claims.py; this module measures and renders: a summary
+prints ≈1.00×) for speed. Rules and verdicts live in harness/replicate/claims.py; this module measures and renders: a summary
 line per claim (its overall verdict, `claim_verdict`, and its best-supported row, `best_supported`), then each
 claim's section, its text, source, published figure and rule said once above its rows. The counts that head the file
 are `summary_sentence`'s, which `slimbench replicate` prints too. The output has no timestamps, so the same records
@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.claims import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS, DELTA_VS_BASELINE,
+from slimbench.harness.replicate.claims import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS, DELTA_VS_BASELINE,
                                       INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOISY, NOT_MEASURED,
                                       NOT_REPRODUCED, NOT_TESTABLE, PAIRED_ONLY, REPRODUCED, SMALLER, Claim, Judgement,
                                       Selector, combine, fmt, judge, judge_loss, load_claims, num, published_text,
                                       rule_text, side, span)
-from slimbench.harness.records import RunRecord, atomic_write_text, load_records
-from slimbench.harness.robustness import per_class
-from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
+from slimbench.harness.run.records import RunRecord, atomic_write_text, load_records
+from slimbench.harness.report.robustness import per_class
+from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
 
 __all__ = ["load_claims", "replicate", "replication_markdown", "evaluate", "load_suites", "SuiteData", "markdown",
            "summary_sentence", "verdict_counts", "claim_counts", "claim_verdict", "best_supported"]
@@ -90,7 +90,7 @@ class Line:
 
 def load_suites(results: Path) -> list[SuiteData]:
     """Every suite folder under `results` that has runs/ (hidden folders, e.g. .reproduce, are scratch space)."""
-    from slimbench.harness.report import leaderboard_rows
+    from slimbench.harness.report.build import leaderboard_rows
 
     suites = []
     for folder in sorted(p for p in Path(results).iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -199,7 +199,7 @@ def _speed(name: str, row: dict[str, Any], recs: list[RunRecord], where: str) ->
     """A speed value read exactly as the leaderboard reads it: the band over interleaved timing rounds, widened by
     the measured run-to-run spread (`stats.widened`); the cell the leaderboard prints (`report.speedup_cell`, ≈1.00×
     when that band holds 1) is quoted beside it."""
-    from slimbench.harness.report import speedup_cell
+    from slimbench.harness.report.build import speedup_cell
 
     speed, lo, hi = row["speedup_b1_x"], row["speedup_b1_low"], row["speedup_b1_high"]
     shown = speedup_cell(speed, lo, hi)
@@ -833,7 +833,7 @@ def markdown_parts(lines: list[Line], suites: list[SuiteData], details_file: str
         f"results folder: {read}. Each claim reads only the suites it names. The same records give the same file, "
         f"byte for byte.", "",
         summary_sentence(lines) + ".", "",
-        "Verdicts (harness/claims.py `judge`), each read on the whole measured interval, never the mean alone:",
+        "Verdicts (harness/replicate/claims.py `judge`), each read on the whole measured interval, never the mean alone:",
         f"- **{REPRODUCED}**: the whole interval satisfies the claim's rule. Never from one seed without a measured "
         "spread.",
         f"- **{INCONCLUSIVE}**: the interval straddles the rule's bound; the row says what would decide it (the n "

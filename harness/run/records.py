@@ -25,7 +25,7 @@ class RunRecord:
     family: str
     seed: int
     config: dict[str, Any]                 # the resolved cell config the run_id hashes
-    metrics: dict[str, Any]                # slimbench.harness.measure.Metrics of the optimised model
+    metrics: dict[str, Any]                # slimbench.harness.measure.quality.Metrics of the optimised model
     reference: dict[str, Any]              # the trained baseline, measured in the same process
     compression: dict[str, Any]            # label, compute, storage formats, requested vs achieved
     details: dict[str, Any] = field(default_factory=dict)

@@ -21,11 +21,11 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core import kernels
 from slimbench.core.errors import CheckpointError
-from slimbench.harness.measure import evaluate
-from slimbench.harness.records import atomic_write_bytes
+from slimbench.harness.measure.quality import evaluate
+from slimbench.harness.run.records import atomic_write_bytes
 from slimbench.baselines import MODELS
 from slimbench.baselines.training import TRAINING_VERSION
-from slimbench.harness.suite import Named, config_hash, entry_version
+from slimbench.harness.run.suite import Named, config_hash, entry_version
 from slimbench.tasks import TASKS
 from slimbench.tasks.base import Task
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness import layer_tables, robustness, sweep
-from slimbench.harness.distill_report import distillation_markdown
-from slimbench.harness.numerics import numerics_line
-from slimbench.harness.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
-from slimbench.harness.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
+from slimbench.harness.report import layer_tables, robustness, sweep
+from slimbench.harness.report.distillation import distillation_markdown
+from slimbench.harness.run.numerics import numerics_line
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+from slimbench.harness.report.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
                                             matrix_csv, matrix_markdown, matrix_rows)
-from slimbench.harness.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
+from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
 
 log = logging.getLogger("slimbench")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from slimbench.harness.records import RunRecord
+from slimbench.harness.run.records import RunRecord
 
 
 def numerics(rec: RunRecord) -> str:

@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from slimbench.baselines.training import Devices, current_devices, set_devices
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.plan import WallTimes
-from slimbench.harness.records import has_record
-from slimbench.harness.suite import Cell, Suite, load_suite
+from slimbench.harness.run.plan import WallTimes
+from slimbench.harness.run.records import has_record
+from slimbench.harness.run.suite import Cell, Suite, load_suite
 
 log = logging.getLogger("slimbench")
 
