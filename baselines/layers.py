@@ -211,7 +211,7 @@ def relax_last_strides(model: nn.Module, height: int, width: int, min_final: int
 
     The small-input adaptation: late stages are cheap at low resolution, so keeping the stem's stride and
     relaxing the last downsampling costs far less than a stride-1 stem (measured on MobileNetV2 at 28 px:
-    10.4 M vs 21.8 M MACs, 4× faster inference) while 28–32 px inputs still end on a 2×2 map, not 1×1.
+    10.4 M vs 21.8 M MACs) while 28–32 px inputs still end on a 2×2 map, not 1×1.
     Sizes come from a real forward pass, so parallel branches (a ResNet block and its strided shortcut) are
     relaxed together, unpadded pools that would collapse a tiny map (SqueezeNet at 8 px) are relaxed too,
     and any architecture works without knowing its layout. Returns the relaxed layers' names.

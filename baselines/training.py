@@ -32,7 +32,7 @@ TRAINING_VERSION = 1
 @dataclass(frozen=True)
 class Devices:
     """How Lightning spreads one fit (`slimbench run --devices N --strategy ddp --num-nodes K`). Process-wide and,
-    as the scale-out issue asks, not part of any run_id or cache key: it says how a long cell trains. With ddp each
+    not part of any run_id or cache key: it says how a long cell trains, not which cell it is. With ddp each
     device takes a full batch, so the effective batch (and the numbers) can differ from a one-device run."""
 
     devices: int | str = 1

@@ -1,31 +1,25 @@
-"""Runtimes a model is measured in: PyTorch eager, ONNX Runtime and torch.compile, each beside the baseline.
+"""Runtimes a model is measured in: PyTorch eager, ONNX Runtime and torch.compile; its stored form and artifact.
 
-Every model is timed in every runtime it can run in, with the reference (trained fp32 baseline) deployed the
-same way and timed in the same interleaved rounds, so each ratio compares like with like. The runtime a method
-deploys its model in (`Outcome.runtime`) gives the headline latency and is where accuracy is measured.
+The runtime a method deploys its model in (`Outcome.runtime`) gives the headline latency and is where accuracy is
+measured. Timing a model in every runtime beside the baseline is `slimbench.deploy.latency`'s job.
 """
 
 from __future__ import annotations
 
-import copy
 import io
-import statistics
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError, StoredFormError, UnknownNameError
-from slimbench.deploy.latency import MeasureConfig, latency_rounds_ms
 from slimbench.deploy.onnx_export import (ONNX_PAYLOAD_KEY, OnnxModel, export_onnx, onnx_from_payload, onnx_packed,
                                           optimized_graph)
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
 from slimbench.deploy.structure import load_into
 
 RUNTIMES = ("eager", "onnxruntime", "compile")
-ALWAYS_MEASURED = ("eager", "onnxruntime")   # torch.compile only where a method deploys there (compiling is slow)
 
 
 def check_runtime(name: str) -> str:
@@ -71,58 +65,6 @@ def stored_form(model: nn.Module) -> Packed:
     if isinstance(model, OnnxModel):
         return onnx_packed(model.onnx_bytes)
     return pack_state_dict(model.state_dict())
-
-
-def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: str,
-                       examples: dict[str, torch.Tensor], cfg: MeasureConfig) -> dict[str, dict[str, dict[str, Any]]]:
-    """`{"model"|"reference": {runtime: {"<example>_ms": ...} | {"unavailable": reason}}}`.
-
-    All runnable (runtime, role) pairs are timed in the same interleaved rounds. The deployed runtime must run
-    both the model and the reference: otherwise the headline ratio would compare different runtimes.
-    `reference=None` says the model is the reference (the baseline cell): it is timed once and both roles
-    hold those timings, rather than timing two copies of the same weights.
-    """
-    runtimes = list(ALWAYS_MEASURED) + ([deployed] if deployed not in ALWAYS_MEASURED else [])
-    roles = (("model", model),) if reference is None else (("model", model), ("reference", reference))
-    probe = next(iter(examples.values()))
-    callables: dict[str, nn.Module] = {}
-    out: dict[str, dict[str, dict[str, Any]]] = {"model": {}, "reference": {}}
-    for runtime in runtimes:
-        for role, m in roles:
-            try:
-                callables[f"{runtime}/{role}"] = deploy(m, runtime, probe, cfg.threads)
-            except NotApplicableError as exc:
-                if runtime == deployed:
-                    raise NotApplicableError(f"deployed runtime {runtime!r} cannot run the {role}: {exc}") from None
-                out[role][runtime] = {"unavailable": str(exc)}
-    for key, x in examples.items():
-        for name, rounds in latency_rounds_ms(callables, x, cfg).items():
-            runtime, role = name.split("/")
-            out[role].setdefault(runtime, {}).update({f"{key}_ms": statistics.median(rounds), f"{key}_rounds_ms": rounds})
-    if reference is None:
-        out["reference"] = copy.deepcopy(out["model"])
-    return out
-
-
-def speedup_bands(latency: dict[str, dict[str, dict[str, Any]]], deployed: str) -> dict[str, dict[str, Any]]:
-    """Reference ÷ model latency per runtime and timed example (batch): the median ratio and its band over
-    interleaved rounds.
-
-    Each round times the model and the reference back to back, so a per-round ratio cancels slow drift of a
-    shared machine; the band (lowest to highest round ratio) is the noise a speedup has to clear.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for runtime, timings in latency["model"].items():
-        ref = latency["reference"].get(runtime, {})
-        for key in (k.removesuffix("_rounds_ms") for k in timings if k.endswith("_rounds_ms")):   # every example timed
-            m, r = timings.get(f"{key}_rounds_ms"), ref.get(f"{key}_rounds_ms")
-            if not m or not r:
-                continue
-            ratios = sorted(rr / mm for mm, rr in zip(m, r))
-            out.setdefault(runtime, {})[key] = {
-                "ratio": ref[f"{key}_ms"] / timings[f"{key}_ms"], "low": ratios[0], "high": ratios[-1],
-                "rounds": len(ratios), "deployed": runtime == deployed}
-    return out
 
 
 def check_packed(packed: Packed, model: nn.Module) -> None:

@@ -3,9 +3,10 @@
 import sys
 
 from slimbench.core.discovery import import_submodules
-from slimbench.methods.base import (METHODS, Method, MethodContext, Outcome, Stage, build_method, list_methods,
-                                    register_method)
+from slimbench.methods.base import (FAMILIES, METHODS, Method, MethodContext, Outcome, ReportTable, Stage,
+                                    build_method, family_rank, list_methods, register_method)
 
 import_submodules(sys.modules[__name__])
 
-__all__ = ["METHODS", "Method", "MethodContext", "Outcome", "Stage", "build_method", "list_methods", "register_method"]
+__all__ = ["FAMILIES", "METHODS", "Method", "MethodContext", "Outcome", "ReportTable", "Stage", "build_method",
+           "family_rank", "list_methods", "register_method"]

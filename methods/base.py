@@ -20,6 +20,15 @@ Compute = Literal["dense", "simulated", "physical"]
 METHODS: Registry[type["Method"]] = Registry("method")
 register_method = METHODS.register
 
+# Method families in the order reports list them; a family not named here sorts after these, by name.
+FAMILIES: tuple[str, ...] = ("baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank",
+                             "chain")
+
+
+def family_rank(family: str) -> tuple[int, str]:
+    """Sort key of a family in reports: its place in FAMILIES, or after all of them."""
+    return (FAMILIES.index(family), "") if family in FAMILIES else (len(FAMILIES), family)
+
 
 @dataclass
 class Outcome:
@@ -47,6 +56,22 @@ class Stage:
     method: str
     params: dict[str, Any]
     outcome: Outcome
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table a method adds under its suite's leaderboard, built from what its records hold (`Outcome.details`).
+
+    Plain values in, plain rows out, so a method describes its own report section without importing the harness.
+    The report prints `title` and `intro` once, then one table per task, model and parameter setting, from the
+    lowest seed's record (the seeds share the setting; one table each would repeat it).
+    """
+
+    title: str
+    intro: str
+    headers: tuple[str, ...]
+    rows: Callable[[dict[str, Any]], list[list[Any]]]     # a record's details -> table rows; none: no table for it
+    summary: Callable[[dict[str, Any], dict[str, Any]], str] | None = None   # (details, metrics) -> a line above it
 
 
 @dataclass
@@ -78,6 +103,16 @@ class Method(abc.ABC):
     # Does the model's structure (parameters, multiply-adds, sparsity) depend on the trained weights, e.g. ranks
     # or channel counts chosen from them? Then two runs on different kernels may differ there like accuracy does.
     structure_from_data: ClassVar[bool] = False
+    # The parameters that set how far it compresses: a sweep varies them, labels always show them, and every other
+    # parameter names a sweep's curve.
+    knobs: ClassVar[tuple[str, ...]] = ()
+    # The method it must beat to show its criterion matters: a registered method with the same parameters that picks
+    # without that criterion (e.g. random weights instead of the smallest). Reports pair their records by seed.
+    control: ClassVar[str | None] = None
+    report_tables: ClassVar[tuple[ReportTable, ...]] = ()   # sections of its own in the report, from its records
+    # A model and parameters it runs with on a tiny test model (the contract tests run every method so); methods
+    # whose defaults name layers of a particular architecture set their own.
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {})
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:

@@ -32,6 +32,9 @@ class Chain(Method):
     """
 
     family: ClassVar[str] = "chain"
+    example: ClassVar[tuple[str, dict[str, Any]]] = (
+        "tiny-cnn", {"stages": [{"name": "prune.magnitude", "params": {"sparsity": 0.5}},
+                                {"name": "share.kmeans", "params": {"clusters": 16}}]})
     stages: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -13,9 +13,8 @@ rows compare the same shapes (same MACs, same latency) and the target is checked
 fine-tuning. A MACs target is turned into that fraction by bisection, measured with the harness's counter.
 
 Kept channel counts are multiples of `round_to` (8 by default): ONNX Runtime's CPU convolutions work on blocks
-of 8/16 channels. MobileNetV2 (28×28) at 2× fewer MACs with arbitrary counts ran at 0.3-0.6× the unpruned
-model's speed there, i.e. slower, while counts rounded to 8 ran 1.4-2.5× faster (batch 1/8/64, one thread,
-four interleaved runs on this 2-core VM).
+of 8/16 channels. MobileNetV2 (28×28) at 2× fewer MACs with arbitrary counts ran slower than the unpruned
+model there, while counts rounded to 8 ran faster (batch 1/8/64, one thread, interleaved runs).
 """
 
 from __future__ import annotations
@@ -321,6 +320,8 @@ class ChannelPruning(Method):
 
     family: ClassVar[str] = "pruning"
     name: ClassVar[str] = "prune.channel"
+    knobs: ClassVar[tuple[str, ...]] = ("macs_ratio", "channel_ratio", "params_ratio")
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {"macs_ratio": 1.5})
 
     importance: Criterion = "l1"
     macs_ratio: float | None = bounded(None, gt=1.0)      # target: base MACs / pruned MACs (2.0 = half the MACs)

@@ -129,6 +129,8 @@ DEFAULT_BETA: dict[str, float] = {"hint": 10.0, "attention": 100.0}
 class FeatureDistillation(Distillation):
     """FitNets hints (learned 1×1 adapter) or attention transfer between modules named by path, plus CE."""
 
+    # the default layers name MobileNetV2's modules
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {"kind": "attention", "layers": ["2"]})
     alpha: float = 0.0                      # optional soft-target term on top of the feature term
     kind: FeatureKind = "hint"
     layers: list[str] | None = None         # student module paths; None: DEFAULT_LAYERS[kind]

@@ -271,6 +271,7 @@ class LowRank(Method):
     structure_from_data: ClassVar[bool] = True   # ranks chosen from the trained weights
 
     family: ClassVar[str] = "low_rank"
+    knobs: ClassVar[tuple[str, ...]] = ("energy", "params_ratio")
     name: ClassVar[str]
     decomposition: ClassVar[str]
     energy: float | None = bounded(None, gt=0.0, le=1.0)   # keep this share of each layer's squared singular values
@@ -364,6 +365,7 @@ class SvdFactorization(LowRank):
 
     name: ClassVar[str] = "lowrank.svd"
     decomposition: ClassVar[str] = "svd"
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("mobilenetv2", {})   # needs 1×1 convs to factorize
     # layer: every layer params_ratio× smaller; global: the factorized layers together params_ratio× smaller, ranks
     # spent where they keep the most energy (a layer whose spectrum falls fast gives up more rank)
     allocation: Literal["layer", "global"] = "layer"

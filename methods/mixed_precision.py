@@ -24,7 +24,7 @@ from torch import nn
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded
 from slimbench.deploy.onnx_export import OnnxModel
-from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.base import Method, MethodContext, Outcome, ReportTable, register_method
 from slimbench.methods.quantization import (StaticInt8Graph, StaticInt8Params, int8_outcome, int8_outcome_parts,
                                             static_int8_graph)
 
@@ -150,6 +150,35 @@ class Measured:
     accuracy: float
 
 
+def _layer_rows(details: dict[str, Any]) -> list[list[Any]]:
+    return [[row.get("layer"), row.get("op"), row.get("params"), f"{row.get('loss_increase', float('nan')):+.6f}",
+             f"{100 * row.get('accuracy_change', float('nan')):+.2f}", row.get("precision")]
+            for row in details.get("layers") or []]
+
+
+def _layer_summary(details: dict[str, Any], metrics: dict[str, Any]) -> str:
+    layers: list[dict[str, Any]] = details["layers"]
+    int8 = [row for row in layers if row.get("precision") == "int8"]
+    params_int8 = sum(row.get("params", 0) for row in int8)
+    params_all = sum(row.get("params", 0) for row in layers) or 1
+    search = "; ".join(f"{s['float_layers']} float: Δloss {s['loss_increase']:+.4f}, "
+                       f"Δacc {100 * s['accuracy_change']:+.2f} pts" for s in details.get("search", []))
+    return (f"{len(int8)} of {len(layers)} layers int8, holding {100 * params_int8 / params_all:.1f} % of the weights; "
+            f"test accuracy {metrics['accuracy']:.4f}; stored {metrics['stored_bytes']:,} B. "
+            f"Search: {search or 'none recorded'}.")
+
+
+# what the search chose for each layer and the sensitivity it measured to choose it: made once per trained
+# baseline, so the lowest seed's record shows it
+LAYER_TABLE = ReportTable(
+    title="Mixed precision: each layer's measured sensitivity and chosen precision",
+    intro="Sensitivity = the validation loss (nats) and accuracy change when only that layer runs in int8 (the rest "
+          "float32), in ONNX Runtime; the most sensitive layers stay float32 until the budget holds. The search line "
+          "lists how many float32 layers each probe kept and what the whole graph lost.",
+    headers=("layer", "op", "params", "Δ val loss (int8 alone)", "Δ val acc (pts)", "precision"),
+    rows=_layer_rows, summary=_layer_summary)
+
+
 @register_method("quant.mixed")
 @dataclass
 class MixedPrecision(StaticInt8Params, Method):
@@ -166,6 +195,9 @@ class MixedPrecision(StaticInt8Params, Method):
     version: ClassVar[int] = 3   # 2: ops without weights next to a float layer stay float; 3: exact int8 on every CPU
     uses_finetune: ClassVar[bool] = False
     produces: ClassVar[str] = "onnx-mixed"
+    report_tables: ClassVar[tuple[ReportTable, ...]] = (LAYER_TABLE,)
+    # an accuracy budget may be unreachable on a tiny model
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {"int8_fraction": 0.5})
     max_loss_increase: float | None = bounded(None, ge=0.0)
     max_accuracy_drop: float | None = bounded(None, ge=0.0, le=1.0)
     int8_fraction: float | None = bounded(None, gt=0.0, le=1.0)

@@ -219,6 +219,7 @@ class UnstructuredPruning(Method):
     name: ClassVar[str]
     pruning_method: ClassVar[type[prune.BasePruningMethod]]
     seeded: ClassVar[bool] = False          # does the pick draw random numbers (seeded from the cell's seed)?
+    knobs: ClassVar[tuple[str, ...]] = ("sparsity",)
 
     sparsity: float = bounded(0.5, ge=0.0, lt=1.0)
     scope: Literal["global", "layer", "lamp"] = "global"   # lamp: layer-adaptive (Lee et al. 2021), no layer emptied
@@ -280,6 +281,7 @@ class MagnitudePruning(UnstructuredPruning):
     """Unstructured L1-magnitude pruning (global or per layer) to a target sparsity, one-shot or gradual, fine-tuned."""
 
     name: ClassVar[str] = "prune.magnitude"
+    control: ClassVar[str | None] = "prune.random"   # the same masks' count, drawn at random
     pruning_method: ClassVar[type[prune.BasePruningMethod]] = prune.L1Unstructured
     version: ClassVar[int] = 2      # the classifier is found by forward order (SqueezeNet's conv head too)
 

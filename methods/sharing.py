@@ -102,6 +102,7 @@ class KMeansSharing(Method):
     """Per-layer k-means weight sharing (Han et al. 2016): ≤ k values per layer, centroids fine-tuned."""
 
     family: ClassVar[str] = "weight_sharing"
+    knobs: ClassVar[tuple[str, ...]] = ("clusters",)
     clusters: int = 16                          # codebook size per layer (2..256): log2(k)-bit indices
     init: Literal["linear", "density"] = "linear"
     min_numel: int = 256                        # smaller layers stay fp32: clustering saves them little storage
@@ -236,6 +237,7 @@ class CrossLayerSharing(Method):
     """
 
     family: ClassVar[str] = "weight_sharing"
+    example: ClassVar[tuple[str, dict[str, Any]]] = ("mobilenetv2", {})   # needs repeated identical blocks
     stages: list[int] | None = None
     group_size: int = 0
     share_norms: bool = False     # also tie norm layers' affine parameters (running statistics stay per block)

@@ -11,31 +11,16 @@ import torch
 from torch import nn
 
 from slimbench.baselines import build_model
-from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError
 from slimbench.deploy.packing import pack_state_dict
 from slimbench.harness.run.suite import load_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, build_method, register_method
-from slimbench.tasks import build_task
 from slimbench.tasks.base import Task
 from tests.conftest import method_context
 
 DEEP_COMPRESSION = [{"name": "prune.magnitude", "params": {"sparsity": 0.8}},
                     {"name": "share.kmeans", "params": {"clusters": 8}}]
-
-
-@pytest.fixture(scope="module")
-def task() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(task: Task) -> nn.Module:
-    torch.manual_seed(0)
-    model = build_model("tiny-cnn", task.spec, task.num_classes, {"width": 32})
-    return fit(model, task, TrainConfig(epochs=4, batch_size=64, lr=0.01, channels_last=False), seed=0,
-               progress=False).model.eval()
+TRAINED = {"width": 32, "epochs": 4}   # the `trained` fixture's tiny-cnn
 
 
 def make_ctx(task: Task, model: nn.Module, fits: list[int]) -> MethodContext:
@@ -172,6 +157,6 @@ def test_a_chain_record_measures_each_stage_once_and_its_last_stage_is_the_cell(
     (record,) = load_records(runner.paths.runs)
     first, last = record.details["stages"]
     assert len(measured) == 2 and measured[0] is not measured[1]           # the cell, then stage 1; never stage 2 again
-    assert last["metrics"] == record.metrics                                  # timings included: the same measurement
+    assert last["metrics"] == record.metrics.to_dict()                       # timings included: the same measurement
     assert first["metrics"]["nonzero_params"] < 0.25 * first["metrics"]["params"]      # 80 % pruned, before sharing
     assert first["metrics"]["stored_bytes"] > last["metrics"]["stored_bytes"]           # sharing then shrank it

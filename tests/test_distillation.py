@@ -22,7 +22,7 @@ from slimbench.core.errors import ConfigError
 from slimbench.harness.measure.quality import evaluate
 from slimbench.harness.run.suite import load_suite
 from slimbench.methods import MethodContext, build_method
-from slimbench.tasks import Task, build_task
+from slimbench.tasks import Task
 from slimbench.tasks.base import Split
 
 pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")   # the frozen teacher
@@ -30,11 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
 STUDENT = {"width": 16}
 TEACHER = {"width": 32}
 BUDGET = TrainConfig(epochs=6, batch_size=64, lr=0.01)
-
-
-@pytest.fixture(scope="module")
-def task() -> Task:
-    return build_task("digits", {})
 
 
 def tiny(task: Task, params: dict, seed: int = 0) -> nn.Module:
@@ -260,11 +255,11 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     warm = record("distill.logit", init="baseline")
     assert kd.details["budget"]["epochs"] == smoke_config["train"]["epochs"]      # from scratch: the baseline's budget
     assert warm.details["budget"]["epochs"] == smoke_config["finetune"]["epochs"]  # from the trained student
-    assert kd.family == "distillation" and kd.compression["label"] == "storage dense fp32 · compute dense fp32"
-    assert kd.reference["accuracy"] == base.metrics["accuracy"] == kd.details["student_alone_accuracy"]
+    assert kd.family == "distillation" and kd.compression.label == "storage dense fp32 · compute dense fp32"
+    assert kd.reference.accuracy == base.metrics.accuracy == kd.details["student_alone_accuracy"]
     assert 0.1 < kd.details["teacher_accuracy"] <= 1.0
     assert kd.details["teacher"]["model"] == {"name": "tiny-cnn", "params": TEACHER}
-    assert kd.metrics["params"] == base.metrics["params"]   # the deployed student is just the student
+    assert kd.metrics.params == base.metrics.params   # the deployed student is just the student
     assert record("distill.feature").details["loss"]["feature_kind"] == "attention"
     from slimbench.harness.report.distillation import distillation_rows
 
@@ -272,8 +267,8 @@ def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
     table = distillation_rows(rows, records)
     assert len(table) == 3   # the three distilled cells; the baseline has no teacher
     row = next(r for r in table if r["params_json"] == json.dumps(kd.config["method"]["params"], sort_keys=True))
-    assert row["teacher"] == kd.details["teacher_accuracy"] and row["alone"] == base.metrics["accuracy"]
-    assert row["gain"] == pytest.approx(kd.metrics["accuracy"] - base.metrics["accuracy"])
+    assert row["teacher"] == kd.details["teacher_accuracy"] and row["alone"] == base.metrics.accuracy
+    assert row["gain"] == pytest.approx(kd.metrics.accuracy - base.metrics.accuracy)
     assert row["ordering"] == (row["teacher"] >= row["distilled"] > row["alone"])
     text = (runner.paths.root / "leaderboard.md").read_text()
     assert "Distillation against the student alone" in text and f"{row['teacher']:.4f}" in text

@@ -39,32 +39,32 @@ def test_every_cell_writes_one_record(smoke_run):
     records = {r.method: r for r in load_records(runner.paths.runs)}
     assert set(records) == {"baseline", "prune.magnitude"}
     base = records["baseline"]
-    assert base.status == "ok" and base.compression["label"] == "reference"
-    assert 0.3 < base.metrics["accuracy"] <= 1.0  # learned something on 10 classes
+    assert base.status == "ok" and base.compression.label == "reference"
+    assert 0.3 < base.metrics.accuracy <= 1.0  # learned something on 10 classes
     for key in ("python", "torch", "lightning", "timm", "torchmetrics"):
-        assert key in base.versions
-    assert base.hardware["logical_cpus"] >= 1 and "commit" in base.git
+        assert key in base.provenance.versions
+    assert base.hardware.logical_cpus >= 1 and base.provenance.git.commit
     assert base.config["seed"] == 0 and base.seed == 0
-    assert base.metrics["params"] == base.reference["params"] > 0
-    assert base.metrics["macs"] > 0 and base.metrics["latency_b1_ms"] > 0 and base.metrics["latency_bn_ms"] > 0
+    assert base.metrics.params == base.reference.params > 0
+    assert base.metrics.macs > 0 and base.metrics.latency_b1_ms > 0 and base.metrics.latency_bn_ms > 0
 
 
 def test_pruned_cell_has_requested_sparsity_and_honest_label(smoke_run):
     runner, _, _ = smoke_run
     rec = next(r for r in load_records(runner.paths.runs) if r.method == "prune.magnitude")
-    assert rec.compression["requested"] == {"sparsity": 0.5}
-    assert abs(rec.compression["achieved"]["sparsity"] - 0.5) < 0.005
+    assert rec.compression.requested == {"sparsity": 0.5}
+    assert abs(rec.compression.achieved["sparsity"] - 0.5) < 0.005
     # The artifact really is the pruned model: load it back (weights_only) and count zeros ourselves.
-    payload = torch.load(runner.paths.root / rec.artifact["path"], weights_only=True)
+    payload = torch.load(runner.paths.root / rec.artifact.path, weights_only=True)
     state = unpack_state_dict(Packed.from_payload(payload))
     weights = [v for k, v in state.items() if k.endswith("weight") and v.dim() > 1]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert abs(zeros - 0.5) < 0.005
-    assert rec.metrics["stored_bytes"] < 0.7 * rec.reference["stored_bytes"]
+    assert rec.metrics.stored_bytes < 0.7 * rec.reference.stored_bytes
     # measured, not claimed: sparse storage, and the same dense kernels with zeros in them
-    assert rec.compression["storage"] == "sparse" and rec.compression["compute"] == "masked"
-    assert rec.compression["verified"] and rec.compression["claimed"]["compute"] == "simulated"
-    assert rec.metrics["nonzero_params"] < rec.metrics["params"]
+    assert rec.compression.storage == "sparse" and rec.compression.compute == "masked"
+    assert rec.compression.verified and rec.compression.claimed.compute == "simulated"
+    assert rec.metrics.nonzero_params < rec.metrics.params
 
 
 def test_pruning_reports_layers_it_emptied():
@@ -94,11 +94,11 @@ def test_leaderboard_row_equals_its_record(smoke_run):
     for row in csv_rows:
         rec = read_record(runner.paths.runs / f"{row['run_ids']}.json")
         assert (row["task"], row["model"], row["method"]) == (rec.task, rec.model, rec.method)
-        assert float(row["accuracy"]) == pytest.approx(rec.metrics["accuracy"], rel=1e-5)
-        assert int(row["stored_bytes"]) == rec.metrics["stored_bytes"]
-        assert int(row["nonzero_params"]) == rec.metrics["nonzero_params"]
-        assert float(row["compression_x"]) == pytest.approx(rec.reference["stored_bytes"] / rec.metrics["stored_bytes"], rel=1e-5)
-        assert row["label"] == rec.compression["label"]
+        assert float(row["accuracy"]) == pytest.approx(rec.metrics.accuracy, rel=1e-5)
+        assert int(row["stored_bytes"]) == rec.metrics.stored_bytes
+        assert int(row["nonzero_params"]) == rec.metrics.nonzero_params
+        assert float(row["compression_x"]) == pytest.approx(rec.reference.stored_bytes / rec.metrics.stored_bytes, rel=1e-5)
+        assert row["label"] == rec.compression.label
     md = (runner.paths.root / "leaderboard.md").read_text()
     assert "## digits" in md and "prune.magnitude" in md
     assert (runner.paths.root / "pareto_digits.png").stat().st_size > 10_000
@@ -107,17 +107,17 @@ def test_leaderboard_row_equals_its_record(smoke_run):
 def test_wandb_offline_run_has_the_summary(smoke_run):
     runner, _, _ = smoke_run
     rec = next(r for r in load_records(runner.paths.runs) if r.method == "prune.magnitude")
-    assert rec.wandb["mode"] == "offline"
-    run_dir = Path(rec.wandb["dir"])
+    assert rec.wandb.mode == "offline"
+    run_dir = Path(rec.wandb.dir)
     assert run_dir.is_dir() and run_dir.is_relative_to(runner.paths.root / "wandb")
     summary = read_offline_summary(run_dir)
-    assert summary["metrics/accuracy"] == pytest.approx(rec.metrics["accuracy"])
+    assert summary["metrics/accuracy"] == pytest.approx(rec.metrics.accuracy)
     assert summary["run_id"] == rec.run_id
 
 
 def test_reading_a_run_file_while_wandb_still_writes_it_sees_a_prefix(smoke_run, tmp_path):
     rec = next(r for r in load_records(smoke_run[0].paths.runs) if r.method == "prune.magnitude")
-    [run_file] = Path(rec.wandb["dir"]).glob("*.wandb")
+    [run_file] = Path(rec.wandb.dir).glob("*.wandb")
     data = run_file.read_bytes()
     full = read_offline_summary(run_file.parent)
     for cut in range(7, len(data), max(1, len(data) // 97)):   # torn at header, inside a chunk, between chunks

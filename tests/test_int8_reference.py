@@ -336,10 +336,11 @@ def run_probe(tmp_path: Path, int8_model: OnnxModel, inputs: np.ndarray, emulate
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_avx2_without_vnni_saturates_and_the_default_config_makes_it_exact(tmp_path, int8_model, inputs):
     """ONNX Runtime on an emulated Haswell (AVX2, no VNNI): without the entry its U8S8 kernel saturates int16
     pair sums and differs from the exact reference; slimbench's probe sees that and sets the entry, and the output
-    is exact. Emulation makes timings meaningless; only the numbers are compared (~5 s)."""
+    is exact. Emulation makes timings meaningless; only the numbers are compared."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("needs an x86-64 host to emulate an x86-64 CPU without VNNI")
     if shutil.which(QEMU) is None:

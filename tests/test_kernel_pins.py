@@ -46,6 +46,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
     return a, b, c, records
 
 
+@pytest.mark.slow
 def test_the_command_pins_every_figure_but_latency(three_runs):
     _, _, _, (pinned, _, native) = three_runs
     for rec in pinned:
@@ -59,6 +60,7 @@ def test_the_command_pins_every_figure_but_latency(three_runs):
         assert rec["hardware"]["torch_cpu_capability"] == "DEFAULT"
 
 
+@pytest.mark.slow
 def test_same_pins_reproduce_bit_for_bit(three_runs, tmp_path: Path):
     a, b, _, (ra, rb, _) = three_runs
     assert [r["artifact"]["sha256"] for r in ra] == [r["artifact"]["sha256"] for r in rb]
@@ -67,6 +69,7 @@ def test_same_pins_reproduce_bit_for_bit(three_runs, tmp_path: Path):
     assert out.stdout.strip().splitlines()[-1].startswith("reproduced: 2 cells bit for bit with pinned AVX2 kernels")
 
 
+@pytest.mark.slow
 def test_other_kernels_give_other_weights_and_an_exact_comparison_catches_them(three_runs, tmp_path: Path):
     a, _, c, (ra, _, rc) = three_runs
     assert [r["artifact"]["sha256"] for r in ra] != [r["artifact"]["sha256"] for r in rc]
@@ -94,8 +97,7 @@ import os, json
 from slimbench.core import kernels
 kernels.pin(os.environ)
 import torch
-from slimbench.deploy.latency import MeasureConfig
-from slimbench.deploy.native_latency import measure_latency, probe
+from slimbench.deploy.latency import MeasureConfig, measure_latency, probe
 model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3))
 model(torch.zeros(1, 1, 8, 8))
 _, used = measure_latency(model.eval(), None, "eager", {"b1": torch.zeros(1, 1, 8, 8)},
@@ -104,6 +106,7 @@ print(json.dumps({"here": torch.backends.cpu.get_cpu_capability(), "used": used.
 """
 
 
+@pytest.mark.slow
 def test_eager_latency_is_timed_without_the_pins():
     native = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                             env=_clean_env(), capture_output=True, text=True, timeout=60).stdout.strip()
@@ -142,6 +145,7 @@ QEMU = "qemu-x86_64-static"
 
 @pytest.mark.skipif(__import__("shutil").which(QEMU) is None,
                     reason=f"{QEMU} is absent: apt-get install qemu-user-static (./reproduce.sh test installs it)")
+@pytest.mark.slow
 def test_the_pins_give_the_same_gradients_on_intel_and_amd_cpus():
     """One training step's gradients (convolutions through oneDNN, linear layers through MKL) under the pins: this
     CPU, an emulated Intel Haswell and an emulated AMD EPYC-Rome agree bit for bit. With MKL's AVX2 branch instead
@@ -163,7 +167,7 @@ def test_a_report_flags_a_suite_whose_records_mix_numerics():
     from slimbench.harness.run.records import load_records
 
     pinned = load_records(Path(__file__).parent.parent / "results" / "quick" / "runs")[:2]
-    assert {r.hardware["kernels"]["numerics"] for r in pinned} == {"pinned-avx2"}
+    assert {r.hardware.kernels.numerics for r in pinned} == {"pinned-avx2"}
     assert mixed_numerics_note(pinned) is None and "pinned to AVX2" in numerics_line(pinned)
     native = json.loads(json.dumps(pinned[1].to_dict()))
     del native["hardware"]["kernels"]                     # a record from before pinning

@@ -104,6 +104,7 @@ def test_no_circular_imports():
             visit(module)
 
 
+@pytest.mark.slow
 def test_the_rooms_import_cleanly_one_by_one():
     """Each room imports on its own in a fresh interpreter (no hidden reliance on import order)."""
     import subprocess

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from record_parts import band, compression, metrics, reference
+from slimbench.harness.run.record_parts import GitState, Hardware, Provenance
 from slimbench.harness.run.records import RunRecord, write_record
 from slimbench.harness.report.build import build_report, leaderboard_rows, pareto_front
 
@@ -16,22 +18,18 @@ def _record(task: str, model: str, method: str, seed: int, acc: float, stored: i
             params: dict | None = None, ref_acc: float = 0.9) -> RunRecord:
     family = "baseline" if method == "baseline" else "pruning"
     params = params or {}
-    metrics = {} if status != "ok" else {
-        "accuracy": acc, "macro_f1": acc - 0.01, "params": 100, "nonzero_params": 50, "stored_bytes": stored,
-        "gzip_bytes": stored, "macs": 1000, "latency_b1_ms": 1.0, "latency_bn_ms": 10.0, "runtime": "eager",
-        "latency_batch": 64,
-        "speedup": {"eager": {"b1": {"ratio": 1.0, "low": 0.9, "high": 1.1}, "bn": {"ratio": 1.0, "low": 0.95, "high": 1.05}}}}
-    reference = {} if status != "ok" else {"accuracy": ref_acc, "stored_bytes": 4000, "latency_b1_ms": 1.0,
-                                            "latency_bn_ms": 10.0}
-    compression = {} if status != "ok" else {"label": "dense", "storage": "sparse", "compute": "masked",
-                                              "verified": True, "requested": {}, "achieved": {}}
+    ok = status == "ok"
     return RunRecord(
         run_id=f"{task}-{model}-{method}-{seed}-{len(params)}", suite="t", status=status, task=task, model=model,
         method=method, family=family, seed=seed, config={"method": {"name": method, "params": params}, "versions": {},
                                                           "measure": {"threads": 1}},
-        metrics=metrics, reference=reference, compression=compression,
+        metrics=metrics(accuracy=acc, macro_f1=acc - 0.01, nonzero_params=50, stored_bytes=stored, gzip_bytes=stored,
+                        latency_b1_ms=1.0, latency_bn_ms=10.0,
+                        speedup={"eager": {"b1": band(1.0, 0.9, 1.1), "bn": band(1.0, 0.95, 1.05)}}) if ok else None,
+        reference=reference(accuracy=ref_acc, stored_bytes=4000, latency_b1_ms=1.0, latency_bn_ms=10.0) if ok else None,
+        compression=compression("sparse", "masked", baseline=method == "baseline") if ok else None,
         details={"params_given": params, **({"error": "RuntimeError: out of memory"} if status != "ok" else {})},
-        git={"commit": "abc", "dirty": False}, hardware={"cpu": "test", "logical_cpus": 2})
+        provenance=Provenance(git=GitState(commit="abc", dirty=False)), hardware=Hardware(cpu="test", logical_cpus=2))
 
 
 @pytest.fixture
@@ -52,12 +50,12 @@ def suite_dir(tmp_path: Path) -> Path:
 
 def test_a_row_is_the_mean_and_std_of_its_records(suite_dir: Path):
     rows = build_report(suite_dir)
-    row = next(r for r in rows if r["task"] == "vision" and r["method"] == "prune.magnitude")
-    assert row["seeds"] == "0 1"
-    assert row["accuracy"] == pytest.approx(statistics.fmean([0.85, 0.89]))
-    assert row["accuracy_std"] == pytest.approx(statistics.stdev([0.85, 0.89]))
-    assert row["delta_accuracy"] == pytest.approx(statistics.fmean([0.85 - 0.90, 0.89 - 0.92]))
-    assert row["compression_x"] == pytest.approx(8.0)
+    row = next(r for r in rows if r.task == "vision" and r.method == "prune.magnitude")
+    assert row.seeds == "0 1"
+    assert row.accuracy == pytest.approx(statistics.fmean([0.85, 0.89]))
+    assert row.accuracy_std == pytest.approx(statistics.stdev([0.85, 0.89]))
+    assert row.delta_accuracy == pytest.approx(statistics.fmean([0.85 - 0.90, 0.89 - 0.92]))
+    assert row.compression_x == pytest.approx(8.0)
 
 
 def test_the_method_table_lists_every_task_and_model_it_ran_on_failed_ones_included(suite_dir: Path):
@@ -103,4 +101,4 @@ def test_failed_records_never_enter_the_means(suite_dir: Path):
     from slimbench.harness.run.records import load_records
 
     rows = leaderboard_rows(load_records(suite_dir / "runs"))
-    assert not [r for r in rows if r["task"] == "speech" and r["method"] == "prune.magnitude"]
+    assert not [r for r in rows if r.task == "speech" and r.method == "prune.magnitude"]

@@ -10,17 +10,14 @@ import torch
 from torch import nn
 
 from slimbench.baselines import build_model
-from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.layers import TokenEmbeddingMap
-from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
 from slimbench.methods.lowrank import energy_rank, retained, svd_factorize, tucker2_factorize
-from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task
-from tests.conftest import method_context
+from tests.conftest import method_context, train_tiny
 
 
 
@@ -36,15 +33,9 @@ def small_net(classes: int = 10) -> nn.Sequential:
 
 
 @pytest.fixture(scope="module")
-def digits() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits: Task) -> nn.Module:
-    torch.manual_seed(0)
-    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.01, channels_last=False)
-    return fit(small_net(digits.num_classes), digits, cfg, seed=0, progress=False).model.eval()
+def trained(task: Task) -> nn.Module:
+    """small_net rather than tiny-cnn: it holds every kind of layer the factorizations tell apart."""
+    return train_tiny(task, lambda: small_net(task.num_classes), epochs=3)
 
 
 def make_ctx(task: Task, model: nn.Module, finetune=None) -> MethodContext:
@@ -102,8 +93,8 @@ def test_energy_rank_is_the_smallest_rank_keeping_that_energy():
 
 
 # -- the methods -------------------------------------------------------------------------------------------
-def test_svd_halves_the_factorized_layers_and_saves_macs(trained, digits):
-    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False)
+def test_svd_halves_the_factorized_layers_and_saves_macs(trained, task):
+    out = apply("lowrank.svd", trained, task, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False)
     layers = {row["layer"]: row for row in out.details["layers"]}
     assert set(layers) == {"3", "12"}                     # the strided 1×1 conv and the hidden Linear
     assert out.details["skipped"] == {"14": "classifier (include_classifier: false)"}
@@ -114,12 +105,12 @@ def test_svd_halves_the_factorized_layers_and_saves_macs(trained, digits):
         assert after <= before / 2
     assert isinstance(out.model[3], nn.Sequential) and out.model[3][0].stride == (2, 2)
     assert type(out.model[8]) is nn.Conv2d and torch.equal(out.model[8].weight, trained[8].weight)  # k×k: Tucker's
-    example = digits.example_input(1)
+    example = task.example_input(1)
     assert out.achieved["macs"] == count_macs(out.model, example) < count_macs(trained, example)
     assert out.compute == "physical" and out.achieved["factorized_params_ratio"] >= 2.0
 
 
-def test_global_svd_allocation_spends_ranks_where_energy_is_and_keeps_the_shared_budget(trained, digits):
+def test_global_svd_allocation_spends_ranks_where_energy_is_and_keeps_the_shared_budget(trained, task):
     """Two layers, one with a spectrum that falls fast: the shared budget gives it a lower rank than the flat one,
     keeps more total energy than halving each layer, and the factorized layers together are at most half."""
     from slimbench.methods.lowrank import global_svd_ranks
@@ -132,7 +123,7 @@ def test_global_svd_allocation_spends_ranks_where_energy_is_and_keeps_the_shared
     per_layer = retained(fast, 8) + retained(flat, 8)            # params_ratio 2 per layer: rank 8 each
     assert retained(fast, ranks["fast"]) + retained(flat, ranks["flat"]) > per_layer
 
-    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
+    out = apply("lowrank.svd", trained, task, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
                 allocation="global")
     before = sum(row["params_before"] for row in out.details["layers"])
     after = sum(row["params_after"] for row in out.details["layers"])
@@ -142,28 +133,28 @@ def test_global_svd_allocation_spends_ranks_where_energy_is_and_keeps_the_shared
         build_method("lowrank.svd", {"energy": 0.9, "allocation": "global"})
 
 
-def test_whitened_svd_is_exact_at_full_rank_and_loses_less_output_on_data_when_truncated(trained, digits):
+def test_whitened_svd_is_exact_at_full_rank_and_loses_less_output_on_data_when_truncated(trained, task):
     """W = U·S·(Vh·L⁻¹) exactly, so full rank reproduces the layer; truncated, it discards the directions the
     training inputs use least, so the layer's output error on data is below the plain SVD's at the same rank."""
     from slimbench.methods.lowrank import input_cholesky
 
     method = build_method("lowrank.svd", {"whiten": True, "params_ratio": 2.0})
     layer = trained[3]                                   # the strided 1×1 conv, 24 → 48
-    chol = input_cholesky(trained, [("3", layer)], digits.calibration_dataloader(256))["3"]
-    x = torch.relu(trained[1](trained[0](digits.val.x[:200])))    # the layer's real inputs
+    chol = input_cholesky(trained, [("3", layer)], task.calibration_dataloader(256))["3"]
+    x = torch.relu(trained[1](trained[0](task.val.x[:200])))    # the layer's real inputs
     full = svd_factorize(layer, 24, method.factors(layer, chol))
     assert torch.allclose(full(x), layer(x), atol=1e-5)
     errors = {}
     for name, factors in (("plain", None), ("whitened", method.factors(layer, chol))):
         errors[name] = (svd_factorize(layer, 6, factors)(x) - layer(x)).norm().item()
     assert errors["whitened"] < 0.9 * errors["plain"], errors
-    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
+    out = apply("lowrank.svd", trained, task, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False,
                 whiten=True, allocation="global")
     assert out.achieved["factorized_params_ratio"] >= 2.0
 
 
-def test_tucker_halves_dense_kxk_convs_and_leaves_depthwise(trained, digits):
-    out = apply("lowrank.tucker", trained, digits, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False)
+def test_tucker_halves_dense_kxk_convs_and_leaves_depthwise(trained, task):
+    out = apply("lowrank.tucker", trained, task, ctx_finetune=no_finetune, params_ratio=2.0, finetune=False)
     layers = {row["layer"]: row for row in out.details["layers"]}
     assert set(layers) == {"0", "8"}                      # never the depthwise conv "6"
     assert type(out.model[6]) is nn.Conv2d and out.model[6].groups == 48
@@ -171,28 +162,28 @@ def test_tucker_halves_dense_kxk_convs_and_leaves_depthwise(trained, digits):
         seq = out.model.get_submodule(name)
         assert isinstance(seq, nn.Sequential) and all(type(m) is nn.Conv2d for m in seq)
         assert count_params(seq)[0] <= count_params(trained.get_submodule(name))[0] / 2
-    example = digits.example_input(1)
+    example = task.example_input(1)
     assert count_macs(out.model, example) < count_macs(trained, example)
     # the 1-channel stem has no input mode to compress: its Tucker form is the core then one 1×1
     assert len(out.model[0]) == 2 and layers["0"]["rank_in"] == 1
 
 
 @pytest.mark.parametrize("name", ["lowrank.svd", "lowrank.tucker"])
-def test_fine_tuned_factorized_model_reloads_to_identical_outputs(name, trained, digits):
-    out = apply(name, trained, digits, params_ratio=2.0)
+def test_fine_tuned_factorized_model_reloads_to_identical_outputs(name, trained, task):
+    out = apply(name, trained, task, params_ratio=2.0)
     buf = io.BytesIO()
     torch.save({"structure": describe(out.model), "state": out.model.state_dict()}, buf)
     buf.seek(0)
     saved = torch.load(buf, weights_only=True)
-    fresh = load_into(small_net(digits.num_classes), saved["structure"], saved["state"]).eval()
-    x = digits.val.x[:32]
+    fresh = load_into(small_net(task.num_classes), saved["structure"], saved["state"]).eval()
+    x = task.val.x[:32]
     with torch.no_grad():
         assert torch.equal(fresh(x), out.model.eval()(x))
     assert count_params(fresh) == count_params(out.model)
 
 
-def test_energy_rule_keeps_at_least_that_energy(trained, digits):
-    out = apply("lowrank.svd", trained, digits, ctx_finetune=no_finetune, energy=0.8, include_classifier=True,
+def test_energy_rule_keeps_at_least_that_energy(trained, task):
+    out = apply("lowrank.svd", trained, task, ctx_finetune=no_finetune, energy=0.8, include_classifier=True,
                 finetune=False)
     rows = out.details["layers"]
     assert rows and out.requested == {"energy": 0.8}
@@ -203,12 +194,12 @@ def test_energy_rule_keeps_at_least_that_energy(trained, digits):
     assert "14" in considered
 
 
-def test_nothing_to_factorize_is_refused_before_fine_tuning(digits):
+def test_nothing_to_factorize_is_refused_before_fine_tuning(task):
     # a 1×1 conv too narrow to shrink (1→4), a depthwise conv, and the classifier
     model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 3, groups=4), nn.Flatten(), nn.Linear(144, 10))
     for name in ("lowrank.svd", "lowrank.tucker"):
         with pytest.raises(NotApplicableError, match="nothing to factorize"):
-            apply(name, model, digits, ctx_finetune=no_finetune, params_ratio=2.0)
+            apply(name, model, task, ctx_finetune=no_finetune, params_ratio=2.0)
 
 
 def test_text_embedding_is_never_factorized():

@@ -14,9 +14,6 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from slimbench.baselines import build_model
-from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import ConfigError
 from slimbench.deploy.onnx_export import optimized_op_counts, session_options
 from slimbench.deploy.packing import pack_state_dict
@@ -24,23 +21,10 @@ from slimbench.deploy.runtimes import stored_form
 from slimbench.methods import MethodContext, build_method
 from slimbench.methods.mixed_precision import keep_float
 from slimbench.methods.quantization import StaticInt8Params, static_int8_graph
-from slimbench.tasks import build_task
 from slimbench.tasks.base import MethodView, Task
 
 CALIBRATION = 128
-
-
-@pytest.fixture(scope="module")
-def digits() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits: Task) -> nn.Module:
-    torch.manual_seed(0)
-    model = build_model("tiny-cnn", digits.spec, digits.num_classes, {"width": 16})
-    cfg = TrainConfig(epochs=4, batch_size=64, lr=0.01, channels_last=False)
-    return fit(model, digits, cfg, seed=0, progress=False).model.eval()
+TRAINED = {"width": 16, "epochs": 4}   # the `trained` fixture's tiny-cnn
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +64,8 @@ def kernels_by_weight(onnx_bytes: bytes) -> tuple[set[str], int]:
 
 
 @pytest.fixture(scope="module")
-def protected(sensitive: nn.Module, digits: Task):
-    return mixed(sensitive, digits)   # default budget: no validation accuracy lost
+def protected(sensitive: nn.Module, task: Task):
+    return mixed(sensitive, task)   # default budget: no validation accuracy lost
 
 
 def test_per_layer_table_is_complete_and_the_sensitive_layer_stays_float(protected, sensitive):
@@ -112,9 +96,9 @@ def test_int8_layers_run_int8_kernels_and_float_layers_float_kernels(protected):
     assert protected.runtime == "onnxruntime" and protected.achieved["float_layers"] == 1
 
 
-def test_stored_size_lies_between_all_int8_and_float32(protected, sensitive, digits):
+def test_stored_size_lies_between_all_int8_and_float32(protected, sensitive, task):
     ptq = build_method("quant.ptq_int8", {"calibration_samples": CALIBRATION}).apply(copy.deepcopy(sensitive),
-                                                                                      ctx_for(digits))
+                                                                                      ctx_for(task))
     fp32 = pack_state_dict(sensitive.state_dict()).nbytes
     int8 = stored_form(ptq.model).nbytes
     size = stored_form(protected.model).nbytes
@@ -122,16 +106,16 @@ def test_stored_size_lies_between_all_int8_and_float32(protected, sensitive, dig
     assert size - int8 >= 3 * 320 - 64      # the float classifier's 4-byte weights instead of 1-byte ones (± scales)
 
 
-def test_loss_budget_keeps_exactly_the_sensitive_layer_float(sensitive, digits):
-    out = mixed(sensitive, digits, max_loss_increase=0.2, sensitivity_samples=100)
+def test_loss_budget_keeps_exactly_the_sensitive_layer_float(sensitive, task):
+    out = mixed(sensitive, task, max_loss_increase=0.2, sensitivity_samples=100)
     assert {r["layer"] for r in out.details["layers"] if r["precision"] == "float32"} == {"8"}
     assert out.details["validation"]["samples"] == 100
     search = {s["float_layers"]: s["loss_increase"] for s in out.details["search"]}
     assert search[0] > 0.2 >= search[1] == out.achieved["val_loss_increase"]   # all-int8 misses, one float meets
 
 
-def test_int8_fraction_moves_the_most_sensitive_layers_to_float_while_the_share_allows(sensitive, digits):
-    out = mixed(sensitive, digits, int8_fraction=0.5)
+def test_int8_fraction_moves_the_most_sensitive_layers_to_float_while_the_share_allows(sensitive, task):
+    out = mixed(sensitive, task, int8_fraction=0.5)
     rows = out.details["layers"]
     order = sorted(rows, key=lambda r: -r["loss_increase"])
     total = sum(r["params"] for r in rows)
@@ -142,15 +126,15 @@ def test_int8_fraction_moves_the_most_sensitive_layers_to_float_while_the_share_
     assert k < len(rows) and (int8 - order[k]["params"]) / total < 0.5                      # and the longest
 
 
-def test_an_excluded_layer_between_int8_layers_really_stays_float(trained, digits):
+def test_an_excluded_layer_between_int8_layers_really_stays_float(trained, task):
     """Without keep_float ONNX Runtime quantizes the excluded conv itself (per-tensor) and runs it in int8."""
-    with static_int8_graph(trained, MethodView(digits), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
+    with static_int8_graph(trained, MethodView(task), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
         excluded = graph.quantize(nodes_to_exclude=["/3/Conv"])
     assert optimized_op_counts(excluded).get("QLinearConv") == 2         # the runtime's own int8 for "/3/Conv"
     kept = keep_float(excluded, {"/3/Conv"})
     int8, floats = kernels_by_weight(kept)
     assert int8 == {"ConvBnFusion_W_0.weight_quantized", "8.weight_quantized"} and floats == 1
-    x = digits.val.x[:64].numpy()
+    x = task.val.x[:64].numpy()
 
     def run(data: bytes) -> np.ndarray:
         session = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])
@@ -179,12 +163,12 @@ def test_mixed_precision_leaves_an_onnx_graph_no_torch_method_can_follow():
     assert method.budget == {"max_accuracy_drop": 0.0}
 
 
-def test_ops_without_weights_next_to_a_float_layer_stay_float(trained, digits):
+def test_ops_without_weights_next_to_a_float_layer_stay_float(trained, task):
     """With every layer but the classifier float, only the classifier's neighbourhood is quantized: no Relu that
     touches a float conv rounds its activations to int8."""
     from slimbench.methods.mixed_precision import MixedPrecision, int8_neighbourhood, weight_layers
 
-    with static_int8_graph(trained, MethodView(digits), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
+    with static_int8_graph(trained, MethodView(task), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
         layers = weight_layers(graph.float_bytes, {name for name, _ in trained.named_modules()})
         weight_nodes = {l.node for l in layers}
         gemm = next(l.node for l in layers if l.op == "Gemm")

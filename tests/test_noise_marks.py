@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from slimbench.harness.report.build import _attach_baseline_spread, _significant, delta_cell, speedup_cell
+from record_parts import leaderboard_row
+from slimbench.harness.report.build import _significant, delta_cell, speedup_cell, with_baseline_spread
+from slimbench.harness.report.rows import LeaderboardRow
 
 
-def _row(family: str, seeds: str, acc: float, std: float, delta: float = 0.0, significant: bool = False) -> dict:
-    return {"task": "t", "model": "m", "_family": family, "seeds": seeds, "accuracy": acc, "accuracy_std": std,
-            "delta_accuracy": delta, "delta_significant": significant}
+def _row(family: str, seeds: str, acc: float, std: float, delta: float = 0.0,
+         significant: bool = False) -> LeaderboardRow:
+    return leaderboard_row(family=family, seeds=seeds, accuracy=acc, accuracy_std=std, delta_accuracy=delta,
+                           delta_significant=significant)
 
 
 def test_paired_deltas_count_only_beyond_both_spreads():
@@ -20,13 +23,13 @@ def test_a_one_seed_row_is_judged_against_its_baselines_seed_spread():
     base = _row("baseline", "0 1 2", 0.89, 0.004)
     small = _row("quantization", "0", 0.888, 0.0, delta=-0.002)
     cliff = _row("pruning", "0", 0.78, 0.0, delta=-0.11)
-    rows = [base, small, cliff]
-    _attach_baseline_spread(rows)
+    _, small, cliff = with_baseline_spread([base, small, cliff])
+    assert small.baseline_accuracy_std == 0.004 and small.baseline_seeds == 3
     assert delta_cell(small) == "-0.20 (1 seed, inside baseline spread)"
     assert delta_cell(cliff) == "-11.00 (1 seed, > 2σ baseline)"
     lone = _row("pruning", "0", 0.78, 0.0, delta=-0.11)
-    _attach_baseline_spread([_row("baseline", "0", 0.89, 0.0), lone])   # one baseline seed: no spread to judge by
-    assert delta_cell(lone) == "-11.00 (1 seed)"
+    _, lone = with_baseline_spread([_row("baseline", "0", 0.89, 0.0), lone])   # one baseline seed: no spread to judge
+    assert lone.baseline_accuracy_std is None and delta_cell(lone) == "-11.00 (1 seed)"
 
 
 def test_a_speedup_band_containing_one_reads_as_noise():

@@ -47,6 +47,7 @@ def test_wheel_holds_one_namespace_with_suites_and_claims(wheel: Path):
     assert "slimbench = slimbench.harness.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
+@pytest.mark.slow
 def test_installed_wheel_runs_from_any_directory(wheel: Path, tmp_path: Path):
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",

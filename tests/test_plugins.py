@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow   # each test installs or imports a plugin in a fresh process
+
 PLUGIN_CODE = '''
 """A plugin outside slimbench: one task and one method."""
 from dataclasses import dataclass
@@ -84,10 +86,11 @@ def _check_results(root: Path, prefix: str, source_kind: str) -> None:
     assert {r["method"] for r in records} == {"baseline", f"{prefix}.halve"}
     halve = next(r for r in records if r["method"] == f"{prefix}.halve")
     assert halve["status"] == "ok"
-    kinds = {p["kind"] for p in halve["plugins"]}
-    assert kinds == {source_kind}, halve["plugins"]
-    assert all(p.get("version") or p.get("sha256") for p in halve["plugins"])
-    assert halve["config"]["plugins"] == halve["plugins"]   # a changed plugin is a new run_id
+    plugins = halve["provenance"]["plugins"]
+    kinds = {p["kind"] for p in plugins}
+    assert kinds == {source_kind}, plugins
+    assert all(p.get("version") or p.get("sha256") for p in plugins)
+    assert halve["config"]["plugins"] == plugins   # a changed plugin is a new run_id
 
 
 def test_entry_point_plugin_package_runs_without_editing_slimbench(tmp_path: Path):
@@ -119,7 +122,7 @@ def test_entry_point_plugin_package_runs_without_editing_slimbench(tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     _check_results(work / "res" / "ep-suite", "ep", "entry-point")
     records = [json.loads(p.read_text()) for p in (work / "res" / "ep-suite" / "runs").glob("*.json")]
-    assert {p.get("version") for r in records for p in r["plugins"]} == {"0.3.1"}
+    assert {p.get("version") for r in records for p in r["provenance"]["plugins"]} == {"0.3.1"}
 
 
 def test_import_option_and_suite_imports_run_a_plugin_file(tmp_path: Path):

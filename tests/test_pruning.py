@@ -22,22 +22,10 @@ from slimbench.methods import MethodContext, build_method
 from slimbench.methods.channel_pruning import (Layout, global_ratios, group_scores, make_importance, plan_pruning,
                                                pruned_copy, round_budget, widths)
 from slimbench.methods.pruning import lamp_counts, polynomial_sparsity, prunable_weights, schedule_batches
-from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
 
 FINETUNE = TrainConfig(epochs=2, batch_size=64, lr=0.002, channels_last=False)
-
-
-@pytest.fixture(scope="module")
-def task() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(task: Task) -> nn.Module:
-    torch.manual_seed(0)
-    model = build_model("tiny-cnn", task.spec, task.num_classes, {"width": 16})
-    return fit(model, task, TrainConfig(epochs=3, batch_size=64, lr=0.01, channels_last=False), seed=0).model.eval()
+TRAINED = {"width": 16, "epochs": 3}   # the `trained` fixture's tiny-cnn
 
 
 class Calls:
@@ -303,6 +291,7 @@ def test_keeping_shared_channels_prunes_only_inside_blocks(name, shared):
         assert out.model(x).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_channel_pruning_reaches_a_macs_target_inside_blocks_alone():
     model = build_model("mobilenetv2", SMALL, 10).eval()
     x = probe_context(SMALL).task.example_input(1)
@@ -314,6 +303,7 @@ def test_channel_pruning_reaches_a_macs_target_inside_blocks_alone():
         plan_pruning(model, x, layout, macs_ratio=1000.0, round_to=8, keep_shared=True)
 
 
+@pytest.mark.slow
 def test_a_global_ranking_prunes_where_channels_matter_least():
     """allocation: global: one ranking over every group's normalised scores, so a group with half its channels dead
     (zero weights) loses those first and more than the others, each group keeping its floor, MACs target met."""

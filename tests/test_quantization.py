@@ -12,9 +12,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from slimbench.baselines import build_model
-from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.layers import TokenEmbeddingMap
-from slimbench.baselines.training import fit
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.harness.measure.quality import evaluate
 from slimbench.deploy.runtimes import stored_form
@@ -26,24 +24,12 @@ from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task
 from tests.conftest import method_context
 
+# the `trained` fixture's tiny-cnn: enough weights (~45k) that per-channel scales are a small share of its storage
+TRAINED = {"width": 48, "epochs": 6}
 
 
 def make_ctx(task: Task, model: nn.Module) -> MethodContext:
     return method_context(task, model, fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
-
-
-@pytest.fixture(scope="module")
-def digits_task() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(digits_task: Task) -> nn.Module:
-    """A tiny CNN with enough weights (~45k) that per-channel scales are a small share of its storage."""
-    torch.manual_seed(0)
-    model = build_model("tiny-cnn", digits_task.spec, digits_task.num_classes, {"width": 48})
-    cfg = TrainConfig(epochs=6, batch_size=64, lr=0.01, channels_last=False)
-    return fit(model, digits_task, cfg, seed=0, progress=False).model.eval()
 
 
 def apply(name: str, model: nn.Module, task: Task, **params):
@@ -53,8 +39,8 @@ def apply(name: str, model: nn.Module, task: Task, **params):
 
 
 @pytest.fixture(scope="module")
-def ptq(trained: nn.Module, digits_task: Task):
-    return apply("quant.ptq_int8", trained, digits_task, calibration_samples=256)
+def ptq(trained: nn.Module, task: Task):
+    return apply("quant.ptq_int8", trained, task, calibration_samples=256)
 
 
 def weight_dequantizers(onnx_bytes: bytes) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
@@ -85,7 +71,7 @@ def test_ptq_weights_are_int8_per_channel_symmetric_and_run_in_int8_kernels(ptq,
     assert ptq.achieved["int8_weight_fraction"] == 1.0 and ptq.achieved["per_channel_weight_tensors"] == 3
 
 
-def test_ptq_storage_is_int8_about_4x_smaller_and_the_artifact_rebuilds(ptq, trained, digits_task):
+def test_ptq_storage_is_int8_about_4x_smaller_and_the_artifact_rebuilds(ptq, trained, task):
     fp32 = pack_state_dict(trained.state_dict())
     packed = stored_form(ptq.model)
     assert fp32.nbytes / packed.nbytes > 3.5
@@ -95,18 +81,18 @@ def test_ptq_storage_is_int8_about_4x_smaller_and_the_artifact_rebuilds(ptq, tra
     torch.save(packed.to_payload(), buf)
     buf.seek(0)
     rebuilt = OnnxModel(onnx_from_payload(torch.load(buf, weights_only=True)))
-    x = digits_task.test.x[:16]
+    x = task.test.x[:16]
     assert torch.equal(rebuilt(x), ptq.model(x))
 
 
-def test_int8_accuracy_is_within_a_few_points_of_fp32(ptq, trained, digits_task):
-    fp32_acc, _ = evaluate(trained, digits_task)
-    int8_acc, _ = evaluate(ptq.model, digits_task)
+def test_int8_accuracy_is_within_a_few_points_of_fp32(ptq, trained, task):
+    fp32_acc, _ = evaluate(trained, task)
+    int8_acc, _ = evaluate(ptq.model, task)
     assert fp32_acc > 0.8
     assert abs(int8_acc - fp32_acc) < 0.03
 
 
-def test_calibration_reads_training_samples_only(trained, digits_task, monkeypatch):
+def test_calibration_reads_training_samples_only(trained, monkeypatch):
     seen: list[np.ndarray] = []
     original = LoaderCalibrationReader.get_next
 
@@ -137,26 +123,26 @@ def test_calibration_reads_training_samples_only(trained, digits_task, monkeypat
 
 
 @pytest.mark.parametrize("name,dtype", [("quant.fp16", torch.float16), ("quant.bf16", torch.bfloat16)])
-def test_16_bit_floats_halve_storage(name, dtype, trained, digits_task):
-    out = apply(name, trained, digits_task)
+def test_16_bit_floats_halve_storage(name, dtype, trained, task):
+    out = apply(name, trained, task)
     fp32 = pack_state_dict(trained.state_dict()).nbytes
     packed = stored_form(out.model)
     assert 1.9 < fp32 / packed.nbytes < 2.2
     assert {t.dtype for t in packed.tensors.values() if t.is_floating_point()} == {dtype}
-    x = digits_task.test.x[:64]
+    x = task.test.x[:64]
     with torch.inference_mode():
         assert out.model(x).dtype == torch.float32
         agree = (out.model(x).argmax(1) == trained(x).argmax(1)).float().mean()
     assert agree > 0.95
 
 
-def test_qat_fine_tunes_then_converts_to_the_same_int8_form(trained, digits_task):
-    out = apply("quant.qat_int8", trained, digits_task, calibration_samples=128)
+def test_qat_fine_tunes_then_converts_to_the_same_int8_form(trained, task):
+    out = apply("quant.qat_int8", trained, task, calibration_samples=128)
     assert out.runtime == "onnxruntime" and out.compute == "physical" and out.details["qat"]["epochs"] == 1
     weights = weight_dequantizers(out.model.onnx_bytes)
     assert len(weights) == 3 and all(w.dtype == np.int8 and s.size == w.shape[0] for w, s, _, _ in weights)
-    acc, _ = evaluate(out.model, digits_task)
-    fp32_acc, _ = evaluate(trained, digits_task)
+    acc, _ = evaluate(out.model, task)
+    fp32_acc, _ = evaluate(trained, task)
     assert acc > fp32_acc - 0.05
 
 
@@ -186,8 +172,8 @@ def test_dynamic_int8_quantizes_embedding_and_linear_of_a_text_model():
     assert pack_state_dict(model.state_dict()).nbytes / stored_form(out.model).nbytes > 3.5
 
 
-def test_mostly_float_dynamic_model_is_not_labelled_int8(trained, digits_task):
-    out = apply("quant.dynamic_int8", trained, digits_task)   # only the Linear: the convolutions stay float
+def test_mostly_float_dynamic_model_is_not_labelled_int8(trained, task):
+    out = apply("quant.dynamic_int8", trained, task)   # only the Linear: the convolutions stay float
     assert out.achieved["int8_weight_fraction"] < 0.1 and out.compute == "dense"
     assert "float kernels for the rest" in out.details["deployed"]
     assert sorted(out.details["float_weights"]) == ["0.weight", "3.weight"]
@@ -206,22 +192,22 @@ class DataDependent(nn.Module):
         return -self.fc(x.flatten(1))
 
 
-def test_unexportable_model_is_a_clear_error_never_a_silent_fp32(digits_task):
+def test_unexportable_model_is_a_clear_error_never_a_silent_fp32(task):
     with pytest.raises(NotApplicableError, match="cannot be exported to ONNX"):
-        apply("quant.ptq_int8", DataDependent().eval(), digits_task, calibration_samples=32)
+        apply("quant.ptq_int8", DataDependent().eval(), task, calibration_samples=32)
 
 
-def test_model_without_quantizable_layers_is_refused(digits_task):
+def test_model_without_quantizable_layers_is_refused(task):
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.ReLU()).eval()
     with pytest.raises(NotApplicableError, match="quantized no weights"):
-        apply("quant.ptq_int8", model, digits_task, calibration_samples=32)
+        apply("quant.ptq_int8", model, task, calibration_samples=32)
     with pytest.raises(NotApplicableError, match="quantized no weights"):
-        apply("quant.dynamic_int8", nn.Sequential(nn.Conv2d(1, 4, 3)).eval(), digits_task)
+        apply("quant.dynamic_int8", nn.Sequential(nn.Conv2d(1, 4, 3)).eval(), task)
 
 
-def test_bf16_has_no_onnxruntime_path(trained, digits_task):
+def test_bf16_has_no_onnxruntime_path(trained, task):
     with pytest.raises(NotApplicableError, match="runtime: eager"):
-        apply("quant.bf16", trained, digits_task, runtime="onnxruntime")
+        apply("quant.bf16", trained, task, runtime="onnxruntime")
 
 
 @pytest.mark.parametrize("name,params,match", [
@@ -245,7 +231,7 @@ def test_quantization_methods_declare_the_form_they_leave(name, form):
     assert method.consumes == frozenset({"float"}) and method.produces == form != "float"
 
 
-def test_calibration_runs_once_and_later_quantizations_reuse_its_ranges(trained, digits_task, monkeypatch):
+def test_calibration_runs_once_and_later_quantizations_reuse_its_ranges(trained, task, monkeypatch):
     from slimbench.methods.quantization import StaticInt8Params, static_int8_graph
 
     batches = []
@@ -257,7 +243,7 @@ def test_calibration_runs_once_and_later_quantizations_reuse_its_ranges(trained,
         return batch
 
     monkeypatch.setattr(LoaderCalibrationReader, "get_next", counting)
-    with static_int8_graph(trained, digits_task, StaticInt8Params(calibration_samples=128)) as graph:
+    with static_int8_graph(trained, task, StaticInt8Params(calibration_samples=128)) as graph:
         first = graph.quantize()
         calibrated = sum(batches)
         assert graph.quantize() == first and sum(batches) == calibrated > 0   # same ranges, no second pass

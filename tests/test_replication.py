@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 
 from slimbench.core.errors import ConfigError
-from slimbench.harness.replicate.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
-                                      NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, load_claims,
-                                      parse_claims, published_text, rule_text)
+from slimbench.harness.replicate.claim_terms import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU,
+                                                     NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER,
+                                                     VERDICTS)
+from slimbench.harness.replicate.claim_text import published_text, rule_text
+from slimbench.harness.replicate.claims_file import load_claims, parse_claims
 from slimbench.harness.cli import main
+from record_parts import band, compression, metrics, reference
+from slimbench.harness.run.record_parts import GitState, Provenance
 from slimbench.harness.run.records import RunRecord
 from slimbench.harness.report.build import leaderboard_rows
 from slimbench.harness.replicate.replication import (MIXED, Line, SuiteData, best_supported, claim_counts, claim_verdict,
@@ -47,20 +51,19 @@ def _record(run_id: str, method: str, seed: int, acc: float, *, ref_acc: float =
             nonzero: int = 100) -> RunRecord:
     """A minimal record with every field the leaderboard reads; latency 10 ms unless `speedup` (ratio, low, high)."""
     ratio, low, high = speedup or (1.0, 0.95, 1.05)
-    metrics = {"accuracy": acc, "macro_f1": acc, "params": 100, "nonzero_params": nonzero, "stored_bytes": stored,
-               "gzip_bytes": stored, "macs": 1000, "latency_b1_ms": 10.0 / ratio, "latency_bn_ms": 100.0,
-               "runtime": "eager", "speedup": {"eager": {"b1": {"ratio": ratio, "low": low, "high": high}}}}
-    reference = {"accuracy": ref_acc, "macro_f1": ref_acc, "params": 100, "nonzero_params": 100,
-                 "stored_bytes": ref_stored, "gzip_bytes": ref_stored, "macs": 1000, "latency_b1_ms": 10.0,
-                 "latency_bn_ms": 100.0, "runtime": "eager"}
     family = {"baseline": "baseline", "quant.ptq_int8": "quantization", "quant.qat_int8": "quantization",
               "distill.logit": "distillation"}.get(method, "pruning")
     return RunRecord(run_id=run_id, suite=suite, status="ok", task=task, model="mobilenetv2", method=method,
                      family=family, seed=seed, config={"method": {"name": method, "params": params or {}}},
-                     metrics=metrics, reference=reference, compression={"label": "dense"},
+                     metrics=metrics(accuracy=acc, macro_f1=acc, nonzero_params=nonzero, stored_bytes=stored,
+                                     gzip_bytes=stored, latency_b1_ms=10.0 / ratio,
+                                     speedup={"eager": {"b1": band(ratio, low, high)}}),
+                     reference=reference(accuracy=ref_acc, macro_f1=ref_acc, stored_bytes=ref_stored,
+                                         gzip_bytes=ref_stored),
+                     compression=compression(baseline=method == "baseline"),
                      details={"task": {"num_classes": 10},
                               **({} if teacher is None else {"teacher_accuracy": teacher})},
-                     git={"commit": "abc"})
+                     provenance=Provenance(git=GitState(commit="abc")))
 
 
 def _suite(records: list[RunRecord], name: str = "prune") -> SuiteData:
@@ -95,7 +98,7 @@ def test_nine_x_claim_measured_at_1_83x_is_a_smaller_effect_not_a_reproduction()
     (claim,) = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
     pruned = [_record(f"p{s}", "prune.magnitude", s, 0.85, nonzero=100, params={"sparsity": 0.5}) for s in range(3)]
     for rec in pruned:
-        rec.reference["nonzero_params"] = 183
+        rec.reference.nonzero_params = 183
     (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
     assert line.measured.startswith("1.83× fewer connections")
     assert line.verdict == SMALLER, line.reason
@@ -184,7 +187,7 @@ def _anchor(heading: str) -> str:
 def test_cli_writes_the_table_and_a_rerun_is_byte_identical(tmp_path: Path, capsys):
     pruned = [_record(f"p{s}", "prune.magnitude", s, 0.85, params={"sparsity": 0.5}) for s in range(3)]
     for rec in pruned:
-        rec.reference["nonzero_params"] = 183
+        rec.reference.nonzero_params = 183
     _write(tmp_path / "results" / "prune" / "runs", _baselines([0.85, 0.86, 0.84]) + pruned)
     (tmp_path / "results" / ".reproduce" / "runs").mkdir(parents=True)   # scratch folders are not suites
     out = tmp_path / "results" / "replication.md"
@@ -213,7 +216,7 @@ def test_one_suites_table_judges_the_claims_that_name_it():
     """replication_markdown(claims, rows, records): one suite's records, read by the claims that name that suite."""
     claims = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
     records = [_record("p0", "prune.magnitude", 0, 0.84, suite="prune")]
-    records[0].reference["nonzero_params"] = 183
+    records[0].reference.nonzero_params = 183
     text = replication_markdown(claims, leaderboard_rows(records), records)
     assert "deep-compression-pruning-9x" in text and "1.83× fewer connections" in text
     records = [_record("p0", "prune.magnitude", 0, 0.84, suite="quick")]
@@ -224,7 +227,7 @@ def test_one_suites_table_judges_the_claims_that_name_it():
 def test_a_value_from_dirty_tree_records_says_so_where_it_was_measured():
     (claim,) = [c for c in load_claims() if c.id == "deep-compression-pruning-9x"]
     pruned = [_record(f"p{s}", "prune.magnitude", s, 0.84) for s in range(3)]
-    pruned[1].git = {"commit": "d494a64a05ff", "dirty": True}
+    pruned[1].provenance.git = GitState(commit="d494a64a05ff", dirty=True)
     (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
     assert "⚠ 1 of 3 records from a dirty tree (commit d494a64a05)" in line.where
     (clean,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + [

@@ -15,9 +15,11 @@ import pytest
 
 from slimbench.core.errors import ConfigError
 from slimbench.core.params import load_yaml
-from slimbench.harness.replicate.claims import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOT_MEASURED,
-                                      NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER, VERDICTS, Claim, load_claims,
-                                      parse_claims)
+from slimbench.harness.replicate.claim_schema import Claim
+from slimbench.harness.replicate.claim_terms import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU,
+                                                     NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER,
+                                                     VERDICTS)
+from slimbench.harness.replicate.claims_file import load_claims, parse_claims
 from slimbench.harness.cli import main
 from slimbench.harness.run.records import RunRecord, load_records
 from slimbench.harness.replicate.replication import Line, SuiteData, evaluate, markdown
@@ -25,6 +27,8 @@ from slimbench.harness.report.build import leaderboard_rows, speedup_cell
 from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import parse_suite
 from tests.conftest import SMOKE
+
+pytestmark = pytest.mark.slow   # the tiny suite every verdict is judged on runs first
 
 METHODS = ["baseline",
            {"name": "prune.magnitude", "params": {"sparsity": 0.5}},
@@ -83,15 +87,16 @@ def _judge(claim: Claim, suite: SuiteData) -> list[Line]:
 
 def _set_accuracy(recs: list[RunRecord], accuracies: list[float], references: list[float] | None = None) -> None:
     for rec, acc, ref in zip(recs, accuracies, references or [None] * len(recs)):
-        rec.metrics["accuracy"] = rec.metrics["macro_f1"] = acc
+        rec.metrics.accuracy = rec.metrics.macro_f1 = acc
         if ref is not None:
-            rec.reference["accuracy"] = rec.reference["macro_f1"] = ref
+            rec.reference.accuracy = rec.reference.macro_f1 = ref
 
 
 def _set_speed(rec: RunRecord, ratio: float, low: float, high: float) -> None:
     """The deployed runtime's batch-1 speedup and its round band, as the harness records them."""
-    rec.metrics["latency_b1_ms"] = rec.reference["latency_b1_ms"] / ratio
-    rec.metrics["speedup"][rec.metrics["runtime"]]["b1"].update(ratio=ratio, low=low, high=high)
+    rec.metrics.latency_b1_ms = rec.reference.latency_b1_ms / ratio
+    band = rec.metrics.speedup[rec.metrics.runtime]["b1"]
+    band.ratio, band.low, band.high = ratio, low, high
 
 
 # -- the fixture itself ----------------------------------------------------------------------------------------------
@@ -100,14 +105,14 @@ def test_the_tiny_suite_gives_what_the_premises_read(tiny):
     """The checks below edit figures, never labels the harness measured: these are the real ones."""
     magnitude = _pick(tiny, "prune.magnitude", sparsity=0.5)
     control = _pick(tiny, "prune.magnitude", sparsity=0.0)
-    assert {r.compression["compute"] for r in magnitude} == {"masked"}
-    assert {r.compression["compute"] for r in _pick(tiny, "prune.channel")} == {"smaller dense"}
-    assert all("int8" in r.compression["compute"].split("+") for r in _pick(tiny, "quant.ptq_int8"))
-    assert all(r.metrics["nonzero_params"] == r.reference["nonzero_params"] for r in control)
+    assert {r.compression.compute for r in magnitude} == {"masked"}
+    assert {r.compression.compute for r in _pick(tiny, "prune.channel")} == {"smaller dense"}
+    assert all("int8" in r.compression.compute.split("+") for r in _pick(tiny, "quant.ptq_int8"))
+    assert all(r.metrics.nonzero_params == r.reference.nonzero_params for r in control)
     kd = _pick(tiny, "distill.logit")
     assert all(r.details["teacher"]["model"]["params"] != r.config["model"]["params"] for r in kd)
     assert all(r.details["task"]["num_classes"] == 10 for r in tiny)
-    assert all(r.reference["accuracy"] > 0.3 for r in tiny)     # clear of chance (10 %)
+    assert all(r.reference.accuracy > 0.3 for r in tiny)     # clear of chance (10 %)
 
 
 # -- verdict kinds ---------------------------------------------------------------------------------------------------
@@ -144,7 +149,7 @@ def test_a_one_seed_row_with_no_spread_is_never_reproduced(tiny):
     assert "no measured spread" in line.reason and "baseline has 1 seed: no spread" in line.measured
     # a size ratio from one seed has no measured spread either, however far past the published 9× it lies
     base, mag = _pick(tiny, "baseline", (0,)), _pick(tiny, "prune.magnitude", (0,), sparsity=0.5)
-    mag[0].metrics["nonzero_params"] = mag[0].reference["nonzero_params"] // 20
+    mag[0].metrics.nonzero_params = mag[0].reference.nonzero_params // 20
     (line,) = _judge(_shipped("deep-compression-pruning-9x"), _suite("prune", base + mag))
     assert line.measured.startswith("20.") and "(1 seed: no spread measured)" in line.measured
     assert line.verdict == INCONCLUSIVE, line.reason
@@ -321,16 +326,16 @@ def test_deep_compression_9x_counts_connections_under_its_accuracy_condition(tin
         _set_accuracy(mag, [r + accuracy_gain for r in refs], refs)
         for rec in mag:
             if kept is not None:
-                rec.metrics["nonzero_params"] = rec.reference["nonzero_params"] // kept
+                rec.metrics.nonzero_params = rec.reference.nonzero_params // kept
             if stored_x is not None:
-                rec.metrics["stored_bytes"] = round(rec.reference["stored_bytes"] / stored_x)
+                rec.metrics.stored_bytes = round(rec.reference.stored_bytes / stored_x)
         (line,) = _judge(claim, _suite("prune", base + mag))
         return line
 
     # stored 20× smaller, but only half the connections gone: the paper's measure is connections, not bytes
     line = judged(None, 0.0, stored_x=20)
     real = _pick(tiny, "prune.magnitude", sparsity=0.5)
-    connections = sum(r.reference["nonzero_params"] / r.metrics["nonzero_params"] for r in real) / 2
+    connections = sum(r.reference.nonzero_params / r.metrics.nonzero_params for r in real) / 2
     assert line.measured.startswith(f"{connections:.2f}× fewer connections")
     assert line.verdict != REPRODUCED and "short of 8.2×" in line.reason
     # 10× fewer connections, the accuracy 5 ± 2.83 pts above the baseline's: both halves of the claim hold

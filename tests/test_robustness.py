@@ -100,15 +100,15 @@ def test_per_class_accuracy_weighted_by_counts_is_the_accuracy(digits):
     model.eval()
     e = evaluate_test(model, digits)
     rob = robustness(model, digits, e.predictions, 100)
-    counts, accs = np.array(rob["class_counts"]), np.array(rob["per_class_accuracy"])
-    assert counts.sum() == len(digits.test) == rob["test_examples"]
+    counts, accs = np.array(rob.class_counts), np.array(rob.per_class_accuracy)
+    assert counts.sum() == len(digits.test) == rob.test_examples
     assert float((counts * accs).sum() / counts.sum()) == pytest.approx(e.accuracy, abs=1e-5)
     assert len(set(np.round(accs, 3))) > 1
-    flags = unpack_bits(rob["test_correct"], rob["test_examples"])
-    assert flags.mean() == pytest.approx(e.accuracy, abs=1e-6)
-    assert set(rob["corrupted_accuracy"]) == set(digits.corruption_names())
-    assert all(0 <= v <= 1 for per in rob["corrupted_accuracy"].values() for v in per.values())
-    assert rob["corrupted_examples"] == 100
+    flags = unpack_bits(rob.test_correct, rob.test_examples)
+    assert np.array_equal(flags, rob.correct_flags()) and flags.mean() == pytest.approx(e.accuracy, abs=1e-6)
+    assert set(rob.corrupted_accuracy) == set(digits.corruption_names())
+    assert all(0 <= v <= 1 for per in rob.corrupted_accuracy.values() for v in per.values())
+    assert rob.corrupted_examples == 100
     assert identified_examples(flags, flags) == 0        # a model against itself breaks nothing
     again = robustness(model, digits, evaluate_test(model, digits).predictions, 100)
     assert again == rob                                  # same model, same corrupted inputs: same figures
@@ -128,12 +128,15 @@ def test_a_task_without_corruptions_still_gets_per_class_accuracy():
     task = Task("blobs", InputSpec(1, 4, 4), ["a", "b", "c"], Split(x, y), Split(x, y), Split(x, y))
     model = build_model("tiny-cnn", task.spec, 3, {"width": 4}).eval()
     rob = robustness(model, task, evaluate_test(model, task).predictions, 30)
-    assert "corrupted_accuracy" not in rob and len(rob["per_class_accuracy"]) == 3
+    assert rob.corrupted_accuracy == {} and rob.mean_corrupted() is None and len(rob.per_class_accuracy) == 3
 
 
 def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels: list[int], corrupted: float,
                 teacher: bool = False) -> "RunRecord":
     """A record whose robustness block is built from per-example right/wrong flags on a 2-class test split."""
+    import record_parts
+    from slimbench.harness.measure.figures import Robustness
+    from slimbench.harness.run.record_parts import GitState, Provenance
     from slimbench.harness.run.records import RunRecord
 
     flags, y = torch.tensor(correct, dtype=torch.bool), torch.tensor(labels)
@@ -143,18 +146,18 @@ def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels:
     versions = {"task": 1, "model": 1, "method": 3, "training": 1, "measure": 2, **({"teacher": 1} if teacher else {})}
     config = {"task": {"name": "t"}, "model": {"name": "m"}, "train": {"epochs": 1}, "measure": {"rounds": 3},
               "method": {"name": method, "params": {}}, "versions": versions}
-    metrics = {"accuracy": acc, "macro_f1": acc, "params": 1, "nonzero_params": 1, "stored_bytes": 10, "gzip_bytes": 10,
-               "macs": 1, "latency_b1_ms": 1.0, "latency_bn_ms": 1.0, "runtime": "eager", "speedup": {},
-               "mean_corrupted_accuracy": corrupted,
-               "robustness": {"classes": ["neg", "pos"], "class_counts": counts.tolist(), "per_class_accuracy": per_class,
-                              "test_correct": pack_bits(flags), "test_examples": len(flags)}}
-    reference = {**{k: metrics[k] for k in ("params", "nonzero_params", "stored_bytes", "gzip_bytes", "macs",
-                                            "latency_b1_ms", "latency_bn_ms", "runtime")}, "accuracy": 0.0,
-                 "macro_f1": 0.0}
+    robust = Robustness(classes=["neg", "pos"], class_counts=counts.tolist(), per_class_accuracy=per_class,
+                        test_correct=pack_bits(flags), test_examples=len(flags))
+    figures = dict(params=1, nonzero_params=1, stored_bytes=10, gzip_bytes=10, macs=1, latency_b1_ms=1.0,
+                   latency_bn_ms=1.0)
     family = {"baseline": "baseline", "distill.logit": "distillation"}.get(method, "pruning")
     return RunRecord(run_id=run_id, suite="quick", status="ok", task="t", model="m", method=method, family=family,
-                     seed=seed, config=config, metrics=metrics, reference=reference, compression={"label": "dense"},
-                     details={}, git={"commit": "abc"})
+                     seed=seed, config=config,
+                     metrics=record_parts.metrics(accuracy=acc, macro_f1=acc, speedup={},
+                                                  mean_corrupted_accuracy=corrupted, robustness=robust, **figures),
+                     reference=record_parts.reference(accuracy=0.0, macro_f1=0.0, **figures),
+                     compression=record_parts.compression(baseline=family == "baseline"), details={},
+                     provenance=Provenance(git=GitState(commit="abc")))
 
 
 def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_it():
@@ -166,19 +169,20 @@ def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_
     # class 0 loses two examples against baseline seed 0 (and one against seed 1)
     kd0 = _rob_record("k0", "distill.logit", 0, [0, 0, 1, 1, 1, 1, 1, 0], labels, 0.50, teacher=True)
     kd1 = _rob_record("k1", "distill.logit", 1, [0, 1, 1, 0, 1, 1, 1, 1], labels, 0.54, teacher=True)
-    rows = {r["method"]: r for r in leaderboard_rows([base0, base1, kd0, kd1])}
+    rows = {r.method: r.robustness for r in leaderboard_rows([base0, base1, kd0, kd1])}
     kd, base = rows["distill.logit"], rows["baseline"]
-    assert kd["delta_corrupted"] == pytest.approx(((0.50 - 0.60) + (0.54 - 0.62)) / 2)
-    assert kd["cie"] == pytest.approx((2 + 1) / 2)                         # right for the baseline, wrong for KD
-    assert kd["cie_churn"] == pytest.approx(1.0) == base["cie_churn"]      # b0 vs b1: 1 each way
-    assert kd["worst_class"] == "neg" and kd["delta_worst_class"] == pytest.approx(-(0.5 + 0.25) / 2)
-    assert base["cie"] == 0 and base["delta_corrupted"] == 0 and base["worst_class"] is None
-    assert base["worst_class_churn"] == pytest.approx(-25.0)               # one class drops 1 of 4 between seeds
-    assert kd["delta_corrupted_significant"]   # −0.09, beyond the paired spread (0.014) and the baseline's (0.014)
+    assert kd.delta_corrupted == pytest.approx(((0.50 - 0.60) + (0.54 - 0.62)) / 2)
+    assert kd.cie == pytest.approx((2 + 1) / 2)                           # right for the baseline, wrong for KD
+    assert kd.cie_churn == pytest.approx(1.0) == base.cie_churn           # b0 vs b1: 1 each way
+    assert kd.worst_class == "neg" and kd.delta_worst_class == pytest.approx(-(0.5 + 0.25) / 2)
+    assert base.cie == 0 and base.delta_corrupted == 0 and base.worst_class is None
+    assert base.worst_class_churn == pytest.approx(-25.0)                 # one class drops 1 of 4 between seeds
+    assert kd.delta_corrupted_significant   # −0.09, beyond the paired spread (0.014) and the baseline's (0.014)
 
 
 def test_replication_nets_the_worst_class_excess_of_baseline_churn():
-    from slimbench.harness.replicate.claims import INCONCLUSIVE, NOT_REPRODUCED, parse_claims
+    from slimbench.harness.replicate.claim_terms import INCONCLUSIVE, NOT_REPRODUCED
+    from slimbench.harness.replicate.claims_file import parse_claims
     from slimbench.harness.replicate.replication import SuiteData, evaluate
     from slimbench.harness.report.build import leaderboard_rows
 

@@ -58,6 +58,7 @@ def test_shards_partition_the_cells_by_run_id(six_cells: Path):
             parse_shard(bad)
 
 
+@pytest.mark.slow
 def test_two_shards_at_once_run_every_cell_once_and_train_each_baseline_once(six_cells: Path, tmp_path: Path):
     results = tmp_path / "results"
     procs = [_slimbench(str(six_cells), "--shard", f"{i}/2", results=results) for i in range(2)]
@@ -78,6 +79,7 @@ def test_two_shards_at_once_run_every_cell_once_and_train_each_baseline_once(six
     assert (len(plan.done), len(plan.pending), len(plan.failed)) == (6, 0, 0)
 
 
+@pytest.mark.slow
 def test_a_shard_killed_mid_suite_completes_on_rerun_with_the_same_leaderboard(six_cells: Path, tmp_path: Path):
     serial = tmp_path / "serial"
     assert _slimbench(str(six_cells), results=serial).wait(timeout=600) == 0

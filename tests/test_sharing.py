@@ -19,30 +19,17 @@ from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
 from slimbench.methods.distillation import validation_accuracy
 from slimbench.methods.sharing import SharedWeights, repeated_runs, share_weights
-from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Task
 from tests.conftest import method_context
 
 FINETUNE = TrainConfig(epochs=1, batch_size=64, lr=0.002, channels_last=False)
+# the `trained` fixture's tiny-cnn: ~43k weights, nearly all in layers big enough for a codebook to pay off
+TRAINED = {"width": 48, "epochs": 6}
 
 
 def make_ctx(task: Task, model: nn.Module, finetune=None) -> MethodContext:
     return method_context(task, model, finetune=finetune,
                           fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
-
-
-@pytest.fixture(scope="module")
-def task() -> Task:
-    return build_task("digits")
-
-
-@pytest.fixture(scope="module")
-def trained(task: Task) -> nn.Module:
-    """tiny-cnn at width 48: ~43k weights, nearly all in layers big enough for a codebook to pay off."""
-    torch.manual_seed(0)
-    model = build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48})
-    cfg = TrainConfig(epochs=6, batch_size=64, lr=0.01, channels_last=False)
-    return fit(model, task, cfg, seed=0, progress=False).model.eval()
 
 
 def stored_bytes(model: nn.Module) -> int:

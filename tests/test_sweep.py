@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from record_parts import leaderboard_row, metrics
 from slimbench.harness.report import sweep
+from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.run.records import RunRecord
 
 PARAMS = {"sparsity": 0.8, "scope": "global", "schedule": "gradual"}
@@ -15,8 +18,8 @@ def _record(method: str, seed: int, accuracy: float, params: dict | None = None)
     params = params or PARAMS
     return RunRecord(run_id=f"{method}-{seed}-{params['sparsity']}", suite="t", status="ok", task="fashion-mnist",
                      model="mobilenetv2", method=method, family="pruning", seed=seed,
-                     config={"method": {"name": method, "params": params}}, metrics={"accuracy": accuracy},
-                     reference={}, compression={}, details={"params_given": {"sparsity": params["sparsity"],
+                     config={"method": {"name": method, "params": params}}, metrics=metrics(accuracy=accuracy),
+                     reference=None, compression=None, details={"params_given": {"sparsity": params["sparsity"],
                                                                              "schedule": params["schedule"]}})
 
 
@@ -46,24 +49,24 @@ def test_only_same_params_and_same_seeds_are_paired():
                _record("prune.random", 1, 0.5), _record("prune.random", 0, 0.4, other)]
     (row,) = sweep.control_rows(records)
     assert row["seeds"] == [1] and row["control_accuracy"] == 0.5
-    failed = [*records[:2], RunRecord(**{**_record("prune.random", 0, 0.1).to_dict(), "status": "failed"})]
+    failed = [*records[:2], dataclasses.replace(_record("prune.random", 0, 0.1), status="failed")]
     assert sweep.control_rows(failed) == []
     lines = sweep.controls_markdown(records)
     assert lines[0] == "## Methods against their random controls" and any("+30.00" in line for line in lines)
 
 
 def test_sweep_plot_draws_a_curve_per_method_only_when_a_parameter_varies(tmp_path: Path):
-    def row(method: str, sparsity: float | None, acc: float, comp: float) -> dict:
+    def row(method: str, sparsity: float | None, acc: float, comp: float) -> LeaderboardRow:
         given = {} if sparsity is None else {"sparsity": sparsity, "schedule": "gradual"}
-        return {"task": "t", "model": "m", "method": method, "_family": "baseline" if sparsity is None else "pruning",
-                "_params_given": json.dumps(given), "accuracy": acc, "accuracy_std": 0.01, "compression_x": comp,
-                "latency_b1_ms": 1.0, "latency_bn_ms": 10.0, "seeds": "0 1 2"}
+        return leaderboard_row(method=method, family="baseline" if sparsity is None else "pruning",
+                               params_given=json.dumps(given), accuracy=acc, accuracy_std=0.01, compression_x=comp,
+                               latency_b1_ms=1.0, latency_bn_ms=10.0, seeds="0 1 2")
 
     rows = [row("baseline", None, 0.9, 1.0), row("prune.magnitude", 0.5, 0.89, 2.0),
             row("prune.magnitude", 0.9, 0.8, 9.0), row("prune.random", 0.5, 0.85, 2.0)]
     curves = sweep._curves(rows, "t")
     assert list(curves) == ["m · prune.magnitude (schedule=gradual)"]        # random has one point: no curve
-    assert [r["compression_x"] for r in curves["m · prune.magnitude (schedule=gradual)"]] == [2.0, 9.0]
+    assert [r.compression_x for r in curves["m · prune.magnitude (schedule=gradual)"]] == [2.0, 9.0]
     assert sweep.plot(rows, "t", tmp_path / "sweep_t.png") and (tmp_path / "sweep_t.png").read_bytes()[:4] == b"\x89PNG"
     assert not sweep.plot(rows[:2], "t", tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
@@ -82,7 +85,7 @@ def test_a_chain_label_shows_its_stages_with_their_knobs_and_changed_params_only
 
 
 def test_mixed_precision_table_comes_from_the_record_of_the_lowest_seed():
-    from slimbench.harness.report.layer_tables import mixed_precision_markdown
+    from slimbench.harness.report.layer_tables import markdown
 
     def rec(seed: int, precision: str) -> RunRecord:
         layers = [{"layer": "features.0", "op": "Conv", "params": 100, "loss_increase": 0.02, "accuracy_change": -0.01,
@@ -91,14 +94,15 @@ def test_mixed_precision_table_comes_from_the_record_of_the_lowest_seed():
                    "precision": precision}]
         return RunRecord(run_id=f"m{seed}", suite="t", status="ok", task="synth-kws", model="mobilenetv2",
                          method="quant.mixed", family="quantization", seed=seed, config={},
-                         metrics={"accuracy": 0.87, "stored_bytes": 1234}, reference={}, compression={},
+                         metrics=metrics(accuracy=0.87, stored_bytes=1234), reference=None, compression=None,
                          details={"layers": layers, "params_given": {"max_accuracy_drop": 0.005},
                                   "search": [{"float_layers": 1, "loss_increase": 0.001, "accuracy_change": -0.002}]})
 
-    lines = mixed_precision_markdown([rec(1, "float32"), rec(0, "int8")])
+    lines = markdown([rec(1, "float32"), rec(0, "int8")])
     text = "\n".join(lines)
     assert "seed 0" in text and "seed 1" not in text
     assert "1 of 2 layers int8, holding 75.0 % of the weights" in text
     rows = [line for line in text.splitlines() if line.startswith("| classifier") or line.startswith("| features.0")]
     assert len(rows) == 2 and "int8" in rows[1] and "float32" in rows[0] and "Gemm" in rows[1]
-    assert mixed_precision_markdown([]) == []
+    assert lines[0] == "## Mixed precision: each layer's measured sensitivity and chosen precision"
+    assert markdown([]) == []

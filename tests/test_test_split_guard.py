@@ -167,7 +167,7 @@ def test_a_method_still_fine_tunes_calibrates_and_gets_a_measured_teacher(captur
     assert d["finetune_changed_weights"] and d["calibration_batch"] == [16, 1, 8, 8] and d["calibration_labels"] == 16
     assert d["example"] == [4, 1, 8, 8] and d["fresh_model"]
     assert 0.0 < d["teacher_test_accuracy"] <= 1.0   # the harness evaluated the teacher on test, the method only reads it
-    assert 0.0 < record.metrics["accuracy"] <= 1.0 and record.metrics["mean_corrupted_accuracy"] is not None
+    assert 0.0 < record.metrics.accuracy <= 1.0 and record.metrics.mean_corrupted_accuracy is not None
 
 
 def test_without_test_shares_training_data_and_refuses_test_uses(captured):

@@ -202,6 +202,7 @@ BACKBONES = {"mobilenetv2": ({}, 4e-3), "squeezenet": ({}, 1e-3),
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))
+@pytest.mark.slow
 def test_every_backbone_learns_a_synthetic_text_task(name):
     texts, labels = synthetic_corpus(1500, seed=1)
     task = synthetic_task(texts, labels, seq_len=12)

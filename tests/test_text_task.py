@@ -21,7 +21,7 @@ from slimbench.tasks.vocab import PAD, UNK, WordVocab  # noqa: E402
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Small models gain nothing from threads; on a loaded 2-core machine two threads ran several times slower."""
+    """Small models gain nothing from threads, and a second thread contends with the other processes for the CPU."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -54,12 +54,18 @@ def _load(suite_dir: Path, rec: RunRecord, task: Any) -> Any:
     from slimbench.baselines import build_model
     from slimbench.deploy.runtimes import load_artifact
 
-    path = suite_dir / rec.artifact.get("path", "")
+    path = suite_dir / (rec.artifact.path if rec.artifact else "")
     if not rec.artifact or not path.is_file():
         raise SlimbenchError(f"{rec.run_id}: its artifact {path} is missing (artifacts stay on the machine that ran "
                              f"the cell; rerun the cell with `slimbench run` to recreate it)")
     params = rec.config["model"]["params"]
     return load_artifact(path.read_bytes(), lambda: build_model(rec.model, task.spec, task.num_classes, params))
+
+
+def _macs(rec: RunRecord) -> int:
+    if rec.metrics is None:
+        raise SlimbenchError(f"run record {rec.run_id} ({rec.status}) was never measured")
+    return rec.metrics.macs
 
 
 def select(records: list[RunRecord], method: str, seeds: list[int] | None) -> list[RunRecord]:
@@ -74,9 +80,7 @@ def select(records: list[RunRecord], method: str, seeds: list[int] | None) -> li
 
 def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] | None, rounds: int,
             min_run_time: float, threads: int) -> list[BatchTiming]:
-    from slimbench.deploy.latency import MeasureConfig
-    from slimbench.deploy.native_latency import measure_latency
-    from slimbench.deploy.runtimes import speedup_bands
+    from slimbench.deploy.latency import MeasureConfig, measure_latency, speedup_bands
     from slimbench.tasks import build_task
 
     records = load_records(suite_dir / "runs")
@@ -98,7 +102,7 @@ def measure(suite_dir: Path, method: str, batches: list[int], seeds: list[int] |
             for batch in batches:
                 band = by_batch[f"b{batch}"]
                 out.append(BatchTiming(rec.task, rec.model, rec.method, rec.details.get("params_given", {}), rec.seed,
-                                       rec.run_id, base.metrics["macs"] / rec.metrics["macs"], runtime, batch,
+                                       rec.run_id, _macs(base) / _macs(rec), runtime, batch,
                                        latency["model"][runtime][f"b{batch}_ms"],
                                        latency["reference"][runtime][f"b{batch}_ms"], band["ratio"], band["low"],
                                        band["high"], band["rounds"]))

@@ -13,7 +13,6 @@ A claim the measurement contradicts is recorded and shown as "claim not verified
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +20,10 @@ from torch import nn
 
 from slimbench.deploy.onnx_export import OnnxModel, kernel_precisions
 from slimbench.deploy.packing import Packed, unpack_state_dict
+from slimbench.harness.measure.evidence_data import Claimed, ComputeEvidence, Evidence, StorageEvidence
+
+__all__ = ["Claimed", "ComputeEvidence", "Evidence", "StorageEvidence", "check_claims", "compute_evidence", "gather",
+           "storage_evidence"]
 
 SHARE = 0.05             # an encoding or precision covering < 5 % of the weights does not name the label
 MASKED_SPARSITY = 0.05   # at least this many zero weights in dense kernels reads as "masked"
@@ -28,51 +31,6 @@ SMALLER_MACS = 0.98      # fewer than 98 % of the reference's multiply-adds read
 SPARSITY_TOLERANCE = 0.01
 BITS_TOLERANCE = 0.10    # relative: scales and zero points add a little to 8 bits per weight
 _LAYER_KINDS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)
-
-
-@dataclass
-class StorageEvidence:
-    label: str
-    weights: int                      # weight elements stored (tied tensors once)
-    sparsity: float                   # zeros among them
-    bits_per_weight: float            # stored bits of the weight tensors / weight elements
-    max_distinct_values: int          # the largest number of distinct values in one weight tensor
-    distinct_values: dict[str, int]   # per weight tensor
-    encodings: dict[str, int]         # weight elements per encoding ("dense float32", "codebook", ...)
-    tied_tensors: int                 # tensors stored as an alias of another
-
-
-@dataclass
-class ComputeEvidence:
-    label: str
-    kernels: dict[str, int]           # compute kernels by arithmetic ("float32": 12, "int8": 30, ...)
-    macs: int
-    reference_macs: int
-
-
-@dataclass
-class Evidence:
-    storage: StorageEvidence
-    compute: ComputeEvidence
-    claimed: dict[str, Any]
-    disagreements: list[str] = field(default_factory=list)
-
-    @property
-    def verified(self) -> bool:
-        return not self.disagreements
-
-    @property
-    def label(self) -> str:
-        return f"storage {self.storage.label} · compute {self.compute.label}"
-
-    def measured(self) -> dict[str, Any]:
-        """The measured counterparts of what methods claim, under the names methods use."""
-        return {"sparsity": round(self.storage.sparsity, 6), "weight_bits": round(self.storage.bits_per_weight, 3),
-                "max_distinct_values": self.storage.max_distinct_values, "macs": self.compute.macs}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"storage": asdict(self.storage), "compute": asdict(self.compute), "claimed": self.claimed,
-                "disagreements": self.disagreements, "verified": self.verified}
 
 
 def _is_weight(meta: dict[str, Any]) -> bool:
@@ -156,7 +114,7 @@ def gather(packed: Packed, deployed: nn.Module, counted: nn.Module, macs: int, r
            claimed_compute: str, requested: dict[str, Any], achieved: dict[str, Any]) -> Evidence:
     storage = storage_evidence(packed)
     compute = compute_evidence(deployed, counted, macs, reference_macs, storage.sparsity)
-    evidence = Evidence(storage, compute, {"compute": claimed_compute, "requested": requested, "achieved": achieved})
+    evidence = Evidence(storage, compute, Claimed(claimed_compute, requested, achieved))
     evidence.disagreements = check_claims(evidence)
     return evidence
 
@@ -165,8 +123,8 @@ def check_claims(evidence: Evidence) -> list[str]:
     """Each claim the measurement can check, checked; a disagreement is one line saying claim vs measured."""
     out = []
     storage, compute, claimed = evidence.storage, evidence.compute, evidence.claimed
-    achieved = claimed.get("achieved", {})
-    if claimed.get("compute") == "physical" and compute.label in ("dense fp32", "masked"):
+    achieved = claimed.achieved
+    if claimed.compute == "physical" and compute.label in ("dense fp32", "masked"):
         out.append(f"claims physically faster compute, but the runtime executes {compute.label} kernels "
                    f"({compute.kernels})")
     if isinstance(achieved.get("sparsity"), (int, float)):

@@ -1,49 +1,26 @@
-"""Quality of a deployed model on a task's test split, and the metrics record of a cell."""
+"""Quality of a deployed model on a task's test split: accuracy, macro-F1, per-class and corrupted-input accuracy."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from slimbench.harness.measure.figures import Robustness, unpack_bits
 from slimbench.tasks.base import Task
+
+__all__ = ["MEASURE_VERSION", "Evaluation", "evaluate", "evaluate_test", "pack_bits", "predict", "robustness",
+           "unpack_bits"]   # unpack_bits is defined with the record's figures (reports decode without torch)
 
 
 # Bump when anything that produces a measured figure changes (this module, slimbench.deploy's counting,
 # latency, runtimes, packing or ONNX export): every record measured by older code then expires.
 MEASURE_VERSION = 2   # 2: corrupted-input accuracy, per-class accuracy and per-example correctness
-
-
-@dataclass
-class Metrics:
-    accuracy: float
-    macro_f1: float
-    params: int
-    nonzero_params: int
-    stored_bytes: int                # the packed (compressed) representation's tensor bytes
-    gzip_bytes: int                  # gzip of the serialized artifact file
-    file_bytes: int
-    macs: int
-    latency_b1_ms: float
-    latency_bn_ms: float
-    latency_batch: int
-    peak_memory_bytes: int | None
-    eval_seconds: float
-    runtime: str = "eager"           # where the model is deployed; `latency_b*_ms` are that runtime's
-    latency: dict[str, dict[str, Any]] = field(default_factory=dict)   # every runtime's timings
-    speedup: dict[str, dict[str, Any]] = field(default_factory=dict)   # per runtime and batch: ratio + noise band
-    mean_corrupted_accuracy: float | None = None    # over every corruption × severity of the task (None: none declared)
-    robustness: dict[str, Any] = field(default_factory=dict)           # see `robustness` below
-    latency_kernels: dict[str, Any] = field(default_factory=dict)      # which kernels and process timed `latency`
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @torch.inference_mode()
@@ -81,15 +58,11 @@ def pack_bits(flags: torch.Tensor) -> str:
     return base64.b64encode(np.packbits(flags.numpy().astype(bool)).tobytes()).decode()
 
 
-def unpack_bits(text: str, n: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
-
-
 CORRUPTION_SEED = 0   # one set of corrupted inputs per task: every cell and its baseline see the same examples
 
 
 def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predictions: torch.Tensor,
-               examples: int) -> dict[str, Any]:
+               examples: int) -> Robustness:
     """Per-class accuracy on the clean test split, accuracy on each corrupted copy, and which examples are right.
 
     Everything a report needs to pair this model with its baseline example by example (compression-identified
@@ -99,30 +72,21 @@ def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predic
     correct = predictions == y
     counts = torch.bincount(y, minlength=classes)
     hits = torch.bincount(y[correct], minlength=classes)
-    out: dict[str, Any] = {
-        "classes": list(task.class_names), "class_counts": counts.tolist(),
-        "per_class_accuracy": [round(float(h) / int(c), 6) if c else None for h, c in zip(hits, counts)],
-        "test_correct": pack_bits(correct), "test_examples": len(y),
-    }
+    out = Robustness(classes=list(task.class_names), class_counts=counts.tolist(),
+                     per_class_accuracy=[round(float(h) / int(c), 6) if c else None for h, c in zip(hits, counts)],
+                     test_correct=pack_bits(correct), test_examples=len(y))
     names = task.corruption_names()
     if not names:
         return out
-    corrupted: dict[str, dict[str, float]] = {}
-    levels: dict[str, list[float]] = {}
     for name in names:
         corruption = task.corruptions.get(name)
-        levels[name] = list(corruption.levels)
-        corrupted[name] = {}
+        out.corruption_levels[name] = list(corruption.levels)
+        out.corrupted_accuracy[name] = {}
         for severity in range(1, len(corruption.levels) + 1):
             split = task.corrupted_test(name, severity, examples, CORRUPTION_SEED)
-            corrupted[name][str(severity)] = round(float((predict(model, split.x) == split.y).float().mean()), 6)
+            out.corrupted_accuracy[name][str(severity)] = round(
+                float((predict(model, split.x) == split.y).float().mean()), 6)
     index = task.corrupted_index(examples, CORRUPTION_SEED)
-    out.update({"corrupted_accuracy": corrupted, "corruption_levels": levels, "corrupted_examples": len(index),
-                "corruption_seed": CORRUPTION_SEED,
-                "clean_subset_accuracy": round(float(correct[index].float().mean()), 6)})
+    out.corrupted_examples, out.corruption_seed = len(index), CORRUPTION_SEED
+    out.clean_subset_accuracy = round(float(correct[index].float().mean()), 6)
     return out
-
-
-def mean_corrupted(robust: dict[str, Any]) -> float | None:
-    values = [v for per in robust.get("corrupted_accuracy", {}).values() for v in per.values()]
-    return round(sum(values) / len(values), 6) if values else None

@@ -28,6 +28,7 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
+from slimbench.harness.measure.figures import Metrics
 from slimbench.harness.run.numerics import numerics, same_kernels
 from slimbench.harness.run.records import RunRecord, atomic_write_text, load_records
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, widened
@@ -114,12 +115,19 @@ class Spread:
         return None, "no measured spread"
 
 
+def _metrics(rec: RunRecord) -> Metrics:
+    if rec.metrics is None:
+        raise SlimbenchError(f"run record {rec.run_id} ({rec.status}) was never measured")
+    return rec.metrics
+
+
 def _judged_figures(rec: RunRecord) -> dict[str, float]:
-    out = {"accuracy": rec.metrics["accuracy"]}
-    if rec.metrics.get("mean_corrupted_accuracy") is not None:
-        out["corrupted accuracy"] = rec.metrics["mean_corrupted_accuracy"]
-    for fig in (*STRUCTURE, *SIZES):
-        out[fig] = rec.metrics[fig]
+    m = _metrics(rec)
+    out = {"accuracy": m.accuracy}
+    if m.mean_corrupted_accuracy is not None:
+        out["corrupted accuracy"] = m.mean_corrupted_accuracy
+    for fig in (*STRUCTURE, *SIZES):   # figures named by their Metrics field
+        out[fig] = getattr(m, fig)
     return out
 
 
@@ -129,7 +137,7 @@ def _checks_exact(cell: str, a: RunRecord, b: RunRecord) -> list[Check]:
     fa, fb = _judged_figures(a), _judged_figures(b)
     checks = [Check(cell, fig, va, fb.get(fig), f"exact ({shared})", va == fb.get(fig), True, kernels=shared)
               for fig, va in fa.items()]
-    ha, hb = a.artifact.get("sha256"), b.artifact.get("sha256")
+    ha, hb = (a.artifact.sha256 if a.artifact else None), (b.artifact.sha256 if b.artifact else None)
     if ha and hb:   # the stored model itself, bit for bit: the strictest figure there is
         checks.append(Check(cell, "stored model sha256", ha[:12], hb[:12], f"exact ({shared})", ha == hb, True,
                             kernels=shared))
@@ -137,10 +145,12 @@ def _checks_exact(cell: str, a: RunRecord, b: RunRecord) -> list[Check]:
 
 
 def _checks_settings(cell: str, a: RunRecord, b: RunRecord, exact_sparsity: bool) -> list[Check]:
-    req_a, req_b = a.compression.get("requested", {}), b.compression.get("requested", {})
+    req_a = a.compression.requested if a.compression else {}
+    req_b = b.compression.requested if b.compression else {}
     out = [Check(cell, "requested", req_a, req_b, "exact", req_a == req_b, True)]
     if "sparsity" in req_a and exact_sparsity:
-        sa, sb = a.compression["achieved"].get("sparsity"), b.compression["achieved"].get("sparsity")
+        sa = a.compression.achieved.get("sparsity") if a.compression else None
+        sb = b.compression.achieved.get("sparsity") if b.compression else None
         out.append(Check(cell, "achieved sparsity", sa, sb, "exact", sa == sb, True))
     return out
 
@@ -173,16 +183,17 @@ def _fmt(v: Any) -> Any:
 
 
 def _checks_speed(cell: str, a: RunRecord, b: RunRecord) -> list[Check]:
-    runtime = a.metrics.get("runtime", "eager")
-    same_cpu = a.hardware.get("cpu") == b.hardware.get("cpu")
+    ma, mb = _metrics(a), _metrics(b)
+    runtime = ma.runtime
+    same_cpu = a.hardware.cpu == b.hardware.cpu
     out = []
     for batch in ("b1", "bn"):
-        ba = a.metrics.get("speedup", {}).get(runtime, {}).get(batch)
-        bb = b.metrics.get("speedup", {}).get(runtime, {}).get(batch)
+        ba = ma.band(batch)
+        bb = mb.speedup.get(runtime, {}).get(batch)   # b's band in a's runtime
         if ba and bb and a.family != "baseline":
-            (al, ah), (bl, bh) = widened(ba["low"], ba["high"]), widened(bb["low"], bb["high"])
-            out.append(Check(cell, f"speedup {batch} ({runtime})", f"{ba['ratio']:.2f} [{ba['low']:.2f}–{ba['high']:.2f}]",
-                             f"{bb['ratio']:.2f} [{bb['low']:.2f}–{bb['high']:.2f}]",
+            (al, ah), (bl, bh) = widened(ba.low, ba.high), widened(bb.low, bb.high)
+            out.append(Check(cell, f"speedup {batch} ({runtime})", f"{ba.ratio:.2f} [{ba.low:.2f}–{ba.high:.2f}]",
+                             f"{bb.ratio:.2f} [{bb.low:.2f}–{bb.high:.2f}]",
                              f"bands ±{RUN_TO_RUN_SPEEDUP:.0%} overlap" if same_cpu else "another CPU: its own speed",
                              al <= bh and bl <= ah, False, judged=same_cpu))
     return out

@@ -29,13 +29,18 @@ from typing import Any
 import numpy as np
 
 from slimbench.core.errors import SlimbenchError
-from slimbench.harness.replicate.claims import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS, DELTA_VS_BASELINE,
-                                      INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU, NOISY, NOT_MEASURED,
-                                      NOT_REPRODUCED, NOT_TESTABLE, PAIRED_ONLY, REPRODUCED, SMALLER, Claim, Judgement,
-                                      Selector, combine, fmt, judge, judge_loss, load_claims, num, published_text,
-                                      rule_text, side, span)
+from slimbench.harness.measure.figures import Metrics, Reference
+from slimbench.harness.replicate.claim_schema import Claim, Selector
+from slimbench.harness.replicate.claim_terms import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS,
+                                                     DELTA_VS_BASELINE, INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU,
+                                                     NEEDS_GPU, NOISY, NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE,
+                                                     PAIRED_ONLY, REPRODUCED, SMALLER)
+from slimbench.harness.replicate.claim_text import fmt, num, published_text, rule_text, span
+from slimbench.harness.replicate.claims import Judgement, combine, judge, judge_loss, side
+from slimbench.harness.replicate.claims_file import load_claims
 from slimbench.harness.run.records import RunRecord, atomic_write_text, load_records
 from slimbench.harness.report.robustness import per_class
+from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
 
 __all__ = ["load_claims", "replicate", "replication_markdown", "evaluate", "load_suites", "SuiteData", "markdown",
@@ -47,7 +52,7 @@ class SuiteData:
     """One suite's records and the leaderboard rows built from them."""
 
     name: str
-    rows: list[dict[str, Any]]
+    rows: list[LeaderboardRow]
     records: dict[str, RunRecord]
 
 
@@ -103,30 +108,37 @@ def load_suites(results: Path) -> list[SuiteData]:
 # -- values read from records -------------------------------------------------------------------------------------
 
 def _per_record(name: str, rec: RunRecord) -> float:
-    m, r = rec.metrics, rec.reference
+    m, r = _figures(rec)
     if name == "compression_x":
-        return r["stored_bytes"] / m["stored_bytes"]
+        return r.stored_bytes / m.stored_bytes
     if name == "gzip_x":
-        return r["gzip_bytes"] / m["gzip_bytes"]
+        return r.gzip_bytes / m.gzip_bytes
     if name == "macs_x":
-        return r["macs"] / m["macs"]
+        return r.macs / m.macs
     if name == "connections_x":      # Han et al.'s measure: connections (weights) of the baseline over those kept
-        return r["nonzero_params"] / m["nonzero_params"]
+        return r.nonzero_params / m.nonzero_params
     if name == "accuracy_pts":
-        return 100 * m["accuracy"]
+        return 100 * m.accuracy
     if name == "delta_accuracy_pts":
-        return 100 * (m["accuracy"] - r["accuracy"])
+        return 100 * (m.accuracy - r.accuracy)
     if name == "delta_macro_f1_pts":
-        return 100 * (m["macro_f1"] - r["macro_f1"])
+        return 100 * (m.macro_f1 - r.macro_f1)
     if name in ("corrupted_accuracy_pts", "corrupted_minus_clean_pts"):
-        corrupted = m.get("mean_corrupted_accuracy")
+        corrupted = m.mean_corrupted_accuracy
         if corrupted is None:
             raise SlimbenchError(f"run record {rec.run_id} has no corrupted-input accuracy (measured before "
                                  f"robustness was, or its task declares no corruptions): rerun its suite")
-        return 100 * (corrupted - (m["accuracy"] if name == "corrupted_minus_clean_pts" else 0.0))
+        return 100 * (corrupted - (m.accuracy if name == "corrupted_minus_clean_pts" else 0.0))
     if name == "delta_vs_teacher_pts":
-        return 100 * (m["accuracy"] - _teacher_accuracy(rec))
+        return 100 * (m.accuracy - _teacher_accuracy(rec))
     raise ValueError(name)
+
+
+def _figures(rec: RunRecord) -> tuple[Metrics, Reference]:
+    """The model's and its baseline's figures (every record behind a leaderboard row has both)."""
+    if rec.metrics is None or rec.reference is None:
+        raise SlimbenchError(f"run record {rec.run_id} ({rec.status}) was never measured")
+    return rec.metrics, rec.reference
 
 
 def _teacher_accuracy(rec: RunRecord) -> float:
@@ -136,38 +148,37 @@ def _teacher_accuracy(rec: RunRecord) -> float:
     return float(teacher)
 
 
-def _matches(row: dict[str, Any], method: str, params: dict[str, Any], task: str = "*", model: str = "*") -> bool:
-    if not all(fnmatch.fnmatchcase(str(row[k]), pat) for k, pat in
-               (("method", method), ("task", task), ("model", model))):
+def _matches(row: LeaderboardRow, method: str, params: dict[str, Any], task: str = "*", model: str = "*") -> bool:
+    if not all(fnmatch.fnmatchcase(value, pat) for value, pat in
+               ((row.method, method), (row.task, task), (row.model, model))):
         return False
-    given = json.loads(row["params_json"])
+    given = json.loads(row.params_json)
     return all(given.get(k) == v for k, v in params.items())
 
 
-def _excluded(row: dict[str, Any], exclude: dict[str, Any]) -> bool:
+def _excluded(row: LeaderboardRow, exclude: dict[str, Any]) -> bool:
     """A row whose params hold every `exclude_params` entry is left out (the sparsity-0 fine-tune control)."""
     if not exclude:
         return False
-    given = json.loads(row["params_json"])
+    given = json.loads(row.params_json)
     return all(k in given and given[k] == v for k, v in exclude.items())
 
 
-def _recs(row: dict[str, Any], suite: SuiteData) -> list[RunRecord]:
-    return [suite.records[i] for i in row["run_ids"].split() if i in suite.records]
+def _recs(row: LeaderboardRow, suite: SuiteData) -> list[RunRecord]:
+    return [suite.records[i] for i in row.run_ids.split() if i in suite.records]
 
 
-def _baseline_sigma(suite: SuiteData, row: dict[str, Any], metric: str) -> tuple[float, int]:
+def _baseline_sigma(suite: SuiteData, row: LeaderboardRow, metric: str) -> tuple[float, int]:
     """σ (points) of the same task × model baseline's seeds: a one-seed row is judged against it (2σ), as in the
     leaderboard."""
-    rows = [r for r in suite.rows if r["method"] == "baseline" and r["task"] == row["task"]
-            and r["model"] == row["model"]]
+    rows = [r for r in suite.rows if r.method == "baseline" and r.task == row.task and r.model == row.model]
     if not rows:
         return 0.0, 0
-    recs = _recs(max(rows, key=lambda r: len(r["seeds"].split())), suite)
-    return 100 * std([r.metrics[metric] for r in recs]), len(recs)
+    recs = _recs(max(rows, key=lambda r: len(r.seeds.split())), suite)
+    return 100 * std([getattr(_figures(r)[0], metric) for r in recs]), len(recs)
 
 
-def _one_seed(value: float, suite: SuiteData, row: dict[str, Any], name: str, how: str = "") -> dict[str, Any]:
+def _one_seed(value: float, suite: SuiteData, row: LeaderboardRow, name: str, how: str = "") -> dict[str, Any]:
     """The interval of a one-seed value: ±2σ of its baseline's seeds for a noisy value (as the leaderboard judges
     a one-seed Δ), else none (a one-seed row without a measured spread is never reproduced)."""
     if name not in NOISY:
@@ -186,22 +197,22 @@ def _seeds(n: int) -> str:
     return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
-def _where(suite: SuiteData, row: dict[str, Any], recs: list[RunRecord]) -> str:
-    given = short_params(row["_params_given"])
-    dirty = [r for r in recs if r.git.get("dirty")]
-    return (f"{suite.name} · {row['task']} · {row['model']} · {row['method']}" + (f" ({given})" if given else "")
+def _where(suite: SuiteData, row: LeaderboardRow, recs: list[RunRecord]) -> str:
+    given = short_params(row.params_given)
+    dirty = [r for r in recs if r.provenance.git.dirty]
+    return (f"{suite.name} · {row.task} · {row.model} · {row.method}" + (f" ({given})" if given else "")
             + " · runs " + " ".join(r.run_id for r in recs)
             + (f" · ⚠ {len(dirty)} of {len(recs)} records from a dirty tree (commit "
-               f"{(dirty[0].git.get('commit') or '?')[:10]}): they do not name the exact code" if dirty else ""))
+               f"{(dirty[0].provenance.git.commit or '?')[:10]}): they do not name the exact code" if dirty else ""))
 
 
-def _speed(name: str, row: dict[str, Any], recs: list[RunRecord], where: str) -> Measurement:
+def _speed(name: str, row: LeaderboardRow, recs: list[RunRecord], where: str) -> Measurement:
     """A speed value read exactly as the leaderboard reads it: the band over interleaved timing rounds, widened by
     the measured run-to-run spread (`stats.widened`); the cell the leaderboard prints (`report.speedup_cell`, ≈1.00×
     when that band holds 1) is quoted beside it."""
     from slimbench.harness.report.build import speedup_cell
 
-    speed, lo, hi = row["speedup_b1_x"], row["speedup_b1_low"], row["speedup_b1_high"]
+    speed, lo, hi = row.speedup_b1_x, row.speedup_b1_low, row.speedup_b1_high
     shown = speedup_cell(speed, lo, hi)
     if lo is None or hi is None:
         band, wlo, whi = f"leaderboard {shown}, no timing band", None, None
@@ -217,7 +228,7 @@ def _speed(name: str, row: dict[str, Any], recs: list[RunRecord], where: str) ->
     return Measurement(macs / speed, low, high, how, where, noise=noise, seeds=len(recs))
 
 
-def _single(name: str, row: dict[str, Any], suite: SuiteData) -> Measurement:
+def _single(name: str, row: LeaderboardRow, suite: SuiteData) -> Measurement:
     """One row's value (mean over its seeds) and the interval a verdict reads."""
     recs = _recs(row, suite)
     where = _where(suite, row, recs)
@@ -238,10 +249,11 @@ def _reference_value(name: str, rec: RunRecord) -> float:
     """What a Δ is taken against: the baseline's accuracy or macro-F1, or the teacher's accuracy."""
     if name == "delta_vs_teacher_pts":
         return _teacher_accuracy(rec)
-    return rec.reference["macro_f1" if name == "delta_macro_f1_pts" else "accuracy"]
+    reference = _figures(rec)[1]
+    return reference.macro_f1 if name == "delta_macro_f1_pts" else reference.accuracy
 
 
-def _paired(a: list[float], b: list[float], suite: SuiteData, row: dict[str, Any], noisy: bool = True
+def _paired(a: list[float], b: list[float], suite: SuiteData, row: LeaderboardRow, noisy: bool = True
             ) -> tuple[float, dict[str, Any]]:
     """a − b seed by seed, with the pair's interval: the widest of the differences', a's and b's spread (the
     pair rule of the table), or ±2σ of the baseline's seeds for one seed."""
@@ -254,7 +266,7 @@ def _paired(a: list[float], b: list[float], suite: SuiteData, row: dict[str, Any
                    "spread": f"± {spread:.2f} ({len(diffs)} seeds, paired)"}
 
 
-def _pair(claim: Claim, a: dict[str, Any], b: dict[str, Any], suite: SuiteData) -> Measurement | None:
+def _pair(claim: Claim, a: LeaderboardRow, b: LeaderboardRow, suite: SuiteData) -> Measurement | None:
     """A − B seed by seed; the spread is the widest of the differences', A's and B's (noisy values)."""
     spec = claim.records
     assert spec is not None and spec.versus is not None
@@ -268,8 +280,8 @@ def _pair(claim: Claim, a: dict[str, Any], b: dict[str, Any], suite: SuiteData) 
     fa = [_per_record(spec.value, ra[s]) for s in seeds]
     fb = [_per_record(spec.value, rb[s]) for s in seeds]
     value, interval = _paired(fa, fb, suite, a, spec.value in NOISY)
-    where = (_where(suite, a, [ra[s] for s in seeds]) + " vs " + b["method"]
-             + (f" ({short_params(b['_params_given'])})" if short_params(b["_params_given"]) else "")
+    where = (_where(suite, a, [ra[s] for s in seeds]) + " vs " + b.method
+             + (f" ({short_params(b.params_given)})" if short_params(b.params_given) else "")
              + " · runs " + " ".join(rb[s].run_id for s in seeds))
     return Measurement(value, where=where, seeds=len(seeds), **interval)
 
@@ -279,10 +291,10 @@ def _excess(model: RunRecord, base: RunRecord) -> float | None:
     pm, pb = per_class(model), per_class(base)
     if pm is None or pb is None:
         return None
-    return 100 * (float(np.nanmin(pm - pb)) - (model.metrics["accuracy"] - base.metrics["accuracy"]))
+    return 100 * (float(np.nanmin(pm - pb)) - (_figures(model)[0].accuracy - _figures(base)[0].accuracy))
 
 
-def _worst_class_excess(a: dict[str, Any], ra: dict[int, RunRecord], rb: dict[int, RunRecord], seeds: list[int],
+def _worst_class_excess(a: LeaderboardRow, ra: dict[int, RunRecord], rb: dict[int, RunRecord], seeds: list[int],
                         suite: SuiteData) -> Measurement | None:
     """The model's worst-class excess over its same-seed baseline, less the baseline's own seed-to-seed excess:
     the worst of several class Δs is below their mean even for two baseline seeds, and only the rest is
@@ -303,12 +315,12 @@ def _worst_class_excess(a: dict[str, Any], ra: dict[int, RunRecord], rb: dict[in
 ROBUSTNESS_VALUES = ("corrupted_accuracy_pts", "corrupted_minus_clean_pts", "worst_class_excess_pts")
 
 
-def _measured_by(name: str, row: dict[str, Any], suite: SuiteData) -> bool:
+def _measured_by(name: str, row: LeaderboardRow, suite: SuiteData) -> bool:
     """Records measured before robustness was (or on a task without corruptions) cannot answer a robustness claim:
     their rows are left out, not failed."""
     if name not in ROBUSTNESS_VALUES:
         return True
-    return all(r.metrics.get("mean_corrupted_accuracy") is not None for r in _recs(row, suite))
+    return all(_figures(r)[0].mean_corrupted_accuracy is not None for r in _recs(row, suite))
 
 
 # -- premises: checked before a row is judged -----------------------------------------------------------------------
@@ -317,8 +329,8 @@ def _chance(rec: RunRecord) -> float | None:
     """Chance accuracy (points) of the record's task: 100 / its number of classes."""
     classes = (rec.details.get("task") or {}).get("num_classes")
     if not isinstance(classes, int):
-        names = (rec.metrics.get("robustness") or {}).get("classes")
-        classes = len(names) if isinstance(names, list) and names else None
+        robust = rec.metrics.robustness if rec.metrics is not None else None
+        classes = len(robust.classes) if robust is not None and robust.classes else None
     return 100 / classes if classes else None
 
 
@@ -336,7 +348,7 @@ def _at_chance(label: str, accuracies: list[float], recs: list[RunRecord], margi
 
 def _compute_premise(want: str, recs: list[RunRecord]) -> str | None:
     """The measured compute labels of a row's records must show the kernels the claim needs."""
-    labels = sorted({r.compression.get("compute", "") or "unlabelled" for r in recs})
+    labels = sorted({(r.compression.compute if r.compression else "") or "unlabelled" for r in recs})
     ok = COMPUTE_REQUIREMENTS[want]
     if all(any(part in ok for part in label.split("+")) for label in labels):
         return None
@@ -350,7 +362,7 @@ def _compute_premise(want: str, recs: list[RunRecord]) -> str | None:
     return f"no int8 kernels (measured compute {shown})"
 
 
-def _teacher_premise(row: dict[str, Any], recs: list[RunRecord], suite: SuiteData) -> str | None:
+def _teacher_premise(row: LeaderboardRow, recs: list[RunRecord], suite: SuiteData) -> str | None:
     """The teacher's accuracy interval must lie above the student-alone's, and the teacher must not be the
     student's own architecture (born-again)."""
     teachers = [r.details.get("teacher") for r in recs]
@@ -361,7 +373,7 @@ def _teacher_premise(row: dict[str, Any], recs: list[RunRecord], suite: SuiteDat
         return (f"born-again: the teacher is the student's own architecture ({recs[0].model}), not a stronger "
                 f"network")
     teacher = [100 * _teacher_accuracy(r) for r in recs]
-    alone = [100 * r.reference["accuracy"] for r in recs]
+    alone = [100 * _figures(r)[1].accuracy for r in recs]
     value, iv = _paired(teacher, alone, suite, row)
     said = (f"teacher {mean(teacher):.2f} vs student alone {mean(alone):.2f}, {value:+.2f} pts "
             f"{iv['spread']}")
@@ -372,25 +384,25 @@ def _teacher_premise(row: dict[str, Any], recs: list[RunRecord], suite: SuiteDat
     return None
 
 
-def _ptq_premise(b: dict[str, Any], suite: SuiteData) -> str | None:
+def _ptq_premise(b: LeaderboardRow, suite: SuiteData) -> str | None:
     """QAT recovers what PTQ lost: PTQ (the versus row) must lose accuracy beyond the spread."""
     lost = _single("delta_accuracy_pts", b, suite)
     if lost.low is None or lost.high is None or side(lost.low, lost.high, 0.0, -1, strict=True) != "holds":
-        return (f"PTQ lost nothing to recover: {b['method']} Δ {lost.value:+.2f} pts {lost.spread} is not below 0 "
+        return (f"PTQ lost nothing to recover: {b.method} Δ {lost.value:+.2f} pts {lost.spread} is not below 0 "
                 f"beyond the spread")
     return None
 
 
 def _compressed_premise(recs: list[RunRecord], least: float) -> str | None:
     """Something was compressed: the share of the baseline's non-zero parameters removed."""
-    removed = 1 - mean([r.metrics["nonzero_params"] / r.reference["nonzero_params"] for r in recs])
+    removed = 1 - mean([m.nonzero_params / r.nonzero_params for m, r in map(_figures, recs)])
     if removed < least:
         return (f"nothing compressed: {100 * removed:.2f} % of the baseline's non-zero parameters removed (premise: "
                 f"≥ {100 * least:g} %)")
     return None
 
 
-def _premises(claim: Claim, m: Measurement, a: dict[str, Any], b: dict[str, Any] | None, suite: SuiteData) -> None:
+def _premises(claim: Claim, m: Measurement, a: LeaderboardRow, b: LeaderboardRow | None, suite: SuiteData) -> None:
     """Absent premises, in words, onto the measurement (the row is then "not testable here")."""
     spec = claim.records
     assert spec is not None
@@ -408,13 +420,13 @@ def _premises(claim: Claim, m: Measurement, a: dict[str, Any], b: dict[str, Any]
         # the row's model and the baseline it was made from; a versus row other than the baseline may sit at chance
         # (random pruning collapsing at 95 % is what "magnitude beats random" measures there)
         margin = claim.min_accuracy_over_chance
-        compared = [(a["method"], [r.metrics["accuracy"] for r in ra], ra),
-                    ("its baseline", [r.reference["accuracy"] for r in ra], ra)]
+        compared = [(a.method, [_figures(r)[0].accuracy for r in ra], ra),
+                    ("its baseline", [_figures(r)[1].accuracy for r in ra], ra)]
         m.not_testable.extend(_at_chance(label, accs, recs, margin) or "" for label, accs, recs in compared)
     m.not_testable = [t for t in m.not_testable if t]
 
 
-def _conditions(claim: Claim, m: Measurement, a: dict[str, Any], suite: SuiteData) -> None:
+def _conditions(claim: Claim, m: Measurement, a: LeaderboardRow, suite: SuiteData) -> None:
     """Second figures the claim states beside its main one, each judged on its own interval."""
     spec = claim.records
     assert spec is not None
@@ -434,8 +446,8 @@ def _conditions(claim: Claim, m: Measurement, a: dict[str, Any], suite: SuiteDat
         m.conditions.append((f"condition {what} loss ≤ {cond.bound:g} pts", j))   # its source: the claim's section
     if spec.teacher_not_below:
         teacher = [100 * _teacher_accuracy(r) for r in recs]
-        distilled = [100 * r.metrics["accuracy"] for r in recs]
-        alone = [100 * r.reference["accuracy"] for r in recs]
+        distilled = [100 * _figures(r)[0].accuracy for r in recs]
+        alone = [100 * _figures(r)[1].accuracy for r in recs]
         m.beside.append(f"teacher {mean(teacher):.2f}, alone {mean(alone):.2f}, distilled {mean(distilled):.2f}")
         value, iv = _paired(teacher, distilled, suite, a)
         said = f"teacher − distilled {value:+.2f} pts {iv['spread']}"
@@ -488,10 +500,10 @@ def _rows(claim: Claim, suite: SuiteData) -> list[Measurement]:
             _conditions(claim, m, a, suite)
             out.append(m)
             continue
-        va = json.loads(a["params_json"])
+        va = json.loads(a.params_json)
         for b in suite.rows:
-            same = all(json.loads(b["params_json"]).get(k) == va.get(k) for k in spec.versus.same_params)
-            if b is not a and (b["task"], b["model"]) == (a["task"], a["model"]) and same and \
+            same = all(json.loads(b.params_json).get(k) == va.get(k) for k in spec.versus.same_params)
+            if b is not a and (b.task, b.model) == (a.task, a.model) and same and \
                     _matches(b, spec.versus.method, spec.versus.params) and _measured_by(spec.value, b, suite) \
                     and not _excluded(b, claim.exclude_params):
                 m = _pair(claim, a, b, suite)
@@ -882,7 +894,7 @@ def markdown_parts(lines: list[Line], suites: list[SuiteData], details_file: str
     return (head + "\n" if details_file is not None else head), detail_text
 
 
-def replication_markdown(claims: list[Claim], rows: list[dict[str, Any]], records: list[RunRecord]) -> str:
+def replication_markdown(claims: list[Claim], rows: list[LeaderboardRow], records: list[RunRecord]) -> str:
     """The table for one suite's rows and records (the claims that name that suite)."""
     suite = SuiteData(records[0].suite if records else "suite", rows, {r.run_id: r for r in records})
     return markdown(evaluate(claims, [suite]), [suite])

@@ -7,17 +7,22 @@ import io
 import json
 import logging
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from slimbench.core.errors import SlimbenchError
+from slimbench.harness.measure.evidence_data import Compression
+from slimbench.harness.measure.figures import Metrics, Reference
 from slimbench.harness.report import layer_tables, robustness, sweep
 from slimbench.harness.report.distillation import distillation_markdown
 from slimbench.harness.run.numerics import numerics_line
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 from slimbench.harness.report.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
                                             matrix_csv, matrix_markdown, matrix_rows)
+from slimbench.harness.report.rows import FailedRow, LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
 
 log = logging.getLogger("slimbench")
@@ -28,7 +33,6 @@ COLUMNS = ["task", "model", "method", "params_json", "seeds", "accuracy", "accur
            "delta_accuracy", "delta_accuracy_std", "delta_significant", "storage", "compute", "claim_verified",
            "speedup_b1_low", "speedup_b1_high", "speedup_bn_low", "speedup_bn_high", "compression_raw_x",
            "provenance", "baseline_accuracy_std", "baseline_seeds", *robustness.COLUMNS]
-FAMILY_ORDER = ["baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank", "chain"]
 
 
 def _mean_dict(dicts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -49,10 +53,10 @@ def method_params_json(record: RunRecord) -> str:
 
 def _band(recs: list[RunRecord], key: str) -> tuple[float, float] | None:
     """The widest interleaved-round band of the deployed runtime's speedup over the row's seeds."""
-    bands = [r.metrics.get("speedup", {}).get(r.metrics.get("runtime", "eager"), {}).get(key) for r in recs]
+    bands = [_measured(r)[0].band(key) for r in recs]
     if not bands or any(b is None for b in bands):
         return None
-    return min(b["low"] for b in bands), max(b["high"] for b in bands)
+    return min(b.low for b in bands if b), max(b.high for b in bands if b)
 
 
 def _significant(deltas: list[float], baseline_accs: list[float]) -> bool:
@@ -63,13 +67,13 @@ def _significant(deltas: list[float], baseline_accs: list[float]) -> bool:
 
 
 def _provenance(recs: list[RunRecord]) -> str:
-    commits = {(r.git.get("commit") or "?")[:10] for r in recs}
-    dirty = any(r.git.get("dirty") for r in recs)
+    commits = {(r.provenance.git.commit or "?")[:10] for r in recs}
+    dirty = any(r.provenance.git.dirty for r in recs)
     text = "mixed commits " + ", ".join(sorted(commits)) if len(commits) > 1 else f"commit {next(iter(commits))}"
     return text + (" (dirty tree)" if dirty else "")
 
 
-def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+def leaderboard_rows(records: list[RunRecord]) -> list[LeaderboardRow]:
     """One row per task × model × method × params × code versions: records of other code versions never mix."""
     groups: dict[tuple[str, ...], list[RunRecord]] = defaultdict(list)
     families: dict[tuple[str, ...], str] = {}
@@ -80,76 +84,88 @@ def leaderboard_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                json.dumps(rec.config.get("versions", {}), sort_keys=True))
         groups[key].append(rec)
         families[key] = rec.family
+    pairing = robustness.Pairing(records)
     rows = []
     for key, recs in groups.items():
         recs.sort(key=lambda r: r.seed)
-        m = [r.metrics for r in recs]
-        ref = [r.reference for r in recs]
-        acc = [x["accuracy"] for x in m]
-        deltas = [x["accuracy"] - r["accuracy"] for x, r in zip(m, ref)]
+        measured = [_measured(r) for r in recs]
+        m = [x for x, _, _ in measured]
+        ref = [r for _, r, _ in measured]
+        comp = [c for _, _, c in measured]
+        acc = [x.accuracy for x in m]
+        deltas = [x.accuracy - r.accuracy for x, r in zip(m, ref)]
         b1, bn = _band(recs, "b1"), _band(recs, "bn")
-        rows.append({
-            "task": key[0], "model": key[1], "method": key[2], "params_json": key[3],
-            "seeds": " ".join(str(r.seed) for r in recs),
-            "accuracy": mean(acc), "accuracy_std": std(acc),
-            "macro_f1": mean([x["macro_f1"] for x in m]),
-            "params": round(mean([x["params"] for x in m])),
-            "nonzero_params": round(mean([x["nonzero_params"] for x in m])),
-            "stored_bytes": round(mean([x["stored_bytes"] for x in m])),
-            "gzip_bytes": round(mean([x["gzip_bytes"] for x in m])),
-            "compression_x": mean([r["stored_bytes"] / x["stored_bytes"] for x, r in zip(m, ref)]),
-            "macs": round(mean([x["macs"] for x in m])),
-            "latency_b1_ms": mean([x["latency_b1_ms"] for x in m]),
-            "latency_bn_ms": mean([x["latency_bn_ms"] for x in m]),
-            "speedup_b1_x": mean([r["latency_b1_ms"] / x["latency_b1_ms"] for x, r in zip(m, ref)]),
-            "label": "/".join(sorted({r.compression["label"] for r in recs})),
-            "storage": "/".join(sorted({r.compression.get("storage", r.compression["label"]) for r in recs})),
-            "compute": "/".join(sorted({r.compression.get("compute", "") for r in recs})),
-            "claim_verified": all(r.compression.get("verified", True) for r in recs),
-            "delta_accuracy_std": std(deltas),
-            "delta_significant": _significant(deltas, [r["accuracy"] for r in ref]),
-            "speedup_b1_low": b1[0] if b1 else None, "speedup_b1_high": b1[1] if b1 else None,
-            "speedup_bn_low": bn[0] if bn else None, "speedup_bn_high": bn[1] if bn else None,
-            "compression_raw_x": mean([r.get("state_dict_stored_bytes", r["stored_bytes"]) / x["stored_bytes"]
-                                       for x, r in zip(m, ref)]),
-            "provenance": _provenance(recs),
-            "requested": json.dumps(recs[0].compression.get("requested", {}), sort_keys=True),
-            "achieved": json.dumps(_mean_dict([r.compression.get("achieved", {}) for r in recs]), sort_keys=True),
-            "run_ids": " ".join(r.run_id for r in recs),
-            "_family": families[key],
-            "_params_given": json.dumps(recs[0].details.get("params_given", json.loads(key[3]))),
-            "speedup_bn_x": mean([r["latency_bn_ms"] / x["latency_bn_ms"] for x, r in zip(m, ref)]),
-            "runtime": "/".join(sorted({x.get("runtime", "eager") for x in m})),
-            "delta_accuracy": mean(deltas),
-            "_latency_batch": m[0].get("latency_batch"),
-        })
-    _attach_baseline_spread(rows)
-    robustness.attach(rows, records)
-    order = {f: i for i, f in enumerate(FAMILY_ORDER)}
-    rows.sort(key=lambda r: (r["task"], r["model"], order.get(r["_family"], 99), r["method"], r["params_json"]))
+        rows.append(LeaderboardRow(
+            task=key[0], model=key[1], method=key[2], params_json=key[3],
+            seeds=" ".join(str(r.seed) for r in recs),
+            accuracy=mean(acc), accuracy_std=std(acc),
+            macro_f1=mean([x.macro_f1 for x in m]),
+            params=round(mean([x.params for x in m])),
+            nonzero_params=round(mean([x.nonzero_params for x in m])),
+            stored_bytes=round(mean([x.stored_bytes for x in m])),
+            gzip_bytes=round(mean([x.gzip_bytes for x in m])),
+            compression_x=mean([r.stored_bytes / x.stored_bytes for x, r in zip(m, ref)]),
+            macs=round(mean([x.macs for x in m])),
+            latency_b1_ms=mean([x.latency_b1_ms for x in m]),
+            latency_bn_ms=mean([x.latency_bn_ms for x in m]),
+            speedup_b1_x=mean([r.latency_b1_ms / x.latency_b1_ms for x, r in zip(m, ref)]),
+            label="/".join(sorted({c.label for c in comp})),
+            storage="/".join(sorted({c.storage for c in comp})),
+            compute="/".join(sorted({c.compute for c in comp})),
+            claim_verified=all(c.verified for c in comp),
+            delta_accuracy_std=std(deltas),
+            delta_significant=_significant(deltas, [r.accuracy for r in ref]),
+            speedup_b1_low=b1[0] if b1 else None, speedup_b1_high=b1[1] if b1 else None,
+            speedup_bn_low=bn[0] if bn else None, speedup_bn_high=bn[1] if bn else None,
+            compression_raw_x=mean([r.state_dict_stored_bytes / x.stored_bytes for x, r in zip(m, ref)]),
+            provenance=_provenance(recs),
+            requested=json.dumps(comp[0].requested, sort_keys=True),
+            achieved=json.dumps(_mean_dict([c.achieved for c in comp]), sort_keys=True),
+            run_ids=" ".join(r.run_id for r in recs),
+            family=families[key],
+            params_given=json.dumps(recs[0].details.get("params_given", json.loads(key[3]))),
+            speedup_bn_x=mean([r.latency_bn_ms / x.latency_bn_ms for x, r in zip(m, ref)]),
+            runtime="/".join(sorted({x.runtime for x in m})),
+            delta_accuracy=mean(deltas),
+            latency_batch=m[0].latency_batch,
+            robustness=pairing.figures(recs, families[key]),
+        ))
+    rows = with_baseline_spread(rows)
+    from slimbench.methods import family_rank
+
+    rows.sort(key=lambda r: (r.task, r.model, family_rank(r.family), r.method, r.params_json))
     return rows
 
 
-def _attach_baseline_spread(rows: list[dict[str, Any]]) -> None:
+def _measured(rec: RunRecord) -> tuple[Metrics, Reference, Compression]:
+    """The parts every finished record has."""
+    if rec.metrics is None or rec.reference is None or rec.compression is None:
+        raise SlimbenchError(f"run record {rec.run_id} has status {rec.status!r} but no measurement")
+    return rec.metrics, rec.reference, rec.compression
+
+
+def with_baseline_spread(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
     """A one-seed row can still be judged against the seed spread of its own baseline (same task, model, code)."""
-    spread = {(r["task"], r["model"]): (r["accuracy_std"], len(r["seeds"].split()))
-              for r in rows if r["_family"] == "baseline"}
+    spread = {(r.task, r.model): (r.accuracy_std, len(r.seeds.split())) for r in rows if r.family == "baseline"}
+    out = []
     for row in rows:
-        std_, n = spread.get((row["task"], row["model"]), (None, 0))
-        row["baseline_accuracy_std"], row["baseline_seeds"] = (std_ if n >= 2 else None), n
+        std_, n = spread.get((row.task, row.model), (None, 0))
+        out.append(replace(row, baseline_accuracy_std=std_ if n >= 2 else None, baseline_seeds=n))
+    return out
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[LeaderboardRow]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in row.items()})
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
+                         for k, v in row.columns().items()})
     return buf.getvalue()
 
 
-def _achieved_short(row: dict[str, Any]) -> str:
-    req, ach = json.loads(row["requested"]), json.loads(row["achieved"])
+def _achieved_short(row: LeaderboardRow) -> str:
+    req, ach = json.loads(row.requested), json.loads(row.achieved)
     parts = []
     for key, value in ach.items():
         if key in req:
@@ -168,31 +184,30 @@ def speedup_cell(ratio: float, low: float | None, high: float | None) -> str:
     return f"{ratio:.2f}× ({low:.2f}–{high:.2f})"
 
 
-def delta_cell(row: dict[str, Any]) -> str:
+def delta_cell(row: LeaderboardRow) -> str:
     """Δ accuracy in points: `*` beyond the seeds' spread, `n.s.` inside it, and a single seed says so."""
-    if row["_family"] == "baseline":
+    if row.family == "baseline":
         return "0"
-    return delta_text(row["delta_accuracy"], len(row["seeds"].split()), row.get("baseline_accuracy_std"),
-                      row["delta_significant"])
+    return delta_text(row.delta_accuracy, len(row.seeds.split()), row.baseline_accuracy_std, row.delta_significant)
 
 
-def label_cell(row: dict[str, Any]) -> str:
-    if row["_family"] == "baseline":
+def label_cell(row: LeaderboardRow) -> str:
+    if row.family == "baseline":
         return "reference"
-    text = f"{row['storage']} / {row['compute']}" if row["compute"] else row["label"]
-    return text if row["claim_verified"] else text + " ⚠ claim not verified"
+    text = f"{row.storage} / {row.compute}" if row.compute else row.label
+    return text if row.claim_verified else text + " ⚠ claim not verified"
 
 
-def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: str,
-                  failed: list[dict[str, Any]] = ()) -> str:
+def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: str,
+                  failed: list[FailedRow] = ()) -> str:
     lines = [f"# slimbench leaderboard — suite `{suite}`", ""]
     if records:
         r0 = records[0]
         hw = r0.hardware
         lines += [
-            f"{len(records)} run records; measured on {hw.get('cpu')} ({hw.get('logical_cpus')} logical CPUs), "
-            f"latency with {r0.config['measure']['threads']} thread(s), torch {r0.versions.get('torch')}, "
-            f"commit `{(r0.git.get('commit') or 'unknown')[:10]}`.",
+            f"{len(records)} run records; measured on {hw.cpu} ({hw.logical_cpus} logical CPUs), "
+            f"latency with {r0.config['measure']['threads']} thread(s), torch {r0.provenance.versions.get('torch')}, "
+            f"commit `{(r0.provenance.git.commit or 'unknown')[:10]}`.",
             numerics_line(records),
             "Accuracy and macro-F1 on the test split (mean ± std over seeds); Δ acc is the change against the same "
             "model's trained baseline (same seed and budget), in points; sizes are the stored (packed) "
@@ -208,38 +223,38 @@ def markdown_text(rows: list[dict[str, Any]], records: list[RunRecord], suite: s
             "n.s. = inside it.",
             "",
         ]
-    for task in sorted({r["task"] for r in rows} | {f["task"] for f in failed}):
+    for task in sorted({r.task for r in rows} | {f.task for f in failed}):
         table = []
-        for r in (r for r in rows if r["task"] == task):
+        for r in (r for r in rows if r.task == task):
             table.append([
-                r["model"], r["method"], short_params(r["_params_given"]), r["seeds"],
-                f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}", delta_cell(r), f"{r['macro_f1']:.4f}",
-                f"{r['params']:,}", f"{r['nonzero_params']:,}", f"{r['stored_bytes'] / 1024:,.1f}",
-                f"{r['gzip_bytes'] / 1024:,.1f}", f"{r['compression_x']:.2f}×", f"{r['macs'] / 1e6:,.2f}",
-                r["runtime"], f"{r['latency_b1_ms']:.2f}", f"{r['latency_bn_ms']:.1f}",
-                speedup_cell(r["speedup_b1_x"], r["speedup_b1_low"], r["speedup_b1_high"]),
-                speedup_cell(r["speedup_bn_x"], r["speedup_bn_low"], r["speedup_bn_high"]), label_cell(r),
+                r.model, r.method, short_params(r.params_given), r.seeds,
+                f"{r.accuracy:.4f} ± {r.accuracy_std:.4f}", delta_cell(r), f"{r.macro_f1:.4f}",
+                f"{r.params:,}", f"{r.nonzero_params:,}", f"{r.stored_bytes / 1024:,.1f}",
+                f"{r.gzip_bytes / 1024:,.1f}", f"{r.compression_x:.2f}×", f"{r.macs / 1e6:,.2f}",
+                r.runtime, f"{r.latency_b1_ms:.2f}", f"{r.latency_bn_ms:.1f}",
+                speedup_cell(r.speedup_b1_x, r.speedup_b1_low, r.speedup_b1_high),
+                speedup_cell(r.speedup_bn_x, r.speedup_bn_low, r.speedup_bn_high), label_cell(r),
                 _achieved_short(r),
             ])
-        batch = next((r["_latency_batch"] for r in rows if r["task"] == task), "N")
+        batch = next((r.latency_batch for r in rows if r.task == task), "N")
         headers = ["model", "method", "params", "seeds", "accuracy", "Δ acc (pts)", "macro-F1", "parameters", "non-zero",
                    "stored KiB", "gzip KiB", "compression", "MMACs", "runtime", "latency b1 ms",
                    f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "storage / compute",
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
         lines += robustness.markdown(rows, task)
-        task_failed = [f for f in failed if f["task"] == task]
+        task_failed = [f for f in failed if f.task == task]
         if task_failed:
             lines += ["Failed cells (rerun the suite to retry them):", "",
-                      tabulate([[f["model"], f["method"], short_params(f["_params_given"]), f["seeds"], f["error"]]
+                      tabulate([[f.model, f.method, short_params(f.params_given), f.seeds, f.error]
                                 for f in task_failed], headers=["model", "method", "params", "seed", "error"],
                                tablefmt="github"), ""]
-        flagged = sorted({r["provenance"] for r in rows if r["task"] == task
-                          and ("dirty" in r["provenance"] or "mixed" in r["provenance"])})
+        flagged = sorted({r.provenance for r in rows if r.task == task
+                          and ("dirty" in r.provenance or "mixed" in r.provenance)})
         if flagged:
             lines += ["Provenance warning: some rows come from " + "; ".join(flagged) + ".", ""]
     lines += sweep.controls_markdown(records)
-    lines += layer_tables.mixed_precision_markdown(records)
+    lines += layer_tables.markdown(records)
     lines += distillation_markdown(rows, records)
     return "\n".join(lines)
 
@@ -275,15 +290,15 @@ def _place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], 
         ax.annotate(text, (x, y), fontsize=fontsize, xytext=choice, textcoords="offset points")
 
 
-def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
+def plot_pareto(rows: list[LeaderboardRow], task: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    task_rows = [r for r in rows if r["task"] == task]
-    keys = [f"{i}: {r['model']} · {r['method']}" + (f" ({g})" if (g := short_params(r["_params_given"])) else "")
-            + f" [{len(r['seeds'].split())} seed{'s' if len(r['seeds'].split()) > 1 else ''}]"
+    task_rows = [r for r in rows if r.task == task]
+    keys = [f"{i}: {r.model} · {r.method}" + (f" ({g})" if (g := short_params(r.params_given)) else "")
+            + f" [{len(r.seeds.split())} seed{'s' if len(r.seeds.split()) > 1 else ''}]"
             for i, r in enumerate(task_rows, 1)]
     key_lines = (len(keys) + 1) // 2
     fig = plt.figure(figsize=(13, 5.2 + 0.16 * key_lines))
@@ -292,10 +307,10 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     for ax, key, xlabel in ((axes[0], "stored_bytes", "stored size (KiB, log)"),
                             (axes[1], "latency_b1_ms", "CPU latency, batch 1 (ms, log)")):
         scale = 1024 if key == "stored_bytes" else 1
-        pts = [(r[key] / scale, r["accuracy"]) for r in task_rows]
+        pts = [(getattr(r, key) / scale, r.accuracy) for r in task_rows]
         for r, (x, y) in zip(task_rows, pts):
-            ax.errorbar(x, y, yerr=r["accuracy_std"], fmt="o", capsize=3, markersize=4,
-                        color="tab:orange" if r["_family"] == "baseline" else "tab:blue")
+            ax.errorbar(x, y, yerr=r.accuracy_std, fmt="o", capsize=3, markersize=4,
+                        color="tab:orange" if r.family == "baseline" else "tab:blue")
         front = pareto_front(pts)
         ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", label="Pareto front")
         ax.set_xscale("log")
@@ -317,7 +332,7 @@ def plot_pareto(rows: list[dict[str, Any]], task: str, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[str, Any]]:
+def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[LeaderboardRow]:
     """Rebuild leaderboard.md/.csv, pareto_<task>.png and sweep_<task>.png (where a parameter is swept) from
     `suite_dir/runs/*.json`.
 
@@ -344,7 +359,7 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[dict[
     matrix = matrix_rows(rows)
     atomic_write_text(suite_dir / "matrix.csv", matrix_csv(matrix))
     atomic_write_text(suite_dir / "matrix.md", matrix_markdown(matrix, failed, delta_cell, speedup_cell) + "\n")
-    for task in sorted({r["task"] for r in rows}):
+    for task in sorted({r.task for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
         robustness.plot(rows, task, suite_dir / f"robustness_{task}.png")
         sweep.plot(rows, task, suite_dir / f"sweep_{task}.png")

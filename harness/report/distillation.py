@@ -12,29 +12,31 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.harness.run.records import RunRecord
+from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import mean_std, short_params
 
 TITLE = "## Distillation against the student alone"
 
 
-def distillation_rows(rows: list[dict[str, Any]], records: list[RunRecord]) -> list[dict[str, Any]]:
+def distillation_rows(rows: list[LeaderboardRow], records: list[RunRecord]) -> list[dict[str, Any]]:
     """Per leaderboard row with a teacher: the three accuracies, the paired gain and Hinton's ordering."""
     by_id = {r.run_id: r for r in records}
     out = []
     for row in rows:
-        recs = [by_id[i] for i in row["run_ids"].split() if i in by_id]
+        recs = [by_id[i] for i in row.run_ids.split() if i in by_id]
         recs = [r for r in recs if isinstance(r.details.get("teacher_accuracy"), (int, float))]
         if not recs:
             continue
         teacher = statistics.fmean(r.details["teacher_accuracy"] for r in recs)
-        alone, alone_sd = mean_std([r.reference["accuracy"] for r in recs])
-        distilled, distilled_sd = mean_std([r.metrics["accuracy"] for r in recs])
-        gain, gain_sd = mean_std([r.metrics["accuracy"] - r.reference["accuracy"] for r in recs])
+        students = [(r.metrics.accuracy, r.reference.accuracy) for r in recs if r.metrics and r.reference]
+        alone, alone_sd = mean_std([ref for _, ref in students])
+        distilled, distilled_sd = mean_std([acc for acc, _ in students])
+        gain, gain_sd = mean_std([acc - ref for acc, ref in students])
         val = [r.details["val_acc"] - r.details["student_alone_val_acc"] for r in recs
                if isinstance(r.details.get("val_acc"), (int, float))
                and isinstance(r.details.get("student_alone_val_acc"), (int, float))]
         out.append({
-            "task": row["task"], "model": row["model"], "method": row["method"], "params_json": row["params_json"],
+            "task": row.task, "model": row.model, "method": row.method, "params_json": row.params_json,
             "seeds": len(recs), "teacher": teacher, "alone": alone, "alone_sd": alone_sd, "distilled": distilled,
             "distilled_sd": distilled_sd, "gain": gain, "gain_sd": gain_sd,
             "val_gain": statistics.fmean(val) if val else None,
@@ -44,7 +46,7 @@ def distillation_rows(rows: list[dict[str, Any]], records: list[RunRecord]) -> l
     return out
 
 
-def distillation_markdown(rows: list[dict[str, Any]], records: list[RunRecord]) -> list[str]:
+def distillation_markdown(rows: list[LeaderboardRow], records: list[RunRecord]) -> list[str]:
     """Markdown lines for the section (empty when no record has a teacher)."""
     table_rows = distillation_rows(rows, records)
     if not table_rows:

@@ -1,50 +1,46 @@
-"""Per-layer tables a method's record holds, printed under the leaderboard: what mixed precision chose for each
-layer and the sensitivity it measured to choose it (one table per task, model and parameter setting; seed 0's
-record, or the lowest seed present, since the choice is made once per trained baseline)."""
+"""Tables methods add to their suite's report (`Method.report_tables`), printed under the leaderboard: a method
+declares what its records hold and how to show it (e.g. what mixed precision chose for each layer), so a new
+method's section needs no edit here. One table per task, model and parameter setting, from the lowest seed's
+record."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from slimbench.harness.run.records import RunRecord
 
+if TYPE_CHECKING:
+    from slimbench.methods.base import ReportTable
 
-def _first_seed(records: list[RunRecord], method: str) -> list[RunRecord]:
+
+def _first_seed(records: list[RunRecord], method: str, table: ReportTable) -> list[RunRecord]:
     chosen: dict[tuple[str, str, str], RunRecord] = {}
     for rec in sorted(records, key=lambda r: r.seed):
-        if rec.status == "ok" and rec.method == method and rec.details.get("layers"):
+        if rec.status == "ok" and rec.method == method and table.rows(rec.details):
             key = (rec.task, rec.model, json.dumps(rec.details.get("params_given", {}), sort_keys=True))
             chosen.setdefault(key, rec)
     return [chosen[k] for k in sorted(chosen)]
 
 
-def mixed_precision_markdown(records: list[RunRecord]) -> list[str]:
-    chosen = _first_seed(records, "quant.mixed")
-    if not chosen:
-        return []
-    lines = ["## Mixed precision: each layer's measured sensitivity and chosen precision", "",
-             "Sensitivity = the validation loss (nats) and accuracy change when only that layer runs in int8 (the "
-             "rest float32), in ONNX Runtime; the most sensitive layers stay float32 until the budget holds. The "
-             "search line lists how many float32 layers each probe kept and what the whole graph lost.", ""]
-    for rec in chosen:
-        layers: list[dict[str, Any]] = rec.details["layers"]
-        int8 = [row for row in layers if row.get("precision") == "int8"]
-        params_int8 = sum(row.get("params", 0) for row in int8)
-        params_all = sum(row.get("params", 0) for row in layers) or 1
-        given = ", ".join(f"{k}={v}" for k, v in rec.details.get("params_given", {}).items())
-        search = "; ".join(f"{s['float_layers']} float: Δloss {s['loss_increase']:+.4f}, Δacc {100 * s['accuracy_change']:+.2f} pts"
-                           for s in rec.details.get("search", []))
-        lines += [f"### {rec.task} · {rec.model} · quant.mixed ({given}), seed {rec.seed}", "",
-                  f"{len(int8)} of {len(layers)} layers int8, holding {100 * params_int8 / params_all:.1f} % of the "
-                  f"weights; test accuracy {rec.metrics['accuracy']:.4f}; stored {rec.metrics['stored_bytes']:,} B. "
-                  f"Search: {search or 'none recorded'}.", "",
-                  tabulate([[row.get("layer"), row.get("op"), row.get("params"),
-                             f"{row.get('loss_increase', float('nan')):+.6f}",
-                             f"{100 * row.get('accuracy_change', float('nan')):+.2f}", row.get("precision")]
-                            for row in layers],
-                           headers=["layer", "op", "params", "Δ val loss (int8 alone)", "Δ val acc (pts)", "precision"],
-                           tablefmt="github"), ""]
+def markdown(records: list[RunRecord]) -> list[str]:
+    """Every registered method's tables, for the methods that have records holding them (methods by name)."""
+    from slimbench.methods import METHODS
+
+    lines: list[str] = []
+    for method in sorted({rec.method for rec in records} & set(METHODS.names())):
+        for table in METHODS.get(method).report_tables:
+            chosen = _first_seed(records, method, table)
+            if not chosen:
+                continue
+            lines += [f"## {table.title}", "", table.intro, ""]
+            for rec in chosen:
+                given = ", ".join(f"{k}={v}" for k, v in rec.details.get("params_given", {}).items())
+                lines += [f"### {rec.task} · {rec.model} · {method} ({given}), seed {rec.seed}", ""]
+                if table.summary is not None:
+                    # the methods room reads records as plain mappings (it may not import the harness's types)
+                    lines += [table.summary(rec.details, rec.metrics.to_dict() if rec.metrics else {}), ""]
+                lines += [tabulate(table.rows(rec.details), headers=list(table.headers), tablefmt="github"), ""]
     return lines

@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from typing import Any, TypeAlias
 
 from tabulate import tabulate
 
 from slimbench.harness.run.records import RunRecord
+from slimbench.harness.report.rows import FailedRow, LeaderboardRow, MatrixCell
 from slimbench.harness.report.stats import short_params
+
+MethodRow: TypeAlias = "LeaderboardRow | FailedRow"   # a row of the per-method table: finished or failed
 
 BY_METHOD_COLUMNS = ["method", "params_json", "task", "model", "status", "seeds", "accuracy", "accuracy_std",
                      "delta_accuracy", "delta_accuracy_std", "delta_significant", "compression_x", "speedup_b1_x",
@@ -22,7 +25,7 @@ MATRIX_COLUMNS = ["method", "task", "model", "params_json", "seeds", "delta_accu
                   "settings_tried", "run_ids"]
 
 
-def failed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+def failed_rows(records: list[RunRecord]) -> list[FailedRow]:
     """A failed cell keeps its place in every table: task, model, method, params and the error it ended with."""
     out = []
     for rec in records:
@@ -30,99 +33,94 @@ def failed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             continue
         params = rec.config.get("method", {}).get("params", {})
         given = rec.details.get("params_given", params)
-        out.append({"task": rec.task, "model": rec.model, "method": rec.method, "family": rec.family,
-                    "params_json": json.dumps(params, sort_keys=True), "_params_given": json.dumps(given),
-                    "seeds": str(rec.seed), "status": rec.status, "error": rec.details.get("error", "unknown error"),
-                    "run_ids": rec.run_id})
-    return sorted(out, key=lambda r: (r["task"], r["model"], r["method"], r["params_json"], r["seeds"]))
+        out.append(FailedRow(task=rec.task, model=rec.model, method=rec.method, family=rec.family,
+                             params_json=json.dumps(params, sort_keys=True), params_given=json.dumps(given),
+                             seeds=str(rec.seed), status=rec.status,
+                             error=rec.details.get("error", "unknown error"), run_ids=rec.run_id))
+    return sorted(out, key=lambda r: (r.task, r.model, r.method, r.params_json, r.seeds))
 
 
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def _csv(rows: list[LeaderboardRow] | list[MethodRow] | list[MatrixCell], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
-                         for k, v in row.items() if k in columns})
+                         for k, v in row.columns().items() if k in columns})
     return buf.getvalue()
 
 
-def _setting(row: dict[str, Any]) -> tuple[str, str]:
-    return row["method"], row["params_json"]
-
-
-def by_method_rows(rows: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def by_method_rows(rows: list[LeaderboardRow], failed: list[FailedRow]) -> list[MethodRow]:
     """Every (method, params) setting with one row per task × model it ran on, failed ones included."""
-    ok = [{**r, "status": "ok", "error": ""} for r in rows]
-    out = ok + [dict(f) for f in failed]
-    return sorted(out, key=lambda r: (r["method"], r["params_json"], r["task"], r["model"], r["status"]))
+    out: list[MethodRow] = [*rows, *failed]
+    return sorted(out, key=lambda r: (r.method, r.params_json, r.task, r.model, r.status))
 
 
-def by_method_csv(rows: list[dict[str, Any]]) -> str:
+def by_method_csv(rows: list[MethodRow]) -> str:
     return _csv(rows, BY_METHOD_COLUMNS)
 
 
-def by_method_markdown(rows: list[dict[str, Any]], delta_cell: Any, speedup_cell: Any, label_cell: Any) -> str:
+def by_method_markdown(rows: list[MethodRow], delta_cell: Any, speedup_cell: Any, label_cell: Any) -> str:
     """One section per method setting; the cell renderers are the per-task table's own, so both read alike."""
     lines = ["# Leaderboard by method", "",
              "Each method setting across every task × model it ran on (from the same rows as `leaderboard.md`). "
              "Δ acc is against the same model's baseline on that task; failed cells are listed with their error.", ""]
-    settings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    settings: dict[tuple[str, str], list[MethodRow]] = {}
     for row in rows:
-        settings.setdefault(_setting(row), []).append(row)
+        settings.setdefault((row.method, row.params_json), []).append(row)
     for (method, _), group in settings.items():
-        given = short_params(group[0]["_params_given"])
+        given = short_params(group[0].params_given)
         lines += [f"## {method}" + (f" ({given})" if given else ""), ""]
         table = []
         for r in group:
-            if r["status"] != "ok":
-                table.append([r["task"], r["model"], r["seeds"], "failed", "", "", "", "", r["error"]])
+            if isinstance(r, FailedRow):
+                table.append([r.task, r.model, r.seeds, "failed", "", "", "", "", r.error])
                 continue
-            table.append([r["task"], r["model"], r["seeds"], f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}",
-                          delta_cell(r), f"{r['compression_x']:.2f}×",
-                          speedup_cell(r["speedup_b1_x"], r["speedup_b1_low"], r["speedup_b1_high"]),
-                          speedup_cell(r["speedup_bn_x"], r["speedup_bn_low"], r["speedup_bn_high"]), label_cell(r)])
+            table.append([r.task, r.model, r.seeds, f"{r.accuracy:.4f} ± {r.accuracy_std:.4f}",
+                          delta_cell(r), f"{r.compression_x:.2f}×",
+                          speedup_cell(r.speedup_b1_x, r.speedup_b1_low, r.speedup_b1_high),
+                          speedup_cell(r.speedup_bn_x, r.speedup_bn_low, r.speedup_bn_high), label_cell(r)])
         lines += [tabulate(table, headers=["task", "model", "seeds", "accuracy", "Δ acc (pts)", "compression",
                                            "speedup b1", "speedup bN", "storage / compute"], tablefmt="github"), ""]
     return "\n".join(lines)
 
 
-def matrix_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def matrix_rows(rows: list[LeaderboardRow]) -> list[MatrixCell]:
     """Per method × task, the setting (model and params) that lost the least accuracy; ties go to more compression."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, str], list[LeaderboardRow]] = {}
     for row in rows:
-        if row["_family"] != "baseline":
-            cells.setdefault((row["method"], row["task"]), []).append(row)
+        if row.family != "baseline":
+            cells.setdefault((row.method, row.task), []).append(row)
     out = []
     for (method, task), group in sorted(cells.items()):
-        best = max(group, key=lambda r: (round(r["delta_accuracy"], 6), r["compression_x"], r["speedup_bn_x"]))
-        out.append({**best, "settings_tried": len(group)})
+        best = max(group, key=lambda r: (round(r.delta_accuracy, 6), r.compression_x, r.speedup_bn_x))
+        out.append(MatrixCell(best, len(group)))
     return out
 
 
-def matrix_csv(rows: list[dict[str, Any]]) -> str:
+def matrix_csv(rows: list[MatrixCell]) -> str:
     return _csv(rows, MATRIX_COLUMNS)
 
 
-def matrix_markdown(matrix: list[dict[str, Any]], failed: list[dict[str, Any]], delta_cell: Any,
-                    speedup_cell: Any) -> str:
-    tasks = sorted({r["task"] for r in matrix} | {f["task"] for f in failed if f["family"] != "baseline"})
-    methods = sorted({r["method"] for r in matrix} | {f["method"] for f in failed if f["family"] != "baseline"})
-    by_key = {(r["method"], r["task"]): r for r in matrix}
-    failed_keys = {(f["method"], f["task"]) for f in failed}
+def matrix_markdown(matrix: list[MatrixCell], failed: list[FailedRow], delta_cell: Any, speedup_cell: Any) -> str:
+    tasks = sorted({c.row.task for c in matrix} | {f.task for f in failed if f.family != "baseline"})
+    methods = sorted({c.row.method for c in matrix} | {f.method for f in failed if f.family != "baseline"})
+    by_key = {(c.row.method, c.row.task): c for c in matrix}
+    failed_keys = {(f.method, f.task) for f in failed}
     table = []
     for method in methods:
         line = [method]
         for task in tasks:
-            r = by_key.get((method, task))
-            if r is None:
+            cell = by_key.get((method, task))
+            if cell is None:
                 line.append("failed" if (method, task) in failed_keys else "—")
                 continue
-            given = short_params(r["_params_given"])
-            line.append(f"Δ {delta_cell(r)} pts<br>{r['compression_x']:.2f}× smaller<br>speed b{r['_latency_batch']} "
-                        f"{speedup_cell(r['speedup_bn_x'], r['speedup_bn_low'], r['speedup_bn_high'])}<br>"
-                        f"{r['model']}" + (f", {given}" if given else "")
-                        + (f" (best of {r['settings_tried']})" if r["settings_tried"] > 1 else "")
+            r = cell.row
+            given = short_params(r.params_given)
+            line.append(f"Δ {delta_cell(r)} pts<br>{r.compression_x:.2f}× smaller<br>speed b{r.latency_batch} "
+                        f"{speedup_cell(r.speedup_bn_x, r.speedup_bn_low, r.speedup_bn_high)}<br>"
+                        f"{r.model}" + (f", {given}" if given else "")
+                        + (f" (best of {cell.settings_tried})" if cell.settings_tried > 1 else "")
                         + ("<br>some cells failed" if (method, task) in failed_keys else ""))
         table.append(line)
     return "\n".join([

@@ -12,24 +12,39 @@ import io
 import json
 from itertools import permutations
 from pathlib import Path
-from typing import Any
+from dataclasses import fields
 
 import numpy as np
 from tabulate import tabulate
 
-from slimbench.harness.measure.quality import unpack_bits
+from slimbench.harness.measure.figures import Robustness
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes
+from slimbench.harness.report.rows import LeaderboardRow, RobustnessFigures
 from slimbench.harness.report.stats import delta_text, mean, short_params, std
 
-COLUMNS = ["mean_corrupted_accuracy", "delta_corrupted", "delta_corrupted_std", "delta_corrupted_significant",
-           "baseline_corrupted_std",
-           "worst_class", "delta_worst_class", "worst_class_churn", "cie", "cie_churn"]
+COLUMNS = [f.name for f in fields(RobustnessFigures)]
+
+
+def _robustness(rec: RunRecord) -> Robustness | None:
+    return rec.metrics.robustness if rec.metrics is not None else None
+
+
+def _corrupted(rec: RunRecord) -> float | None:
+    return rec.metrics.mean_corrupted_accuracy if rec.metrics is not None else None
+
+
+def _corrupted_accuracy(rec: RunRecord) -> float:
+    """The record's mean corrupted accuracy, for a record paired because it has one."""
+    value = _corrupted(rec)
+    if value is None:
+        raise ValueError(f"run record {rec.run_id} has no corrupted-input accuracy to pair with")
+    return value
 
 
 def correct_flags(rec: RunRecord) -> np.ndarray | None:
     """Which clean test examples the record's model got right (None for records measured before they were kept)."""
-    r = rec.metrics.get("robustness") or {}
-    return unpack_bits(r["test_correct"], r["test_examples"]) if "test_correct" in r else None
+    r = _robustness(rec)
+    return r.correct_flags() if r is not None else None
 
 
 def identified_examples(reference: np.ndarray, model: np.ndarray) -> int:
@@ -40,8 +55,8 @@ def identified_examples(reference: np.ndarray, model: np.ndarray) -> int:
 
 
 def per_class(rec: RunRecord) -> np.ndarray | None:
-    values = (rec.metrics.get("robustness") or {}).get("per_class_accuracy")
-    return None if values is None else np.array([np.nan if v is None else v for v in values], dtype=float)
+    r = _robustness(rec)
+    return None if r is None else np.array([np.nan if v is None else v for v in r.per_class_accuracy], dtype=float)
 
 
 def baseline_key(rec: RunRecord) -> tuple[str, ...]:
@@ -54,7 +69,7 @@ def baseline_key(rec: RunRecord) -> tuple[str, ...]:
 def baselines_by_seed(records: list[RunRecord]) -> dict[tuple[str, ...], dict[int, RunRecord]]:
     out: dict[tuple[str, ...], dict[int, RunRecord]] = {}
     for rec in records:
-        if rec.status == "ok" and rec.family == "baseline" and rec.metrics.get("robustness"):
+        if rec.status == "ok" and rec.family == "baseline" and _robustness(rec) is not None:
             out.setdefault(baseline_key(rec), {})[rec.seed] = rec
     return out
 
@@ -71,69 +86,77 @@ def churn(bases: dict[int, RunRecord]) -> tuple[float | None, float | None]:
     return cie, worst
 
 
-def attach(rows: list[dict[str, Any]], records: list[RunRecord]) -> None:
-    """Add the robustness columns to leaderboard rows (None where a record or its baseline lacks them)."""
-    by_id = {r.run_id: r for r in records}
-    bases = baselines_by_seed(records)
-    churns = {key: churn(seeds) for key, seeds in bases.items()}   # once per baseline, not once per row
-    for row in rows:
-        row.update({c: None for c in COLUMNS}, baseline_corrupted_std=None)
-        recs = [by_id[i] for i in row["run_ids"].split() if i in by_id]
-        corrupted = [r.metrics.get("mean_corrupted_accuracy") for r in recs]
+class Pairing:
+    """Each row's records beside the baseline records of the same task, model, training and seed; the baselines'
+    own churn computed once per baseline, not once per row."""
+
+    def __init__(self, records: list[RunRecord]):
+        self.bases = baselines_by_seed(records)
+        self.churns = {key: churn(seeds) for key, seeds in self.bases.items()}
+
+    def figures(self, recs: list[RunRecord], family: str) -> RobustnessFigures:
+        """The robustness columns of the row made of `recs` (None where a record or its baseline lacks them)."""
+        out = RobustnessFigures()
+        corrupted = [_corrupted(r) for r in recs]
         if recs and all(v is not None for v in corrupted):
-            row["mean_corrupted_accuracy"] = mean(corrupted)
+            out.mean_corrupted_accuracy = mean([v for v in corrupted if v is not None])
         key = baseline_key(recs[0]) if recs else None
-        seeds = bases.get(key, {})
-        row["cie_churn"], row["worst_class_churn"] = churns.get(key, (None, None))
+        seeds = self.bases.get(key, {}) if key else {}
+        out.cie_churn, out.worst_class_churn = self.churns.get(key, (None, None)) if key else (None, None)
         paired = [(r, seeds[r.seed]) for r in recs if r.seed in seeds]
-        if not paired or len(paired) < len(recs) or row["mean_corrupted_accuracy"] is None:
-            continue
-        deltas = [r.metrics["mean_corrupted_accuracy"] - b.metrics["mean_corrupted_accuracy"] for r, b in paired]
-        row["delta_corrupted"], row["delta_corrupted_std"] = mean(deltas), std(deltas)
-        spread = std([b.metrics["mean_corrupted_accuracy"] for b in seeds.values()])
-        row["baseline_corrupted_std"] = spread if len(seeds) >= 2 else None
-        row["delta_corrupted_significant"] = len(deltas) >= 2 and abs(mean(deltas)) > max(std(deltas), spread)
-        flags = [(correct_flags(r), correct_flags(b)) for r, b in paired]
-        if all(f is not None and g is not None for f, g in flags):
-            row["cie"] = mean([float(identified_examples(g, f)) for f, g in flags])
-        if row["_family"] == "baseline":
-            continue
-        class_deltas = np.nanmean([per_class(r) - per_class(b) for r, b in paired], axis=0)
+        if not paired or len(paired) < len(recs) or out.mean_corrupted_accuracy is None:
+            return out
+        deltas = [_corrupted_accuracy(r) - _corrupted_accuracy(b) for r, b in paired]
+        spread = std([_corrupted_accuracy(b) for b in seeds.values()])
+        out.delta_corrupted, out.delta_corrupted_std = mean(deltas), std(deltas)
+        out.baseline_corrupted_std = spread if len(seeds) >= 2 else None
+        out.delta_corrupted_significant = len(deltas) >= 2 and abs(mean(deltas)) > max(std(deltas), spread)
+        flags = [(f, g) for r, b in paired if (f := correct_flags(r)) is not None and (g := correct_flags(b)) is not None]
+        if len(flags) == len(paired):
+            out.cie = mean([float(identified_examples(g, f)) for f, g in flags])
+        if family == "baseline":
+            return out
+        classes = [(p, q) for r, b in paired if (p := per_class(r)) is not None and (q := per_class(b)) is not None]
+        class_deltas = np.nanmean([p - q for p, q in classes], axis=0)
         worst = int(np.nanargmin(class_deltas))
-        names = (recs[0].metrics["robustness"].get("classes") or [])
-        row["worst_class"] = names[worst] if worst < len(names) else str(worst)
-        row["delta_worst_class"] = float(class_deltas[worst])
+        robust = _robustness(recs[0])
+        names = robust.classes if robust is not None else []
+        out.worst_class = names[worst] if worst < len(names) else str(worst)
+        out.delta_worst_class = float(class_deltas[worst])
+        return out
 
 
 def _pts(value: float | None, signed: bool = True) -> str:
     return "–" if value is None else (f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}")
 
 
-def corrupted_cell(row: dict[str, Any]) -> str:
-    if row.get("delta_corrupted") is None:
+def corrupted_cell(row: LeaderboardRow) -> str:
+    f = row.robustness
+    if f.delta_corrupted is None:
         return "–"
-    if row["_family"] == "baseline":
+    if row.family == "baseline":
         return "0"
-    return delta_text(row["delta_corrupted"], len(row["seeds"].split()), row.get("baseline_corrupted_std"),
-                      row["delta_corrupted_significant"])
+    return delta_text(f.delta_corrupted, len(row.seeds.split()), f.baseline_corrupted_std,
+                      bool(f.delta_corrupted_significant))
 
 
-def markdown(rows: list[dict[str, Any]], task: str) -> list[str]:
+def markdown(rows: list[LeaderboardRow], task: str) -> list[str]:
     """The task's robustness table (below its leaderboard)."""
-    task_rows = [r for r in rows if r["task"] == task and r.get("mean_corrupted_accuracy") is not None]
+    task_rows = [r for r in rows if r.task == task and r.robustness.mean_corrupted_accuracy is not None]
     if not task_rows:
         return []
     table = []
     for r in task_rows:
-        base = r["_family"] == "baseline"
-        gap = None if r["delta_corrupted"] is None else r["delta_corrupted"] - r["delta_accuracy"]
-        worst = "–" if r["worst_class"] is None else f"{r['worst_class']} {100 * r['delta_worst_class']:+.1f}"
+        f = r.robustness
+        base = r.family == "baseline"
+        gap = None if f.delta_corrupted is None else f.delta_corrupted - r.delta_accuracy
+        worst = "–" if f.worst_class is None else f"{f.worst_class} {100 * (f.delta_worst_class or 0.0):+.1f}"
         table.append([
-            r["model"], r["method"], short_params(r["_params_given"]), r["seeds"],
-            "0" if base else _pts(r["delta_accuracy"]), f"{r['mean_corrupted_accuracy']:.4f}", corrupted_cell(r),
+            r.model, r.method, short_params(r.params_given), r.seeds,
+            "0" if base else _pts(r.delta_accuracy), f"{f.mean_corrupted_accuracy:.4f}", corrupted_cell(r),
             "0" if base and gap is not None else _pts(gap), worst,
-            "–" if r["worst_class_churn"] is None else f"{r['worst_class_churn']:+.1f}",
-            "–" if r["cie"] is None else f"{r['cie']:.0f}", "–" if r["cie_churn"] is None else f"{r['cie_churn']:.0f}",
+            "–" if f.worst_class_churn is None else f"{f.worst_class_churn:+.1f}",
+            "–" if f.cie is None else f"{f.cie:.0f}", "–" if f.cie_churn is None else f"{f.cie_churn:.0f}",
         ])
     headers = ["model", "method", "params", "seeds", "clean Δ (pts)", "corrupted acc", "corrupted Δ (pts)",
                "corrupted Δ − clean Δ", "worst class Δ (pts)", "worst class Δ, baseline seed vs seed",
@@ -147,9 +170,9 @@ def markdown(rows: list[dict[str, Any]], task: str) -> list[str]:
             tabulate(table, headers=headers, tablefmt="github", disable_numparse=True), ""]
 
 
-def plot(rows: list[dict[str, Any]], task: str, path: Path) -> bool:
+def plot(rows: list[LeaderboardRow], task: str, path: Path) -> bool:
     """Clean Δ against corrupted Δ per method: below the diagonal, a method loses more on corrupted inputs."""
-    pts = [r for r in rows if r["task"] == task and r["_family"] != "baseline" and r.get("delta_corrupted") is not None]
+    pts = [r for r in rows if r.task == task and r.family != "baseline" and r.robustness.delta_corrupted is not None]
     if not pts:
         return False
     import matplotlib
@@ -158,18 +181,18 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 6.5))
-    xs = [100 * r["delta_accuracy"] for r in pts]
-    ys = [100 * r["delta_corrupted"] for r in pts]
+    xs = [100 * r.delta_accuracy for r in pts]
+    ys = [100 * (r.robustness.delta_corrupted or 0.0) for r in pts]
     for r, x, y in zip(pts, xs, ys):
-        ax.errorbar(x, y, xerr=100 * r["delta_accuracy_std"], yerr=100 * r["delta_corrupted_std"], fmt="o",
-                    capsize=3, markersize=4)
+        ax.errorbar(x, y, xerr=100 * r.delta_accuracy_std, yerr=100 * (r.robustness.delta_corrupted_std or 0.0),
+                    fmt="o", capsize=3, markersize=4)
     low, high = min(xs + ys + [0.0]) - 1, max(xs + ys + [0.0]) + 1
     ax.plot([low, high], [low, high], "--", color="grey", label="corrupted Δ = clean Δ")
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(0, color="black", lw=0.5)
     for i, (r, x, y) in enumerate(zip(pts, xs, ys), 1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    keys = [f"{i}: {r['model']} · {r['method']}" + (f" ({g})" if (g := short_params(r["_params_given"])) else "")
+    keys = [f"{i}: {r.model} · {r.method}" + (f" ({g})" if (g := short_params(r.params_given)) else "")
             for i, r in enumerate(pts, 1)]
     ax.text(1.02, 1.0, "\n".join(keys), transform=ax.transAxes, fontsize=7, va="top", family="monospace")
     ax.set_xlabel("clean Δ accuracy vs baseline (pts)")

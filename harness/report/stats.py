@@ -19,8 +19,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean(values), std(values)
 
 
-# the parameters that set how far a method compresses: a sweep varies them, and labels always show them
-KNOBS = ("sparsity", "macs_ratio", "channel_ratio", "clusters", "params_ratio", "energy")
+def knobs() -> frozenset[str]:
+    """Every registered method's compression knobs (`Method.knobs`): a sweep varies them, labels always show them."""
+    from slimbench.methods import METHODS
+
+    return frozenset(k for name in METHODS.names() for k in METHODS.get(name).knobs)
 
 
 def short_params(params_json: str) -> str:
@@ -38,21 +41,22 @@ def _short_value(value: object) -> str:
     from slimbench.core.errors import UnknownNameError
     from slimbench.methods import METHODS
 
-    parts = []
+    parts: list[str] = []
+    swept = knobs()
     for stage in value:
         try:
             defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(stage["name"]))
                         if f.default is not dataclasses.MISSING}
         except (UnknownNameError, TypeError):
             defaults = {}
-        given = {k: v for k, v in (stage.get("params") or {}).items() if k in KNOBS or k not in defaults or defaults[k] != v}
+        given = {k: v for k, v in (stage.get("params") or {}).items() if k in swept or k not in defaults or defaults[k] != v}
         parts.append(stage["name"] + (f"({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""))
     return " → ".join(parts)
 
 
 # Timing rounds inside one process understate how much a speedup moves between two runs of the same cell
-# (another process, other memory placement, a neighbour on the VM). Measured by running the quick suite twice on
-# one 2-core VM (results/overview/reproduction.md, when the suite was named quick): over 62 paired speedup ratios the run-to-run |log ratio| had a
+# (another process, other memory placement, a neighbour on a shared machine). Measured by running a suite twice on
+# one machine (results/overview/reproduction.md): over 62 paired speedup ratios the run-to-run |log ratio| had a
 # median of 0.026, a 95th percentile of 0.082 and a maximum of 0.158. A speedup band is widened by this share on
 # each side before it is read: two runs agree when their widened bands overlap, and a speedup whose widened band
 # contains 1 is noise.

@@ -1,8 +1,9 @@
 """Sweeps over one method parameter (sparsity, MACs ratio, clusters, ...): the pruning literature's two reporting
 rules (Blalock et al. 2020), a random control at every sparsity and curves rather than single points.
 
-`controls_markdown` pairs each method with its control (same task, model, params and seed: `prune.magnitude`
-against `prune.random`) and says whether the method beats the control by more than the seeds' spread.
+`controls_markdown` pairs each method with the control it declares (`Method.control`; same task, model, params
+and seed: `prune.magnitude` against `prune.random`) and says whether the method beats the control by more than the
+seeds' spread. A sweep varies the methods' declared knobs (`Method.knobs`); every other parameter names a curve.
 `plot` draws, per task, accuracy against measured compression and against measured latency, one line per
 (model, method, fixed params), with the seeds' spread as error bars.
 """
@@ -18,12 +19,17 @@ from typing import Any
 from tabulate import tabulate
 
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes
-from slimbench.harness.report.stats import KNOBS as SWEPT
-from slimbench.harness.report.stats import mean, std
+from slimbench.harness.report.rows import LeaderboardRow
+from slimbench.harness.report.stats import knobs, mean, std
 
-# a method and the control it must beat: same params, same fine-tune, weights chosen without the method's criterion
-CONTROLS = {"prune.magnitude": "prune.random"}
-# a sweep varies the knobs (SWEPT); every other parameter names the curve
+
+def controls() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each registered method that names a control (`Method.control`): the control and the method's own knobs
+    (what its pairs are swept over; every other parameter is fixed)."""
+    from slimbench.methods import METHODS
+
+    return {name: (cls.control, cls.knobs) for name in METHODS.names()
+            if (cls := METHODS.get(name)).control is not None}
 
 
 def _params(rec: RunRecord) -> dict[str, Any]:
@@ -40,17 +46,19 @@ def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
     Δ is paired by seed (method − control on the same seed's baseline). The method beats its control when the
     mean Δ exceeds the paired Δ's spread and both sides' seed spreads: a gap the seeds could not produce alone.
     """
+    pairs = controls()
+    paired = set(pairs) | {control for control, _ in pairs.values()}
     accs: dict[tuple[str, tuple[str, str, str]], dict[int, float]] = defaultdict(dict)
     given_params: dict[tuple[str, tuple[str, str, str]], dict[str, Any]] = {}
     for rec in records:
-        if rec.status == "ok" and (rec.method in CONTROLS or rec.method in CONTROLS.values()):
-            accs[rec.method, _key(rec)][rec.seed] = float(rec.metrics["accuracy"])
+        if rec.status == "ok" and rec.method in paired and rec.metrics is not None:
+            accs[rec.method, _key(rec)][rec.seed] = float(rec.metrics.accuracy)
             given_params.setdefault((rec.method, _key(rec)), rec.details.get("params_given", _params(rec)))
     rows = []
     for (method, key), by_seed in sorted(accs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        control = CONTROLS.get(method)
-        if control is None or (control, key) not in accs:
+        if method not in pairs or (pairs[method][0], key) not in accs:
             continue
+        control, swept = pairs[method]
         other = accs[control, key]
         seeds = sorted(set(by_seed) & set(other))
         if not seeds:
@@ -68,8 +76,8 @@ def control_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
             verdict = "inside the seeds' spread"
         params, given = json.loads(key[2]), given_params[method, key]
         rows.append({"task": key[0], "model": key[1], "method": method, "control": control,
-                     "fixed": {k: v for k, v in given.items() if k not in SWEPT},
-                     "swept": {k: params[k] for k in SWEPT if k in params}, "seeds": seeds,
+                     "fixed": {k: v for k, v in given.items() if k not in swept},
+                     "swept": {k: params[k] for k in swept if k in params}, "seeds": seeds,
                      "accuracy": mean(m), "accuracy_std": std(m), "control_accuracy": mean(c),
                      "control_accuracy_std": std(c), "delta": mean(deltas), "delta_std": std(deltas),
                      "spread": spread, "verdict": verdict})
@@ -102,21 +110,22 @@ def controls_markdown(records: list[RunRecord]) -> list[str]:
     return lines
 
 
-def _curves(rows: list[dict[str, Any]], task: str) -> dict[str, list[dict[str, Any]]]:
+def _curves(rows: list[LeaderboardRow], task: str) -> dict[str, list[LeaderboardRow]]:
     """Leaderboard rows of one task grouped into curves: same model, method and every non-swept parameter."""
-    curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    curves: dict[str, list[LeaderboardRow]] = defaultdict(list)
+    swept = knobs()
     for r in rows:
-        if r["task"] != task or r["_family"] == "baseline":
+        if r.task != task or r.family == "baseline":
             continue
-        given = json.loads(r["_params_given"])
-        if not any(k in given for k in SWEPT):
+        given = json.loads(r.params_given)
+        if not any(k in given for k in swept):
             continue
-        fixed = {k: v for k, v in given.items() if k not in SWEPT}
-        curves[f"{r['model']} · {r['method']}" + (f" ({_short(fixed)})" if fixed else "")].append(r)
-    return {name: sorted(pts, key=lambda r: r["compression_x"]) for name, pts in curves.items() if len(pts) >= 2}
+        fixed = {k: v for k, v in given.items() if k not in swept}
+        curves[f"{r.model} · {r.method}" + (f" ({_short(fixed)})" if fixed else "")].append(r)
+    return {name: sorted(pts, key=lambda r: r.compression_x) for name, pts in curves.items() if len(pts) >= 2}
 
 
-def plot(rows: list[dict[str, Any]], task: str, path: Path) -> bool:
+def plot(rows: list[LeaderboardRow], task: str, path: Path) -> bool:
     """`sweep_<task>.png`: accuracy against measured compression and measured latency (batch 1 and batch N, the
     deployed runtime), one line per curve, baselines as horizontal bands. False when the task has no sweep."""
     curves = _curves(rows, task)
@@ -127,20 +136,20 @@ def plot(rows: list[dict[str, Any]], task: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    baselines = [r for r in rows if r["task"] == task and r["_family"] == "baseline"
-                 and any(r["model"] == c[0]["model"] for c in curves.values())]
+    baselines = [r for r in rows if r.task == task and r.family == "baseline"
+                 and any(r.model == c[0].model for c in curves.values())]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.4))
     panels = (("compression_x", "stored compression vs fp32 (×, log; measured)"),
               ("latency_b1_ms", "latency, batch 1 (ms, log; deployed runtime)"),
               ("latency_bn_ms", "latency, batch N (ms, log; deployed runtime)"))
     for ax, (key, xlabel) in zip(axes, panels):
         for name, pts in sorted(curves.items()):
-            ax.errorbar([p[key] for p in pts], [p["accuracy"] for p in pts], yerr=[p["accuracy_std"] for p in pts],
+            ax.errorbar([getattr(p, key) for p in pts], [p.accuracy for p in pts], yerr=[p.accuracy_std for p in pts],
                         fmt="o-", capsize=3, markersize=4, label=name)
         for b in baselines:
-            x = b[key]
-            ax.errorbar([x], [b["accuracy"]], yerr=[b["accuracy_std"]], fmt="s", color="black", capsize=3,
-                        markersize=5, label=f"{b['model']} baseline ({len(b['seeds'].split())} seeds)")
+            x = getattr(b, key)
+            ax.errorbar([x], [b.accuracy], yerr=[b.accuracy_std], fmt="s", color="black", capsize=3,
+                        markersize=5, label=f"{b.model} baseline ({len(b.seeds.split())} seeds)")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (mean ± std over seeds)")

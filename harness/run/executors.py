@@ -64,8 +64,9 @@ def run_one(runner: SuiteRunner, cell: Cell) -> CellResult:
         log.exception("cell %s crashed", cell.label)
         error = f"{exc.__class__.__name__}: {exc}"
     else:
-        return CellResult(cell.run_id, cell.label, summary={k: record.metrics.get(k) for k in
-                                                            ("accuracy", "stored_bytes", "latency_b1_ms")})
+        m = record.metrics
+        return CellResult(cell.run_id, cell.label, summary={} if m is None else {
+            "accuracy": m.accuracy, "stored_bytes": m.stored_bytes, "latency_b1_ms": m.latency_b1_ms})
     runner.record_failure(cell, error)
     return CellResult(cell.run_id, cell.label, error=error)
 

@@ -11,23 +11,23 @@ def numerics(rec: RunRecord) -> str:
     """`pinned-avx2`, or `native <capability> on <cpu>` for records computed with the machine's own kernels
     (records from before pinning say nothing and are native)."""
     hw = rec.hardware
-    kernels = hw.get("kernels") or {}
-    if str(kernels.get("numerics", "")).startswith("pinned"):
-        return str(kernels["numerics"])
-    return f"native {hw.get('torch_cpu_capability', '?')} on {hw.get('cpu', '?')}"
+    if hw.kernels is not None and hw.kernels.pinned:
+        return hw.kernels.numerics
+    return f"native {hw.torch_cpu_capability or '?'} on {hw.cpu or '?'}"
 
 
 def same_kernels(a: RunRecord, b: RunRecord) -> bool:
     """Both computed with the same pinned kernels, torch and thread count, or natively on the same CPU model,
     instruction sets, torch and thread count: then every figure but latency is deterministic and must be equal."""
-    if a.versions.get("torch") != b.versions.get("torch"):
+    if a.provenance.versions.get("torch") != b.provenance.versions.get("torch"):
         return False
-    if a.hardware.get("torch_threads") != b.hardware.get("torch_threads"):   # threads change reduction order
+    if a.hardware.torch_threads != b.hardware.torch_threads:   # threads change reduction order
         return False
     if numerics(a).startswith("pinned") or numerics(b).startswith("pinned"):   # the same variables, the same values
-        return numerics(a) == numerics(b) and a.hardware["kernels"].get("pins") == b.hardware["kernels"].get("pins")
-    keys = ("cpu", "instruction_sets", "torch_cpu_capability")
-    return all(a.hardware.get(k) == b.hardware.get(k) for k in keys)
+        ka, kb = a.hardware.kernels, b.hardware.kernels
+        return numerics(a) == numerics(b) and ka is not None and kb is not None and ka.pins == kb.pins
+    ha, hb = a.hardware, b.hardware
+    return (ha.cpu, ha.instruction_sets, ha.torch_cpu_capability) == (hb.cpu, hb.instruction_sets, hb.torch_cpu_capability)
 
 
 def mixed_numerics_note(records: list[RunRecord]) -> str | None:

@@ -65,9 +65,9 @@ class WallTimes:
         self.by_method[rec.method].append(wall)
         self.by_family[rec.method == "baseline"].append(wall)
         self.every.append(wall)
-        trained = rec.baseline_training or {}
-        if trained.get("checkpoint") and trained.get("train_seconds") is not None:
-            self.training.setdefault(Path(trained["checkpoint"]).name, float(trained["train_seconds"]))
+        trained = rec.baseline_training
+        if trained is not None and trained.checkpoint:
+            self.training.setdefault(Path(trained.checkpoint).name, float(trained.train_seconds))
 
     def __bool__(self) -> bool:
         return bool(self.every)

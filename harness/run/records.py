@@ -5,17 +5,26 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from slimbench.core.errors import CheckpointError
+from slimbench.harness.measure.evidence_data import Compression
+from slimbench.harness.measure.figures import Metrics, Reference
+from slimbench.harness.run import record_v1
+from slimbench.harness.run.record_parts import Artifact, BaselineTraining, Hardware, Provenance, WandbRun
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2   # 2: the compression evidence stored once, provenance as one part (version 1: record_v1)
+
+T = TypeVar("T")
 
 
 @dataclass
 class RunRecord:
+    """One cell's run. A part is None when the cell failed before it was measured (status "failed")."""
+
     run_id: str
     suite: str
     status: str
@@ -24,29 +33,43 @@ class RunRecord:
     method: str
     family: str
     seed: int
-    config: dict[str, Any]                 # the resolved cell config the run_id hashes
-    metrics: dict[str, Any]                # slimbench.harness.measure.quality.Metrics of the optimised model
-    reference: dict[str, Any]              # the trained baseline, measured in the same process
-    compression: dict[str, Any]            # label, compute, storage formats, requested vs achieved
+    # the resolved cell config the run_id hashes, kept exactly as hashed (its shape is harness.run.suite's)
+    config: dict[str, Any]
+    metrics: Metrics | None                # the optimised model, deployed and measured
+    reference: Reference | None            # the trained baseline, measured in the same process
+    compression: Compression | None        # storage and compute labels from the evidence, the claim checked
+    # what the method reports about itself (each method its own keys), plus the task, stages and given params
     details: dict[str, Any] = field(default_factory=dict)
-    baseline_training: dict[str, Any] = field(default_factory=dict)
-    artifact: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    plugins: list[dict[str, Any]] = field(default_factory=list)   # outside code the cell ran: version or sha256
-    git: dict[str, Any] = field(default_factory=dict)
-    hardware: dict[str, Any] = field(default_factory=dict)
-    wall_seconds: dict[str, float] = field(default_factory=dict)
-    wandb: dict[str, Any] = field(default_factory=dict)
-    created: str = ""
+    baseline_training: BaselineTraining | None = None
+    artifact: Artifact | None = None
+    provenance: Provenance = field(default_factory=Provenance)
+    hardware: Hardware = field(default_factory=Hardware)
+    wall_seconds: dict[str, float] = field(default_factory=dict)   # per phase of the cell, and "total"
+    wandb: WandbRun | None = None
     record_version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        version = data.get("record_version", 1)
+        if version == 1:
+            data = record_v1.upgrade(data, RECORD_VERSION)
+        elif version != RECORD_VERSION:
+            raise ValueError(f"record version {version} is not one this code reads (1 to {RECORD_VERSION})")
+        return cls(**{**data, "metrics": _optional(Metrics.from_dict, data["metrics"]),
+                      "reference": _optional(lambda d: Reference(**d), data["reference"]),
+                      "compression": _optional(Compression.from_dict, data["compression"]),
+                      "baseline_training": _optional(lambda d: BaselineTraining(**d), data.get("baseline_training")),
+                      "artifact": _optional(lambda d: Artifact(**d), data.get("artifact")),
+                      "provenance": Provenance.from_dict(data.get("provenance") or {}),
+                      "hardware": Hardware.from_dict(data.get("hardware") or {}),
+                      "wandb": _optional(lambda d: WandbRun(**d), data.get("wandb"))})
+
+
+def _optional(build: Callable[[dict[str, Any]], T], data: dict[str, Any] | None) -> T | None:
+    return None if data is None else build(data)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -78,7 +101,7 @@ def write_record(runs_dir: Path, record: RunRecord) -> Path:
 def read_record(path: Path) -> RunRecord:
     try:
         return RunRecord.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"run record {path} is unreadable ({exc}); delete it to rerun that cell") from None
 
 

@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from torch import nn
@@ -27,19 +27,25 @@ from slimbench.deploy.counting import count_macs, count_params, peak_memory_byte
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.structure import describe
 from slimbench.harness.measure.evidence import Evidence, gather
-from slimbench.harness.measure.quality import Metrics, evaluate_test, mean_corrupted, robustness
+from slimbench.harness.measure.evidence_data import Compression
+from slimbench.harness.measure.figures import Metrics, Reference, SpeedupBand
+from slimbench.harness.measure.quality import evaluate_test, robustness
 from slimbench.harness.run.executors import Executor, SerialExecutor, SuiteOutcome
+from slimbench.harness.run.record_parts import Artifact, BaselineTraining, GitState, Hardware, Provenance, WandbRun
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.harness.run.shards import in_shard
-from slimbench.deploy.native_latency import measure_latency
-from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, reference_stored_like, speedup_bands,
-                                      stored_form, torch_form)
+from slimbench.deploy.latency import measure_latency, speedup_bands
+from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, reference_stored_like, stored_form,
+                                      torch_form)
 from slimbench.harness.run.suite import Cell, Named, Suite
 from slimbench.harness.run.tracking import Tracker
 from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
 from slimbench.deploy.packing import Packed, pack_state_dict
 from slimbench.tasks import Task, build_task
 from slimbench.tasks.base import MethodView
+
+if TYPE_CHECKING:
+    from slimbench.harness.report.rows import LeaderboardRow
 
 log = logging.getLogger("slimbench")
 
@@ -66,7 +72,7 @@ class Measured:
     """Everything measured about one deployed model beside its reference."""
 
     metrics: Metrics
-    reference: dict[str, Any]
+    reference: Reference
     packed: Packed
     data: bytes
     evidence: Evidence
@@ -160,7 +166,7 @@ class SuiteRunner:
             run.summary.update({"test_accuracy": trained.meta["test_accuracy"], "val_acc": trained.meta["val_acc"]})
         return trained
 
-    def log_leaderboard(self, rows: list[dict[str, Any]]) -> None:
+    def log_leaderboard(self, rows: list[LeaderboardRow]) -> None:
         """The suite summary in a W&B run of its own: the three leaderboards as tables, the Pareto plots as images
         (the same files `slimbench report` wrote, so W&B and the folder never disagree)."""
         if self.tracker.mode == "disabled" or not rows:
@@ -171,8 +177,8 @@ class SuiteRunner:
                                                     matrix_rows)
         from slimbench.harness.report.build import COLUMNS
 
-        def table(columns: list[str], data: list[dict[str, Any]]) -> Any:
-            return wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in data])
+        def table(columns: list[str], data: list[Any]) -> Any:   # rows of harness.report.rows: each has columns()
+            return wandb.Table(columns=columns, data=[[row.columns().get(c) for c in columns] for row in data])
 
         failed = failed_rows(load_records(self.paths.runs))
         with self.tracker.run("leaderboard", "report", {"suite": self.suite.name}, ["leaderboard"]) as run:
@@ -207,18 +213,22 @@ class SuiteRunner:
         record = RunRecord(
             run_id=cell.run_id, suite=cell.suite, status="failed", task=cell.task.name, model=cell.model.name,
             method=cell.method.name, family=METHODS.get(cell.method.name).family, seed=cell.seed,
-            config=cell.config(), metrics={}, reference={}, compression={},
-            details={"error": error, "params_given": params_given(cell)}, **self.provenance(cell),
+            config=cell.config(), metrics=None, reference=None, compression=None,
+            details={"error": error, "params_given": params_given(cell)}, provenance=self.provenance(cell),
+            hardware=self.hardware(),
         )
         write_record(self.paths.runs, record)
 
-    def provenance(self, cell: Cell) -> dict[str, Any]:
-        """What every record says about the code, packages and machine that produced it, and when."""
-        # how Lightning spread the cell's training (--devices/--strategy/--num-nodes): not in the run_id, so said here
-        training = asdict(current_devices())
-        return {"versions": versions(), "plugins": cell.plugins(), "git": self.source or git_state(),
-                "hardware": {**hardware(), "training_devices": training},
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    def provenance(self, cell: Cell) -> Provenance:
+        """What every record says about the code and packages that produced it, and when."""
+        return Provenance(versions=versions(), plugins=cell.plugins(), git=GitState(**(self.source or git_state())),
+                          created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @staticmethod
+    def hardware() -> Hardware:
+        """The machine, and how Lightning spread the cell's training (--devices/--strategy/--num-nodes): not in the
+        run_id, so said here."""
+        return Hardware.from_dict({**hardware(), "training_devices": asdict(current_devices())})
 
     def run_cell(self, cell: Cell) -> RunRecord:
         t_start = time.perf_counter()
@@ -240,47 +250,44 @@ class SuiteRunner:
             result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
             apply_seconds = time.perf_counter() - t_apply
             t_measure = time.perf_counter()
-            measured = self.measure(result, base.model, task, cell, model_is_reference=family == "baseline")
-            measured.reference.update(accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"])
+            measured = self.measure(result, base, task, cell, model_is_reference=family == "baseline")
             # the last stage is the chain's result, measured just above: its numbers are reused, not remeasured
-            stages = [self.measure_stage(stage, base.model, task, cell,
+            stages = [self.measure_stage(stage, base, task, cell,
                                          measured if stage.outcome.model is result.model else None)
                       for stage in result.stages]
             artifact = self.save_artifact(cell, measured.data, not isinstance(result.model, OnnxModel))
             measure_seconds = time.perf_counter() - t_measure
-            evidence = measured.evidence
+            compression = Compression(baseline=family == "baseline", storage_formats=measured.packed.formats(),
+                                      evidence=measured.evidence)
             record = RunRecord(
                 run_id=cell.run_id, suite=cell.suite, status="ok", task=task.name, model=cell.model.name,
                 method=cell.method.name, family=family, seed=cell.seed, config=config,
-                metrics=measured.metrics.to_dict(), reference=measured.reference,
-                compression={"label": "reference" if family == "baseline" else evidence.label,
-                             "storage": evidence.storage.label, "compute": evidence.compute.label,
-                             "verified": evidence.verified, "disagreements": evidence.disagreements,
-                             "requested": result.requested, "achieved": evidence.measured(),
-                             "claimed": evidence.claimed, "storage_formats": measured.packed.formats(),
-                             "evidence": evidence.to_dict()},
+                metrics=measured.metrics, reference=measured.reference,
+                compression=compression,
                 details={**result.details, "task": task.describe(), "stages": stages,
                          "params_given": params_given(cell)},
-                baseline_training={k: v for k, v in base.meta.items() if k != "history"},
+                baseline_training=BaselineTraining(**{k: v for k, v in base.meta.items() if k != "history"}),
                 artifact=artifact,
                 wall_seconds={"task": round(t_task - t_start, 2), "baseline": round(t_base - t_task, 2),
                               "apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
                               **{f"measure.{k}": v for k, v in measured.phases.items()},
                               "total": round(time.perf_counter() - t_start, 2)},
-                wandb=Tracker.describe(run), **self.provenance(cell),
+                wandb=WandbRun(**Tracker.describe(run)), provenance=self.provenance(cell), hardware=self.hardware(),
             )
+            robust = measured.metrics.robustness
             run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items() if k != "robustness"},
-                                **{f"robustness/{k}": v for k, v in measured.metrics.robustness.items()
-                                   if k in ("corrupted_accuracy", "per_class_accuracy")},
-                                "label": record.compression["label"], "run_id": cell.run_id})
+                                **({f"robustness/{k}": v for k, v in (("corrupted_accuracy", robust.corrupted_accuracy),
+                                    ("per_class_accuracy", robust.per_class_accuracy)) if v} if robust else {}),
+                                "label": compression.label, "run_id": cell.run_id})
         write_record(self.paths.runs, record)
         return record
 
-    def measure(self, result: Outcome, reference_model: nn.Module, task: Task, cell: Cell,
+    def measure(self, result: Outcome, base: TrainedModel, task: Task, cell: Cell,
                 model_is_reference: bool = False) -> Measured:
-        """Accuracy of the deployed model itself; size, compute and latency beside the reference deployed the
-        same way (same runtime, same graph optimisations), all in this process."""
+        """Accuracy of the deployed model itself; size, compute and latency beside the reference (`base`) deployed
+        the same way (same runtime, same graph optimisations), all in this process."""
         cfg = cell.measure
+        reference_model = base.model
         runtime = check_runtime(result.runtime)
         model = result.model.eval()
         x1, xn = task.example_input(1), task.example_input(cfg.latency_batch)
@@ -292,7 +299,7 @@ class SuiteRunner:
         evaluation = evaluate_test(deployed, task)
         accuracy, macro_f1 = evaluation.accuracy, evaluation.macro_f1
         lap("evaluate")
-        robust = robustness(deployed, task, evaluation.predictions, cfg.corrupted_examples) if cfg.robustness else {}
+        robust = robustness(deployed, task, evaluation.predictions, cfg.corrupted_examples) if cfg.robustness else None
         lap("robustness")
         data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
         ref_packed = pack_state_dict(reference_model.state_dict())
@@ -313,39 +320,40 @@ class SuiteRunner:
             latency_batch=cfg.latency_batch,
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
             eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime, latency=latency["model"],
-            mean_corrupted_accuracy=mean_corrupted(robust), robustness=robust,
+            mean_corrupted_accuracy=robust.mean_corrupted() if robust else None, robustness=robust,
             latency_kernels=latency_kernels.to_dict(),
         )
-        reference = {
-            "params": ref_params, "nonzero_params": ref_nonzero, "gzip_bytes": ref_gz, "file_bytes": len(ref_data),
-            "macs": ref_macs, "latency_b1_ms": latency["reference"][runtime]["b1_ms"],
-            "latency_bn_ms": latency["reference"][runtime]["bn_ms"], "runtime": runtime,
-            "latency": latency["reference"],
+        reference = Reference(
+            accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"],
+            params=ref_params, nonzero_params=ref_nonzero, gzip_bytes=ref_gz, file_bytes=len(ref_data),
+            macs=ref_macs, latency_b1_ms=latency["reference"][runtime]["b1_ms"],
+            latency_bn_ms=latency["reference"][runtime]["bn_ms"], runtime=runtime,
             # like for like: the fp32 reference in the model's stored form (an ONNX graph with the same graph
             # optimisations, BatchNorm folded, for a runtime graph); the raw state dict's size beside it
-            "stored_bytes": like.nbytes if like is not None else ref_packed.nbytes,
-            "stored_form": "onnx fp32, BatchNorm folded" if like is not None else "state dict",
-            "state_dict_stored_bytes": ref_packed.nbytes,
-        }
-        metrics.speedup = speedup_bands(latency, runtime)
+            stored_bytes=like.nbytes if like is not None else ref_packed.nbytes,
+            stored_form="onnx fp32, BatchNorm folded" if like is not None else "state dict",
+            state_dict_stored_bytes=ref_packed.nbytes, latency=latency["reference"],
+        )
+        metrics.speedup = {rt: {example: SpeedupBand(**band) for example, band in by_example.items()}
+                           for rt, by_example in speedup_bands(latency, runtime).items()}
         evidence = gather(packed, deployed, counted, macs, ref_macs, result.compute, result.requested, result.achieved)
         lap("counting")
         return Measured(metrics, reference, packed, data, evidence, lap.seconds)
 
-    def measure_stage(self, stage: Stage, reference_model: nn.Module, task: Task, cell: Cell,
+    def measure_stage(self, stage: Stage, base: TrainedModel, task: Task, cell: Cell,
                       measured: Measured | None = None) -> dict[str, Any]:
         """One step of a chain, measured like a cell: what each stage bought."""
-        m = measured or self.measure(stage.outcome, reference_model, task, cell)
+        m = measured or self.measure(stage.outcome, base, task, cell)
         return {"method": stage.method, "params": stage.params, "metrics": m.metrics.to_dict(),
                 "storage": m.evidence.storage.label, "compute": m.evidence.compute.label,
-                "compression_x": m.reference["stored_bytes"] / max(m.metrics.stored_bytes, 1),
+                "compression_x": m.reference.stored_bytes / max(m.metrics.stored_bytes, 1),
                 "verified": m.evidence.verified, "disagreements": m.evidence.disagreements}
 
-    def save_artifact(self, cell: Cell, data: bytes, has_structure: bool) -> dict[str, Any]:
+    def save_artifact(self, cell: Cell, data: bytes, has_structure: bool) -> Artifact:
         """The deployed form of the model (stored tensors + layer structure, or the ONNX graph), loadable with
         `torch.load(weights_only=True)` and rebuilt by `load_artifact`; git-ignored."""
         path = self.paths.artifacts / cell.run_id / "model.pt"
         atomic_write_bytes(path, data)
-        return {"path": str(path.relative_to(self.paths.root)), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                "format": "slimbench-packed-v1", "structure": has_structure}
+        return Artifact(path=str(path.relative_to(self.paths.root)), sha256=hashlib.sha256(data).hexdigest(),
+                        bytes=len(data), format="slimbench-packed-v1", structure=has_structure)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import hashlib
 import itertools
 import json
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,30 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TRAINING_VERSION
 from slimbench.core import plugins
 from slimbench.core.errors import ConfigError
-from slimbench.core.params import bounded, build_dataclass, load_yaml, resolved_params
+from slimbench.core.params import bounded, build_dataclass, resolved_params
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.latency import MeasureConfig
 from slimbench.harness.measure.quality import MEASURE_VERSION
+from slimbench.harness.run.suite_files import (
+    is_base,
+    packaged_suites,
+    read_suite_file,
+    resolve_suite_path,
+)
+from slimbench.harness.run.suite_rules import (
+    cell_seeds,
+    excluded,
+    extra_seed_rules,
+    int_list,
+    matches_pair,
+    pair_overrides,
+    rule_matches,
+    rule_shape,
+)
 from slimbench.methods import METHODS, build_method
 from slimbench.tasks import TASKS
 
-SUITE_KEYS = {"suite", "description", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
+SUITE_KEYS = {"suite", "description", "extends", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
               "measure", "wandb_project", "exclude", "train_overrides", "imports", "extra_seeds", "resources"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # a suite name is a folder under the results root
 DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
@@ -190,33 +204,14 @@ def _resolve(registry: Registry[Any], name: str, params: dict[str, Any]) -> Name
     return Named(name, json.loads(json.dumps(resolved, default=list)), tuple(k for k in params if k in resolved))
 
 
-def packaged_suites() -> dict[str, Any]:
-    """The suite files shipped inside the package (`slimbench run quick` works from any directory)."""
-    folder = resources.files("slimbench.configs")
-    return {p.name.removesuffix(".yaml"): p for p in folder.iterdir()
-            if p.name.endswith(".yaml") and p.name != "claims.yaml"}
-
-
-def resolve_suite_path(spec: str | Path) -> Any:
-    """A suite file path, or the name of a shipped suite (`quick`, `configs/quick.yaml`)."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    shipped = packaged_suites()
-    name = path.name.removesuffix(".yaml")
-    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
-        return shipped[name]
-    raise ConfigError(f"suite file {spec} does not exist; shipped suites: {', '.join(sorted(shipped)) or '(none)'} "
-                      f"(give a name or a path to a .yaml file)")
-
-
 def load_suite(path: str | Path, imports: list[str] | tuple[str, ...] = ()) -> Suite:
-    """Parse and validate a suite file completely before anything runs (bad input writes nothing)."""
+    """Parse and validate a suite file completely before anything runs (bad input writes nothing); its `extends:`
+    bases are merged first (harness/run/suite_files.py has the rules)."""
     source = resolve_suite_path(path)
-    try:
-        raw = load_yaml(source.read_text())
-    except Exception as exc:   # yaml.YAMLError, or an unreadable file
-        raise ConfigError(f"suite file {path} is not valid YAML: {exc}") from None
+    raw = read_suite_file(source)
+    if is_base(raw):
+        raise ConfigError(f"suite file {path} has no `methods:`: it is a base that suites name in `extends:`, not a "
+                          f"suite to run; shipped suites: {', '.join(sorted(packaged_suites()))}")
     base = Path(source).parent if isinstance(source, Path) else None
     return parse_suite(raw, Path(str(source)), imports=imports, base=base)
 
@@ -241,6 +236,9 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     unknown = sorted(set(raw) - SUITE_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SUITE_KEYS))}")
+    if "extends" in raw:
+        raise ConfigError(f"{where}: `extends:` is merged when a suite file is read (load_suite); parse_suite takes "
+                          f"the merged mapping")
     load_imports(list(imports), "--import", Path.cwd())
     load_imports(raw.get("imports"), where, base)
     name = raw.get("suite") or (path.stem if path else "suite")
@@ -248,7 +246,7 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
         raise ConfigError(f"{where}: suite name {name!r} must be 1-64 letters, digits, '.', '_' or '-' (it names "
                           f"the folder results/<suite>), starting with a letter or digit")
     seeds = raw.get("seeds", [0])
-    if not _int_list(seeds):
+    if not int_list(seeds):
         raise ConfigError(f"{where}: `seeds:` must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise ConfigError(f"{where}: `seeds:` must be distinct non-negative integers, got {seeds!r}")
@@ -263,7 +261,7 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     train = build_dataclass(TrainConfig, train_raw, f"{where}: train")
     # a task's or model's own `train:` overrides the suite's budget for its baselines (task first, then model),
     # then each matching `train_overrides` rule, in file order
-    pair_rules = _pair_overrides(raw.get("train_overrides"), tasks, models, where)
+    pair_rules = pair_overrides(raw.get("train_overrides"), tasks, models, where)
     for kind, entries in (("task", task_entries), ("model", model_entries)):   # each override alone names its entry
         for e_name, _, extra in entries:
             if extra["train"]:
@@ -273,7 +271,7 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     budgets = {}
     for ti, (t_name, _, t_extra) in enumerate(task_entries):
         for mi, (m_name, _, m_extra) in enumerate(model_entries):
-            pair = [r["train"] for r in pair_rules if _matches(r, t_name, m_name)]
+            pair = [r["train"] for r in pair_rules if matches_pair(r, t_name, m_name)]
             overrides = [t_extra["train"], m_extra["train"], *pair]
             budgets[ti, mi] = build_dataclass(
                 TrainConfig, {k: v for part in [train_raw, *overrides] for k, v in part.items()},
@@ -295,20 +293,20 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     if not isinstance(exclude, list):
         raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
     for rule in exclude:
-        if not _rule_shape(rule):
+        if not rule_shape(rule):
             raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
                               f"`params` to method parameter values), got {rule!r}")
     for kind, entries in (("tasks", tasks), ("models", models), ("methods", methods)):
         _no_duplicates(entries, kind, where)
-    extra = _extra_seed_rules(raw.get("extra_seeds"), where)
+    extra = extra_seed_rules(raw.get("extra_seeds"), where)
     cells = [
         Cell(name, t, m, meth, seed, budgets[ti, mi], finetune, teacher, teacher_train, measure)
         for (ti, t), (mi, m), meth in itertools.product(enumerate(tasks), enumerate(models), methods)
-        if not _excluded(exclude, t, m, meth)
-        for seed in _cell_seeds(seeds, extra, t, m, meth)
+        if not excluded(exclude, t, m, meth)
+        for seed in cell_seeds(seeds, extra, t, m, meth)
     ]
     for rule in extra:
-        if not any(_rule_matches(rule, c.task, c.model, c.method) for c in cells):
+        if not any(rule_matches(rule, c.task, c.model, c.method) for c in cells):
             raise ConfigError(f"{where}: `extra_seeds` rule {rule!r} matches no cell of this suite (after `exclude:`); "
                               f"tasks: {', '.join(t.name for t in tasks)}; models: "
                               f"{', '.join(m.name for m in models)}; methods: {', '.join(m.name for m in methods)}")
@@ -335,94 +333,3 @@ def _no_duplicates(entries: list[Named], kind: str, where: str) -> None:
             raise ConfigError(f"{where}: `{kind}:` lists {entry.name} ({given}) twice with the same resolved "
                               f"parameters; remove the duplicate entry")
         seen[key] = entry
-
-
-def _pair_overrides(raw: Any, tasks: list[Named], models: list[Named], where: str) -> list[dict[str, Any]]:
-    """`train_overrides: [{task: fashion-mnist, model: mobilenetv2, train: {...}}]`: a budget for some pairs only.
-
-    A rule that matches no task × model pair of the suite is an error: it is almost always a misspelt name.
-    """
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: `train_overrides:` must be a list of {{task, model, train}} rules, got {raw!r}")
-    for rule in raw:
-        if (not isinstance(rule, dict) or not set(rule) <= {"task", "model", "train"} or "train" not in rule
-                or not ({"task", "model"} & set(rule)) or not isinstance(rule["train"], dict)):
-            raise ConfigError(f"{where}: each `train_overrides` rule needs `train:` (a mapping) and a `task` "
-                              f"and/or `model` pattern, got {rule!r}")
-        if not any(_matches(rule, t.name, m.name) for t in tasks for m in models):
-            raise ConfigError(
-                f"{where}: `train_overrides` rule {rule!r} matches no task × model of this suite; tasks: "
-                f"{', '.join(t.name for t in tasks)}; models: {', '.join(m.name for m in models)}")
-    return raw
-
-
-def _matches(rule: dict[str, Any], task: str, model: str) -> bool:
-    return _globs_match(rule, {"task": task, "model": model})
-
-
-def _globs_match(rule: dict[str, Any], values: dict[str, str]) -> bool:
-    """Every pattern the rule sets for one of `values`' keys matches (keys it does not set match anything)."""
-    return all(fnmatch.fnmatchcase(values[k], str(v)) for k, v in rule.items() if k in values)
-
-
-def _rule_matches(rule: dict[str, Any], task: Named, model: Named, method: Named) -> bool:
-    """Glob patterns on task/model/method names; `params: {macs_ratio: 1.5}` narrows a rule to the method entries
-    whose resolved params have those values."""
-    values = {"task": task.name, "model": model.name, "method": method.name}
-    params = rule.get("params", {})
-    return _globs_match(rule, values) and all(_param_matches(method.params.get(k), v) for k, v in params.items())
-
-
-def _param_matches(resolved: Any, wanted: Any) -> bool:
-    """Equal values; a chain's `stages` match when names agree stage by stage and each stage's given params are
-    among its resolved ones (a rule names a chain as the suite file wrote it, not with every default)."""
-    if isinstance(wanted, list) and isinstance(resolved, list) and len(wanted) == len(resolved) and all(
-            isinstance(w, dict) and isinstance(r, dict) and "name" in w for w, r in zip(wanted, resolved)):
-        return all(w["name"] == r.get("name") and all(_param_matches((r.get("params") or {}).get(k), v)
-                                                      for k, v in (w.get("params") or {}).items())
-                   for w, r in zip(wanted, resolved))
-    return resolved == wanted
-
-
-def _rule_shape(rule: Any, extra: frozenset[str] = frozenset()) -> bool:
-    """A task/model/method pattern rule, optionally narrowed by `params`, with `extra` keys of its own."""
-    return (isinstance(rule, dict) and set(rule) <= {"task", "model", "method", "params", *extra}
-            and isinstance(rule.get("params", {}), dict))
-
-
-def _int_list(values: Any) -> bool:
-    """A non-empty list of integers (booleans are not seeds)."""
-    return (isinstance(values, list) and bool(values)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in values))
-
-
-def _excluded(rules: list[dict[str, Any]], task: Named, model: Named, method: Named) -> bool:
-    """`exclude: [{model: squeezenet, method: 'quant.*'}]` drops matching combinations (rules checked at parse)."""
-    return any(_rule_matches(rule, task, model, method) for rule in rules)
-
-
-def _extra_seed_rules(raw: Any, where: str) -> list[dict[str, Any]]:
-    """`extra_seeds: [{model: mobilenetv2, method: baseline, seeds: [1, 2]}]`: more seeds only where a verdict
-    depends on the spread (baselines, methods near a cliff), so the rest of the grid stays one seed cheap."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: `extra_seeds:` must be a list of {{task, model, method, params, seeds}} rules, "
-                          f"got {raw!r}")
-    for rule in raw:
-        seeds = rule.get("seeds") if isinstance(rule, dict) else None
-        if not _rule_shape(rule, frozenset({"seeds"})) or not _int_list(seeds) or any(s < 0 for s in seeds):
-            raise ConfigError(f"{where}: each `extra_seeds` rule needs `seeds:` (a list of non-negative integers) "
-                              f"and task/model/method patterns (optionally `params`), got {rule!r}")
-    return raw
-
-
-def _cell_seeds(seeds: list[int], extra: list[dict[str, Any]], task: Named, model: Named, method: Named) -> list[int]:
-    """The suite's seeds plus those of every matching `extra_seeds` rule, each once, in order."""
-    out = list(seeds)
-    for rule in extra:
-        if _rule_matches(rule, task, model, method):
-            out += [s for s in rule["seeds"] if s not in out]
-    return out

@@ -5,7 +5,7 @@ hands its timing to a long-lived child started without them: the models travel a
 standard input, the timings come back the same way. An unpinned process times in place. A model that cannot
 travel (a class the child cannot import, a closure) is timed in place and the record says so.
 
-Run as `python -m slimbench.deploy.native_latency` it is that child.
+That child is `python -m slimbench.deploy.latency` (this package's `__main__`, which runs `serve_parent`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,16 @@ from torch import nn
 
 from slimbench.core import kernels
 from slimbench.core.errors import NotApplicableError, SlimbenchError
-from slimbench.deploy.latency import MeasureConfig
-from slimbench.deploy.runtimes import latency_by_runtime
+from slimbench.deploy.latency.by_runtime import latency_by_runtime
+from slimbench.deploy.latency.timing import MeasureConfig
 
 log = logging.getLogger("slimbench")
 
 Latency = dict[str, dict[str, dict[str, Any]]]
+
+# the package, run through its `__main__`: `-m` on this module would import it with the package and then run a
+# second copy of it as `__main__`
+CHILD_MODULE = "slimbench.deploy.latency"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class NativeProcess:
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen([sys.executable, "-m", "slimbench.deploy.native_latency"],
+            self._proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                           env=kernels.native_environment(os.environ))
             atexit.register(self.close)
@@ -164,7 +168,8 @@ def probe() -> dict[str, Any]:
     return {"status": status, "payload": payload, "torch_cpu_capability": capability}
 
 
-if __name__ == "__main__":
+def serve_parent() -> None:
+    """The child's entry point: serve the parent on the standard streams, with stray prints sent to stderr."""
     protocol = os.fdopen(os.dup(1), "wb")   # the pipe to the parent; anything printed goes to stderr instead
     os.dup2(2, 1)
     serve(sys.stdin.buffer, protocol)

@@ -22,7 +22,7 @@ from slimbench.core.params import bounded
 @dataclass
 class MeasureConfig:
     latency_batch: int = bounded(64, ge=1)      # the "batch N" latency next to batch 1
-    threads: int = bounded(1, ge=1)             # fixed intra-op threads (stable on a shared 2-core VM)
+    threads: int = bounded(1, ge=1)             # fixed intra-op threads (stable when other processes share the CPU)
     warmup: int = bounded(5, ge=1)
     min_run_time: float = bounded(0.3, gt=0)    # seconds of timed blocks per round
     rounds: int = bounded(3, ge=1)              # interleaved rounds; the median of round medians is reported
@@ -38,14 +38,14 @@ def latency_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.
 
 def latency_rounds_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor,
                       cfg: MeasureConfig) -> dict[str, list[float]]:
-    """Per-round median latency of each model (ms), interleaving models round by round so drift on a shared VM
+    """Per-round median latency of each model (ms), interleaving models round by round so drift on a shared machine
     hits all alike; the order of the models alternates between rounds so none is always timed first.
 
     Ratios taken round by round give the noise band of a speedup: a band that contains 1 is no speedup.
 
     torch.utils.benchmark times each block; the block size is chosen once per model from the warm-up, because
     `blocked_autorange` re-estimates it on every call by growing it tenfold, which for a sub-millisecond model
-    spends up to ten times `min_run_time` per call (measured: 46 of a 50 s measurement on a 0.1 ms model).
+    spends up to ten times `min_run_time` per call.
     """
     prev = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
