@@ -194,6 +194,3 @@ def _coerce(value: Any, tp: Any, where: str, cls: type) -> Any:
         return value
     return value
 
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)

@@ -106,8 +106,9 @@ def import_plugin(spec: str, base: Path | None = None) -> PluginSource:
     except Exception as exc:
         _LOADED.pop(spec, None)
         raise ConfigError(f"plugin module {spec!r} failed to import: {exc.__class__.__name__}: {exc}") from None
-    if source.version is None and getattr(module, "__file__", None):
-        source = PluginSource(spec, "module", spec, sha256=_sha256(Path(module.__file__)))
+    module_file = getattr(module, "__file__", None)
+    if source.version is None and module_file:
+        source = PluginSource(spec, "module", spec, sha256=_sha256(Path(module_file)))
         _LOADED[spec] = source
     return source
 

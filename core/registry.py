@@ -104,8 +104,8 @@ def params_type(obj: Any) -> type | None:
 
 def parse_params(registry: Registry[Any], name: str, values: dict[str, Any] | None) -> Any:
     """Validate `values` against the entry's dataclass; raises one ConfigError naming the valid fields."""
-    from slimbench.core.params import build_dataclass
     from slimbench.core.errors import ConfigError
+    from slimbench.core.params import build_dataclass
 
     obj = registry.get(name)
     cls = params_type(obj)

@@ -93,7 +93,9 @@ def _export_torchscript(model: nn.Module, example: torch.Tensor) -> bytes:
     into the convolution when it loads the graph) - the same graph torch.export's exporter writes.
     """
     buf = io.BytesIO()
-    torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+    # The TorchScript exporter writes to file-like objects too; torch's annotation lists only paths.
+    torch.onnx.export(model, (example,), buf,  # type: ignore[arg-type]
+                      dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
                       output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                       do_constant_folding=False)
     return buf.getvalue()
@@ -105,6 +107,7 @@ def _export_dynamo(model: nn.Module, example: torch.Tensor) -> bytes:
         model, (example,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
     )
+    assert program is not None  # dynamo=True always returns an ONNXProgram
     return program.model_proto.SerializeToString()
 
 
@@ -134,6 +137,8 @@ class OnnxModel(nn.Module):
     this CPU, see `ort_int8`); `int8_arithmetic()` says what they mean here, for the record.
     """
 
+    float_model: nn.Module | None   # set through __dict__, so nn.Module does not register it as a submodule
+
     def __init__(self, onnx_bytes: bytes, float_model: nn.Module | None = None, threads: int | None = None,
                  precision: str = "float32", session_config: dict[str, str] | None = None):
         super().__init__()
@@ -150,7 +155,7 @@ class OnnxModel(nn.Module):
                                                  providers=["CPUExecutionProvider"])
         return self._session
 
-    def with_threads(self, threads: int | None) -> "OnnxModel":
+    def with_threads(self, threads: int | None) -> OnnxModel:
         return OnnxModel(self.onnx_bytes, self.float_model, threads, self.precision, self.session_config)
 
     def int8_arithmetic(self) -> dict[str, Any]:

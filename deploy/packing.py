@@ -59,7 +59,7 @@ class Packed:
         return {"format": PAYLOAD_TAG, "meta": self.meta, "tensors": self.tensors}
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Packed":
+    def from_payload(cls, payload: dict[str, Any]) -> Packed:
         if not isinstance(payload, dict) or payload.get("format") != PAYLOAD_TAG:
             raise StoredFormError(f"not a slimbench packed state (missing format tag {PAYLOAD_TAG!r})")
         if not isinstance(payload.get("tensors"), dict) or not isinstance(payload.get("meta"), dict):
@@ -246,6 +246,7 @@ def _position_options(nonzero: np.ndarray) -> list[Option]:
         size = huffman_bytes(counts, lengths) + (cap + 1) + 4    # stream + code lengths + symbol count (int32)
         if best is None or size < best[0]:
             best = (size, cap, lengths)
+    assert best is not None  # GAP_CAPS is not empty
     size, cap, lengths = best
 
     def build() -> Parts:
@@ -380,8 +381,8 @@ def check_meta(meta: Any) -> tuple[list[int], torch.dtype, str]:
         raise MalformedEncoding(f"dtype {dtype_name!r} is not a torch dtype")
     if (fmt in QUANTIZED_FORMATS) != (dtype in _QUANTIZED_INT):
         raise MalformedEncoding(f"dtype {dtype_name} does not fit the format: quantized dtypes "
-                                f"({', '.join(map(_dtype_name, _QUANTIZED_INT))}) go with {' / '.join(QUANTIZED_FORMATS)}"
-                                f" and only with them")
+                                f"({', '.join(map(_dtype_name, _QUANTIZED_INT))}) go with "
+                                f"{' / '.join(QUANTIZED_FORMATS)} and only with them")
     if fmt == "quantized_per_channel":
         axis = meta.get("axis")
         if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(shape):
@@ -570,7 +571,8 @@ def unpack_state_dict(packed: Packed) -> dict[str, torch.Tensor]:
                                       "alias")
             if of not in out:
                 raise StoredFormError(f"it names {of!r}, which is "
-                                      + ("another alias" if of in packed.meta else "not a stored tensor"), name, "alias")
+                                      + ("another alias" if of in packed.meta else "not a stored tensor"),
+                                      name, "alias")
             target = out[of]
             if list(target.shape) != shape or target.dtype != dtype:
                 raise StoredFormError(f"it says {shape} {_dtype_name(dtype)}, but {of!r} decodes to "

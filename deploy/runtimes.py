@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError, StoredFormError, UnknownNameError
-from slimbench.deploy.onnx_export import (ONNX_PAYLOAD_KEY, OnnxModel, export_onnx, onnx_from_payload, onnx_packed,
-                                          optimized_graph)
+from slimbench.deploy.onnx_export import (
+    ONNX_PAYLOAD_KEY,
+    OnnxModel,
+    export_onnx,
+    onnx_from_payload,
+    onnx_packed,
+    optimized_graph,
+)
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
 from slimbench.deploy.structure import load_into
 
@@ -40,7 +47,7 @@ def deploy(model: nn.Module, runtime: str, example: torch.Tensor, threads: int |
     elif runtime == "onnxruntime":
         deployed = OnnxModel(export_onnx(model, example), float_model=model, threads=threads)
     else:
-        deployed = torch.compile(model)
+        deployed = cast(nn.Module, torch.compile(model))   # a module compiles to a module (OptimizedModule)
     try:
         with torch.inference_mode():
             deployed(example[:1])   # builds the session / compiles now, so failures surface here with a reason

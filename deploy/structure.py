@@ -33,7 +33,8 @@ LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Identity: (),
 }
 _BY_NAME = {cls.__name__: cls for cls in LAYERS}
-# Modules that wrap a whole model (its deployed form): stored by their `structure_args()`, rebuilt around the fresh model.
+# Modules that wrap a whole model (its deployed form): stored by their `structure_args()`, rebuilt around the
+# fresh model.
 WRAPPERS: dict[str, type[nn.Module]] = {"CastBoundary": CastBoundary}
 
 
@@ -62,7 +63,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
         groups.setdefault(id(param), []).append(path)
     out: dict[str, Any] = {"modules": modules, "ties": [names for names in groups.values() if len(names) > 1]}
     if type(model).__name__ in WRAPPERS and isinstance(model, WRAPPERS[type(model).__name__]):
-        out["wrapper"] = {"type": type(model).__name__, "args": model.structure_args()}
+        # every WRAPPERS class defines structure_args(); torch types other module attributes Tensor | Module
+        out["wrapper"] = {"type": type(model).__name__, "args": model.structure_args()}  # type: ignore[operator]
     return out
 
 

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", type=Path, default=None,
                      help="trained-model cache (default: RESULTS/.cache/models)")
     run.add_argument("--wandb", choices=["offline", "online", "disabled"], default="offline",
-                     help="Weights & Biases mode (default offline: no key or network needed; logs in RESULTS/<suite>/wandb)")
+                     help="Weights & Biases mode (default offline: no key or network needed; logs in "
+                          "RESULTS/<suite>/wandb)")
     run.add_argument("--only", default=None, metavar="GLOB",
                      help="run only cells whose label matches, e.g. 'fashion-mnist/mobilenetv2/prune.*'")
     run.add_argument("--shard", default=None, metavar="I/N",
@@ -110,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pln = sub.add_parser("plan", help="a suite's cells: done, failed, pending, and the estimated remaining time",
                          description="Reads the suite's records; the remaining time is the median wall time of "
-                                     "finished cells of the same model and method (else method, else baseline vs method cells).")
+                                     "finished cells of the same model and method (else method, else baseline vs "
+                                     "method cells).")
     pln.add_argument("suite", type=Path, help="suite file or shipped suite name")
     pln.add_argument("--results", type=Path, default=Path("results"), help="results root (default: results)")
     pln.add_argument("--shard", default=None, metavar="I/N", help="only the cells of this shard")
@@ -215,7 +217,8 @@ def pin_kernels(native: bool, argv: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
     pin_kernels(args.native_kernels, argv)
     try:

@@ -41,8 +41,8 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from slimbench.harness.run.records import has_record
     from slimbench.harness.report.build import build_report
+    from slimbench.harness.run.records import has_record
     from slimbench.harness.run.runner import SuiteRunner
     from slimbench.harness.run.shards import parse_shard
     from slimbench.harness.run.suite import load_suite
@@ -121,7 +121,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_replicate(args: argparse.Namespace) -> int:
-    from slimbench.harness.replicate.replication import replicate, summary_sentence
+    from slimbench.harness.replicate.evaluation import summary_sentence
+    from slimbench.harness.replicate.replication import replicate
     from slimbench.harness.run.suite import load_imports
 
     if not args.results.is_dir():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning as L
@@ -72,6 +72,8 @@ class Task(L.LightningDataModule):
 
     `test` is None in the copy methods are handed (`without_test`): the harness alone holds the test split.
     """
+
+    name: str   # always set (Lightning declares it optional on data modules that have none)
 
     def __init__(
         self,

@@ -85,9 +85,9 @@ def contrast(x: torch.Tensor, factor: float, _gen: torch.Generator) -> torch.Ten
 
 VISION = (
     Corruption("gaussian_noise", (0.08, 0.18, 0.38), gaussian_noise, "σ"),      # ImageNet-C severities 1, 3, 5
-    Corruption("blur", (0.6, 1.0, 1.5), gaussian_blur, "σ px", random=False),                  # scaled from 224² to ~30 px images
-    Corruption("contrast", (0.8, 0.6, 0.4), contrast, "factor", random=False),   # milder than ImageNet-C's 0.4-0.05: models
-                                                                   # trained without augmentation reach chance by 0.4
+    Corruption("blur", (0.6, 1.0, 1.5), gaussian_blur, "σ px", random=False),    # scaled from 224² to ~30 px images
+    # milder than ImageNet-C's 0.4-0.05: models trained without augmentation reach chance by 0.4
+    Corruption("contrast", (0.8, 0.6, 0.4), contrast, "factor", random=False),
 )
 
 
@@ -121,7 +121,7 @@ def gain(x: torch.Tensor, db: float, _gen: torch.Generator) -> torch.Tensor:
 SPEECH = (
     Corruption("white_noise", (5.0, 0.0, -5.0), white_noise_snr, "SNR dB"),   # training mixed coloured noise at 5-30 dB
     Corruption("time_shift", (0.15, 0.2, 0.3), time_shift, "s"),              # training shifted at most 0.1 s
-    Corruption("gain", (-6.0, -12.0, -18.0), gain, "dB", random=False),                     # features are normalised, not levelled
+    Corruption("gain", (-6.0, -12.0, -18.0), gain, "dB", random=False),      # features are normalised, not levelled
 )
 
 

@@ -11,17 +11,33 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from slimbench.core.errors import ConfigError, DatasetMissingError
 from slimbench.tasks.audio import LogMel, LogMelConfig, resample
+from slimbench.tasks.base import (
+    InputSpec,
+    Split,
+    Task,
+    TaskParams,
+    normalise_images,
+    split_train_val,
+    stratified_subset,
+)
 from slimbench.tasks.corruptions import SPEECH, CorruptionSource, normaliser
-from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
-from slimbench.tasks.espeak_synth import (KEYWORDS, SILENCE, UNKNOWN, UNKNOWN_WORDS, NoiseSettings, SynthSettings,
-                                 generate, mix)
+from slimbench.tasks.espeak_synth import (
+    KEYWORDS,
+    SILENCE,
+    UNKNOWN,
+    UNKNOWN_WORDS,
+    NoiseSettings,
+    SynthSettings,
+    generate,
+    mix,
+)
 from slimbench.tasks.registry import register_task
 from slimbench.tasks.vision import DEFAULT_DATA_ROOT
 
@@ -82,7 +98,8 @@ class SynthKwsParams(SpeechParams):
         )
 
     def noise(self) -> NoiseSettings:
-        return NoiseSettings(snr_db=tuple(self.snr_db), max_shift_ms=self.max_shift_ms)
+        # a config file gives a list; NoiseSettings checks that it is a [low, high] pair
+        return NoiseSettings(snr_db=cast("tuple[float, float]", tuple(self.snr_db)), max_shift_ms=self.max_shift_ms)
 
 
 @register_task("synth-kws")
@@ -184,7 +201,7 @@ def speech_commands_items(folder: Path, num_classes: int, seed: int, unknown_fra
     frames = {p: sf.info(str(p)).frames for p in noise_files}
     rng = np.random.default_rng(seed)
     out = {}
-    for split_i, split in enumerate(("train", "val", "test")):
+    for split in ("train", "val", "test"):
         n_extra = math.ceil(len(known[split]) * unknown_fraction)
         pool = unknown[split]
         picks = [pool[i] for i in rng.permutation(len(pool))[:n_extra]]

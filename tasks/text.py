@@ -126,7 +126,7 @@ def build_text_task(name: str, class_names: list[str], texts: Sequence[str], lab
     }
     if params.reference:
         info["reference"] = tfidf_reference(
-            *((pick(splits[k]), labels[splits[k]]) for k in ("train", "val", "test"))  # type: ignore[arg-type]
+            *((pick(splits[k]), labels[splits[k]]) for k in ("train", "val", "test"))
         )
     vectors = train_word_vectors(params.word_vectors, made["train"].x, made["train"].y, len(vocab), params.embed_dim,
                                  len(class_names), seed=params.split_seed)

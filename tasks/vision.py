@@ -11,7 +11,15 @@ import numpy as np
 import torch
 
 from slimbench.core.errors import DatasetMissingError
-from slimbench.tasks.base import InputSpec, Split, Task, TaskParams, normalise_images, split_train_val, stratified_subset
+from slimbench.tasks.base import (
+    InputSpec,
+    Split,
+    Task,
+    TaskParams,
+    normalise_images,
+    split_train_val,
+    stratified_subset,
+)
 from slimbench.tasks.corruptions import VISION, CorruptionSource, normaliser
 from slimbench.tasks.registry import register_task
 

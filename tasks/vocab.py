@@ -6,6 +6,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -68,5 +69,5 @@ class WordVocab:
         return {"words": list(self.words), "min_count": self.min_count}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> WordVocab:
-        return cls(list(data["words"]), int(data.get("min_count", 1)))  # type: ignore[arg-type]
+    def from_dict(cls, data: dict[str, Any]) -> WordVocab:
+        return cls(list(data["words"]), int(data.get("min_count", 1)))

@@ -73,7 +73,8 @@ def fasttext_vectors(tokens: torch.Tensor, labels: torch.Tensor, vocab_size: int
                 idx = order[start:start + budget.batch_size]
                 x = tokens[idx]
                 words = (x != 0).to(table.dtype)
-                mean = (F.embedding(x, table, padding_idx=0) * words[..., None]).sum(1) / words.sum(1, keepdim=True).clamp_min(1)
+                mean = ((F.embedding(x, table, padding_idx=0) * words[..., None]).sum(1)
+                        / words.sum(1, keepdim=True).clamp_min(1))
                 loss = F.cross_entropy(F.linear(mean, weight, bias), labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

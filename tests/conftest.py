@@ -14,6 +14,7 @@ Tests of about ten seconds or more are marked `slow`, so that `pytest -m "not sl
   process.
 - test_pruning: MACs targets planned on MobileNetV2 by bisection (a global ranking, inside blocks alone).
 - test_text_models: every backbone trained on a synthetic text task.
+- test_static_checks: mypy over the whole package (the ruff check takes a second and is not slow).
 A new test joins them when `--durations` shows it at ten seconds or more, or when it uses a fixture that is.
 """
 

@@ -8,8 +8,8 @@ import torch
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.harness.measure.fit_overhead import bare_fit, benchmark_fit
 from slimbench.harness.cli import main
+from slimbench.harness.measure.fit_overhead import bare_fit, benchmark_fit
 from slimbench.tasks import build_task
 
 

@@ -35,8 +35,8 @@ def trainer_kwargs(monkeypatch: pytest.MonkeyPatch):
 def test_defaults_are_one_device(trainer_kwargs: list[dict[str, Any]]):
     assert Devices().trainer_kwargs() == {"devices": 1, "strategy": "auto", "num_nodes": 1}
     set_devices(Devices())
-    from slimbench.baselines.classifier import TrainConfig
     from slimbench.baselines import build_model
+    from slimbench.baselines.classifier import TrainConfig
     from slimbench.tasks import build_task
 
     task = build_task("digits", {})

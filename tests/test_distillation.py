@@ -15,8 +15,17 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.distillation import (DistillationModule, DistillLoss, FeaturePair, FeatureTap, attention_loss,
-                                    hint_loss, logit_distillation_terms, resolve_path, soft_target_loss)
+from slimbench.baselines.distillation import (
+    DistillationModule,
+    DistillLoss,
+    FeaturePair,
+    FeatureTap,
+    attention_loss,
+    hint_loss,
+    logit_distillation_terms,
+    resolve_path,
+    soft_target_loss,
+)
 from slimbench.baselines.training import TrainedModel, fit
 from slimbench.core.errors import ConfigError
 from slimbench.harness.measure.quality import evaluate
@@ -231,8 +240,8 @@ def test_pure_distillation_learns_from_the_teacher_not_the_labels(task, teacher,
 # -- end to end through the harness ------------------------------------------------------------------------------
 
 def test_suite_records_teacher_and_student_alone(tmp_path, smoke_config):
-    from slimbench.harness.run.records import load_records
     from slimbench.harness.report.build import build_report
+    from slimbench.harness.run.records import load_records
     from slimbench.harness.run.runner import SuiteRunner
     from slimbench.harness.run.suite import parse_suite
 

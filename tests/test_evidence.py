@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-import torch
 from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.deploy.runtimes import load_artifact
-from slimbench.harness.run.records import load_records
 from slimbench.harness.report.build import build_report, speedup_cell
-from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.report.stats import widened
+from slimbench.harness.run.records import load_records
+from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, register_method
 from tests.conftest import SMOKE
@@ -120,7 +119,8 @@ def test_an_unchanged_model_shows_no_speedup(evidence_run):
     low, high = widened(row.speedup_b1_low, row.speedup_b1_high)
     assert shown.startswith("≈1.00×") == (low <= 1.0 <= high), shown
     assert speedup_cell(0.95, 0.90, 0.99).startswith("≈1.00×")   # one graph, two sessions a few per cent apart
-    line = next(line for line in (runner.paths.root / "leaderboard.md").read_text().splitlines() if "test.unchanged" in line)
+    line = next(line for line in (runner.paths.root / "leaderboard.md").read_text().splitlines()
+                if "test.unchanged" in line)
     assert shown in line
 
 
@@ -187,11 +187,12 @@ def test_a_method_version_bump_reruns_only_its_cells(evidence_run, monkeypatch):
     before = {c.label: c.run_id for c in runner.suite.cells}
     entry = METHODS.entry("test.unchanged")
     monkeypatch.setitem(METHODS._entries, "test.unchanged", type(entry)(entry.name, entry.obj, entry.description, 2))
-    config = json.loads(json.dumps({**SMOKE, "methods": ["baseline", "test.unchanged", "test.liar"], "measure": MEASURE}))
+    config = json.loads(json.dumps({**SMOKE, "methods": ["baseline", "test.unchanged", "test.liar"],
+                                    "measure": MEASURE}))
     after = {c.label: c.run_id for c in parse_suite(config).cells}
     changed = {label for label in after if after[label] != before.get(label)}
     assert changed == {label for label in after if "test.unchanged" in label}
-    assert all(runner.paths.runs.joinpath(f"{after[l]}.json").exists() for l in after if l not in changed)
+    assert all(runner.paths.runs.joinpath(f"{after[label]}.json").exists() for label in after if label not in changed)
 
 
 def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_figure(evidence_run, tmp_path: Path,
@@ -208,7 +209,8 @@ def test_compare_passes_a_folder_against_itself_and_fails_on_a_changed_exact_fig
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("cells bit for bit.")
     table = (tmp_path / "same.md").read_text()
     assert "0 exact figures differ, 0 outside tolerance" in table
-    victim = next(p for p in (copy_dir / "runs").glob("*.json") if json.loads(p.read_text())["method"] == "prune.magnitude")
+    victim = next(p for p in (copy_dir / "runs").glob("*.json")
+                  if json.loads(p.read_text())["method"] == "prune.magnitude")
     data = json.loads(victim.read_text())
     data["metrics"]["macs"] += 1
     data["metrics"]["accuracy"] += 0.2

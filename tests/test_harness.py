@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from slimbench.harness.cli import main
 from slimbench.core.errors import CheckpointError, ConfigError, DatasetMissingError, UnknownNameError
-from slimbench.harness.run.records import RunRecord, has_record, load_records, read_record
+from slimbench.deploy.packing import Packed, unpack_state_dict
+from slimbench.harness.cli import main
 from slimbench.harness.report.build import build_report
+from slimbench.harness.run.records import RunRecord, has_record, load_records, read_record
 from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import load_suite, parse_suite
-from slimbench.harness.run.tracking import read_offline_summary
-from slimbench.deploy.packing import Packed, unpack_state_dict
 from slimbench.methods.pruning import MagnitudePruning
+from tests.wandb_offline import read_offline_summary
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,8 @@ def test_leaderboard_row_equals_its_record(smoke_run):
         assert float(row["accuracy"]) == pytest.approx(rec.metrics.accuracy, rel=1e-5)
         assert int(row["stored_bytes"]) == rec.metrics.stored_bytes
         assert int(row["nonzero_params"]) == rec.metrics.nonzero_params
-        assert float(row["compression_x"]) == pytest.approx(rec.reference.stored_bytes / rec.metrics.stored_bytes, rel=1e-5)
+        assert float(row["compression_x"]) == pytest.approx(rec.reference.stored_bytes / rec.metrics.stored_bytes,
+                                                            rel=1e-5)
         assert row["label"] == rec.compression.label
     md = (runner.paths.root / "leaderboard.md").read_text()
     assert "## digits" in md and "prune.magnitude" in md
@@ -275,7 +276,8 @@ def test_missing_dataset_names_where_it_looked_and_how_to_get_it(tmp_path):
 
 
 def test_missing_dataset_cell_is_recorded_as_failed_and_shown(tmp_path, smoke_config):
-    smoke_config["tasks"] = [{"name": "fashion-mnist", "params": {"root": str(tmp_path / "nowhere"), "download": False}}]
+    smoke_config["tasks"] = [{"name": "fashion-mnist",
+                              "params": {"root": str(tmp_path / "nowhere"), "download": False}}]
     smoke_config["methods"] = ["baseline", {"name": "prune.magnitude", "params": {"sparsity": 0.5}}]
     outcome = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False).run()
     assert len(outcome.failed) == 2 and "not found" in next(iter(outcome.failed.values()))
@@ -318,8 +320,8 @@ def test_a_record_profiles_where_its_cell_spent_its_time(smoke_run):
     for rec in load_records(runner.paths.runs):
         wall = rec.wall_seconds
         phases = {k: v for k, v in wall.items() if k.startswith("measure.")}
-        assert set(phases) == {"measure.deploy", "measure.evaluate", "measure.robustness", "measure.sizes", "measure.latency",
-                               "measure.counting"}
+        assert set(phases) == {"measure.deploy", "measure.evaluate", "measure.robustness", "measure.sizes",
+                               "measure.latency", "measure.counting"}
         assert all(v >= 0 for v in wall.values())
         assert sum(phases.values()) <= wall["measure"] + 0.05
         assert wall["task"] + wall["baseline"] + wall["apply"] + wall["measure"] <= wall["total"] + 0.05

@@ -36,8 +36,13 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from slimbench.deploy import ort_int8
-from slimbench.deploy.onnx_export import (OnnxModel, kernel_precisions, optimized_graph, optimized_op_counts,
-                                          session_options)
+from slimbench.deploy.onnx_export import (
+    OnnxModel,
+    kernel_precisions,
+    optimized_graph,
+    optimized_op_counts,
+    session_options,
+)
 from slimbench.methods import build_method
 from slimbench.tasks import build_task
 from slimbench.tasks.base import Task

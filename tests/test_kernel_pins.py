@@ -135,7 +135,8 @@ conv = torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.5)
 text = torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.Flatten(), torch.nn.Linear(64 * 16, 128),
                            torch.nn.GELU(), torch.nn.Linear(128, 10))
 g = torch.Generator().manual_seed(1)
-x, t, y = torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 1000, (8, 16), generator=g), torch.randint(0, 10, (8,), generator=g)
+x, t, y = (torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 1000, (8, 16), generator=g),
+           torch.randint(0, 10, (8,), generator=g))
 (torch.nn.functional.cross_entropy(conv(x), y) + torch.nn.functional.cross_entropy(text(t), y)).backward()
 grads = b"".join(p.grad.numpy().tobytes() for m in (conv, text) for p in m.parameters() if p.grad is not None)
 print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(grads).hexdigest())

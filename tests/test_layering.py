@@ -68,7 +68,8 @@ def test_imports_point_down(module):
         assert not GRAPH[module]
         return
     up = sorted(m for m in GRAPH[module] if _room(m) != room and _room(m) not in ALLOWED[room])
-    assert not up, f"{module} ({room}) imports {up}; {room} may import only {sorted(ALLOWED[room]) or 'nothing of ours'}"
+    assert not up, (f"{module} ({room}) imports {up}; "
+                    f"{room} may import only {sorted(ALLOWED[room]) or 'nothing of ours'}")
 
 
 def test_no_module_imports_the_old_top_level_names():

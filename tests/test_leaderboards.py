@@ -7,11 +7,11 @@ import statistics
 from pathlib import Path
 
 import pytest
-
 from record_parts import band, compression, metrics, reference
+
+from slimbench.harness.report.build import build_report, leaderboard_rows, pareto_front
 from slimbench.harness.run.record_parts import GitState, Hardware, Provenance
 from slimbench.harness.run.records import RunRecord, write_record
-from slimbench.harness.report.build import build_report, leaderboard_rows, pareto_front
 
 
 def _record(task: str, model: str, method: str, seed: int, acc: float, stored: int = 1000, status: str = "ok",
@@ -72,9 +72,9 @@ def test_the_method_table_lists_every_task_and_model_it_ran_on_failed_ones_inclu
 def test_the_matrix_has_a_cell_per_method_and_task_and_marks_failures(suite_dir: Path):
     build_report(suite_dir)
     text = (suite_dir / "matrix.md").read_text()
-    line = next(l for l in text.splitlines() if l.startswith("| prune.magnitude"))
+    line = next(row for row in text.splitlines() if row.startswith("| prune.magnitude"))
     cells = [c.strip() for c in line.strip("|").split("|")][1:]
-    header = next(l for l in text.splitlines() if l.startswith("| method"))
+    header = next(row for row in text.splitlines() if row.startswith("| method"))
     tasks = [c.strip() for c in header.strip("|").split("|")][1:]
     by_task = dict(zip(tasks, cells))
     assert by_task["speech"] == "failed"

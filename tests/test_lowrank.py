@@ -20,7 +20,6 @@ from slimbench.tasks.base import InputSpec, Split, Task
 from tests.conftest import method_context, train_tiny
 
 
-
 def small_net(classes: int = 10) -> nn.Sequential:
     """k×k convs, a strided 1×1 conv, a depthwise conv and two Linear layers: every case the methods tell apart."""
     return nn.Sequential(
@@ -88,7 +87,8 @@ def test_tucker_at_full_ranks_reproduces_the_conv(conv):
 
 def test_energy_rank_is_the_smallest_rank_keeping_that_energy():
     s = torch.tensor([4.0, 2.0, 1.0, 1.0, 0.5])   # squared: 16, 4, 1, 1, 0.25 of 22.25
-    assert energy_rank(s, 0.7) == 1 and energy_rank(s, 0.89) == 2 and energy_rank(s, 0.9) == 3 and energy_rank(s, 1.0) == 5
+    assert energy_rank(s, 0.7) == 1 and energy_rank(s, 0.89) == 2
+    assert energy_rank(s, 0.9) == 3 and energy_rank(s, 1.0) == 5
     assert retained(s, 2) == pytest.approx(20 / 22.25)
 
 
@@ -190,7 +190,8 @@ def test_energy_rule_keeps_at_least_that_energy(trained, task):
     for row in rows:
         s = torch.linalg.svdvals(trained.get_submodule(row["layer"]).weight.flatten(1).double())
         assert row["energy_kept"] >= 0.8 > retained(s, row["rank"] - 1)   # the smallest such rank
-    considered = {r["layer"] for r in rows} | {n for n, why in out.details["skipped"].items() if "classifier" not in why}
+    considered = ({r["layer"] for r in rows}
+                  | {n for n, why in out.details["skipped"].items() if "classifier" not in why})
     assert "14" in considered
 
 

@@ -170,8 +170,8 @@ def test_ops_without_weights_next_to_a_float_layer_stay_float(trained, task):
 
     with static_int8_graph(trained, MethodView(task), StaticInt8Params(calibration_samples=CALIBRATION)) as graph:
         layers = weight_layers(graph.float_bytes, {name for name, _ in trained.named_modules()})
-        weight_nodes = {l.node for l in layers}
-        gemm = next(l.node for l in layers if l.op == "Gemm")
+        weight_nodes = {layer.node for layer in layers}
+        gemm = next(layer.node for layer in layers if layer.op == "Gemm")
         float_nodes = weight_nodes - {gemm}
         chosen = int8_neighbourhood(graph.float_bytes, weight_nodes, float_nodes)
         mixed = MixedPrecision.mixed_graph(graph, weight_nodes, float_nodes)

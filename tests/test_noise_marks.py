@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from record_parts import leaderboard_row
+
 from slimbench.harness.report.build import _significant, delta_cell, speedup_cell, with_baseline_spread
 from slimbench.harness.report.rows import LeaderboardRow
 

@@ -54,7 +54,7 @@ def test_installed_wheel_runs_from_any_directory(wheel: Path, tmp_path: Path):
                            str(site), str(wheel)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     code = ("import slimbench, pathlib; from slimbench.harness.run.suite import load_suite; "
-            "from slimbench.harness.replicate.replication import load_claims; "
+            "from slimbench.harness.replicate.claims_file import load_claims; "
             "s = load_suite('quick'); c = load_claims(); "
             "print(pathlib.Path(slimbench.__file__).parent.parent, len(s.cells), len(c))")
     env = {**os.environ, "PYTHONPATH": str(site)}

@@ -73,7 +73,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[Packed], None], str]] = {
     "extra_part": (lambda p: p.tensors.__setitem__(f"{DENSE}/spare", torch.zeros(100, dtype=torch.uint8)),
                    r"^the stored form of '8\.weight' \(format 'dense'\): .*\(extra \['spare'\]\)"),
     "unknown_format": (lambda p: p.meta[CLUSTERED].__setitem__("format", "zstd"),
-                       r"^the stored form of '3\.weight' \(format 'zstd'\): unknown format 'zstd'; known formats: dense"),
+                       r"^the stored form of '3\.weight' \(format 'zstd'\): unknown format 'zstd'; "
+                       r"known formats: dense"),
     "short_indices": (lambda p: p.tensors.__setitem__(f"{CLUSTERED}/indices", p.tensors[f"{CLUSTERED}/indices"][:-1]),
                       r"^the stored form of '3\.weight' \(format 'codebook'\): part 'indices' holds \d+ elements .*"
                       r"the format needs \d+"),
@@ -137,7 +138,8 @@ def test_a_bogus_own_packed_form_fails_the_cell_with_a_clear_recorded_error(own_
     outcome, records = own_form_records
     rec = records[corruption]
     error = rec.details.get("error", "")
-    assert rec.status == "failed", f"{corruption}: the cell was measured ({rec.compression and rec.compression.storage_formats})"
+    assert rec.status == "failed", (
+        f"{corruption}: the cell was measured ({rec.compression and rec.compression.storage_formats})")
     assert not re.match(r"^\w*(Error|Exception): ", error), f"a crash from inside, not a clear error: {error}"
     assert re.search(CORRUPTIONS[corruption][1], error), error
     assert rec.metrics is None and rec.artifact is None   # nothing was counted or saved
@@ -176,7 +178,8 @@ def every_format_module() -> Holder:
         "sparse_codebook": _pruned(uniform, 0.5, 3), "relative_codebook": _pruned(uniform, 0.9, 4),
         "sparse_huffman": _pruned(skewed, 0.5, 5), "relative_huffman": _pruned(skewed, 0.9, 6),
         "q_tensor": torch.quantize_per_tensor(torch.randn(16, 8, generator=g), 0.05, 3, torch.quint8),
-        "q_channel": torch.quantize_per_channel(torch.randn(32, 16, generator=g), torch.rand(32, generator=g) / 10 + 0.01,
+        "q_channel": torch.quantize_per_channel(torch.randn(32, 16, generator=g),
+                                                torch.rand(32, generator=g) / 10 + 0.01,
                                                 torch.zeros(32, dtype=torch.long), 0, torch.qint8),
         "tied_a": shared, "tied_b": shared,
     }
@@ -251,7 +254,8 @@ MALFORMED = {
     "huffman code not a prefix code": (_set("huffman", "code_lengths", lambda t: torch.ones_like(t)), "huffman",
                                        "huffman", r"not a prefix code"),
     "huffman lengths for another codebook": (_set("huffman", "code_lengths", lambda t: t[:-1]), "huffman", "huffman",
-                                             r"part 'code_lengths' holds 15 code lengths, .* the codebook holds 16 values"),
+                                             r"part 'code_lengths' holds 15 code lengths, "
+                                             r".* the codebook holds 16 values"),
     "huffman code lengths too long": (_set("huffman", "code_lengths", lambda t: torch.full_like(t, 60)), "huffman",
                                       "huffman", r"code lengths must lie in 0\.\.20"),
     "mask a byte short": (_set("sparse", "mask", lambda t: t[:-1]), "sparse", "sparse", r"part 'mask' holds"),
@@ -348,7 +352,7 @@ def test_any_damaged_part_is_a_clear_error_never_a_crash(every_format):
     model, good = every_format
     tried = 0
     for key, value in good.tensors.items():
-        for how, damaged in _mutations(value).items():
+        for _how, damaged in _mutations(value).items():
             tensors = dict(good.tensors)
             if damaged is None:
                 del tensors[key]

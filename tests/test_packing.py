@@ -9,8 +9,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimbench.deploy.packing import (Packed, gap_positions, gap_symbols, huffman_decode, huffman_encode,
-                                      huffman_lengths, pack_state_dict, pack_tensor, unpack_state_dict, unpack_tensor)
+from slimbench.deploy.packing import (
+    Packed,
+    gap_positions,
+    gap_symbols,
+    huffman_decode,
+    huffman_encode,
+    huffman_lengths,
+    pack_state_dict,
+    pack_tensor,
+    unpack_state_dict,
+    unpack_tensor,
+)
 from slimbench.deploy.structure import describe, load_into
 
 
@@ -124,7 +134,7 @@ def test_each_clustered_form_is_chosen_where_smallest_and_round_trips():
     fmts = {name: meta["format"] for name, meta in packed.meta.items()}
     assert fmts == {"huffman": "huffman", "light": "huffman", "sparse_huffman": "sparse_huffman",
                     "relative_huffman": "relative_huffman", "codebook": "codebook", "bf16": "huffman", "f64": "huffman"}
-    for name, tensor in state.items():     # the chosen form is no larger than the simple exact encodings
+    for _name, tensor in state.items():     # the chosen form is no larger than the simple exact encodings
         meta, parts = pack_tensor(tensor)
         size = sum(p.numel() * p.element_size() for p in parts.values())
         flat = tensor.reshape(-1)

@@ -1,4 +1,5 @@
-"""Pruning: exact sparsity, random ≠ magnitude, the gradual schedule, channel pruning that really shrinks and reloads."""
+"""Pruning: exact sparsity, random ≠ magnitude, the gradual schedule, channel pruning that really shrinks and
+reloads."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.counting import count_macs, count_params
 from slimbench.deploy.structure import describe, load_into
 from slimbench.methods import MethodContext, build_method
-from slimbench.methods.channel_pruning import (Layout, global_ratios, group_scores, make_importance, plan_pruning,
-                                               pruned_copy, round_budget, widths)
+from slimbench.methods.channel_pruning import (
+    Layout,
+    global_ratios,
+    group_scores,
+    make_importance,
+    plan_pruning,
+    pruned_copy,
+    round_budget,
+    widths,
+)
 from slimbench.methods.pruning import lamp_counts, polynomial_sparsity, prunable_weights, schedule_batches
 from slimbench.tasks.base import InputSpec, Task
 

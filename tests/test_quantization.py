@@ -14,11 +14,11 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.layers import TokenEmbeddingMap
 from slimbench.core.errors import ConfigError, NotApplicableError
-from slimbench.harness.measure.quality import evaluate
-from slimbench.deploy.runtimes import stored_form
-from slimbench.methods import MethodContext, build_method
 from slimbench.deploy.onnx_export import OnnxModel, onnx_from_payload
 from slimbench.deploy.packing import pack_state_dict
+from slimbench.deploy.runtimes import stored_form
+from slimbench.harness.measure.quality import evaluate
+from slimbench.methods import MethodContext, build_method
 from slimbench.methods.quantization import LoaderCalibrationReader
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task
@@ -29,7 +29,8 @@ TRAINED = {"width": 48, "epochs": 6}
 
 
 def make_ctx(task: Task, model: nn.Module) -> MethodContext:
-    return method_context(task, model, fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
+    return method_context(task, model,
+                          fresh=lambda: build_model("tiny-cnn", task.spec, task.num_classes, {"width": 48}))
 
 
 def apply(name: str, model: nn.Module, task: Task, **params):

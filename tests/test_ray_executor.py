@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from slimbench.core.errors import SlimbenchError
 from slimbench.harness.run.executors import RayExecutor, SerialExecutor, make_executor
 from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import load_suite
-from slimbench.core.errors import SlimbenchError
 
 ray = pytest.importorskip("ray")
 
@@ -244,7 +244,8 @@ def test_dispatch_starts_the_longest_known_work_first(smoke_config, tmp_path):
     assert order[0] == kd0.label                                           # 300 s, its own record
     # distill s1 is estimated by its kind (300 s), then the pruning cells (50 s), fp16, baselines
     assert order[1:] == ["digits/tiny-cnn/distill.logit[init=baseline]/s1",
-                         "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0", "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s1",
+                         "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s0",
+                         "digits/tiny-cnn/prune.magnitude[sparsity=0.5]/s1",
                          "digits/tiny-cnn/quant.fp16/s0", "digits/tiny-cnn/quant.fp16/s1",
                          "digits/tiny-cnn/baseline/s0", "digits/tiny-cnn/baseline/s1"]
 

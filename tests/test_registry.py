@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pytest
 
 from slimbench.baselines import MODELS, build_model
-from slimbench.harness.cli import main
 from slimbench.core.errors import ConfigError, UnknownNameError
 from slimbench.core.registry import Registry
+from slimbench.harness.cli import main
 from slimbench.methods import METHODS, build_method, list_methods
 from slimbench.tasks import TASKS, InputSpec, build_task
 

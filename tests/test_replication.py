@@ -9,20 +9,28 @@ import re
 from pathlib import Path
 
 import pytest
+from record_parts import band, compression, metrics, reference
 
 from slimbench.core.errors import ConfigError
-from slimbench.harness.replicate.claim_terms import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU,
-                                                     NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER,
-                                                     VERDICTS)
+from slimbench.harness.cli import main
+from slimbench.harness.replicate import claim_terms as terms
 from slimbench.harness.replicate.claim_text import published_text, rule_text
 from slimbench.harness.replicate.claims_file import load_claims, parse_claims
-from slimbench.harness.cli import main
-from record_parts import band, compression, metrics, reference
+from slimbench.harness.replicate.evaluation import (
+    MIXED,
+    Line,
+    best_supported,
+    claim_counts,
+    claim_verdict,
+    evaluate,
+    summary_sentence,
+    verdict_counts,
+)
+from slimbench.harness.replicate.measurements import SuiteData
+from slimbench.harness.replicate.replication import markdown, replication_markdown
+from slimbench.harness.report.build import leaderboard_rows
 from slimbench.harness.run.record_parts import GitState, Provenance
 from slimbench.harness.run.records import RunRecord
-from slimbench.harness.report.build import leaderboard_rows
-from slimbench.harness.replicate.replication import (MIXED, Line, SuiteData, best_supported, claim_counts, claim_verdict,
-                                           evaluate, markdown, replication_markdown, summary_sentence, verdict_counts)
 
 NINE_X = {
     "id": "prune-9x", "source": "Han et al. 2016, Deep Compression, Tables 4-5",
@@ -101,12 +109,12 @@ def test_nine_x_claim_measured_at_1_83x_is_a_smaller_effect_not_a_reproduction()
         rec.reference.nonzero_params = 183
     (line,) = evaluate([claim], [_suite(_baselines([0.85, 0.85, 0.85]) + pruned)])
     assert line.measured.startswith("1.83× fewer connections")
-    assert line.verdict == SMALLER, line.reason
+    assert line.verdict == terms.SMALLER, line.reason
     assert "p0 p1 p2" in line.where and "prune · fashion-mnist · mobilenetv2 · prune.magnitude" in line.where
     # and the same claim is reproduced by 9× fewer connections at no loss (the same accuracy in every seed)
     nine = [_record(f"n{s}", "prune.magnitude", s, 0.85, nonzero=11) for s in range(3)]
     (line,) = evaluate([claim], [_suite(nine)])
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
 
 
 def _magnitude_vs_random(magnitude: list[float], random: list[float]) -> tuple[str, str]:
@@ -122,16 +130,16 @@ def _magnitude_vs_random(magnitude: list[float], random: list[float]) -> tuple[s
 
 def test_a_relational_claim_inside_the_seed_spread_is_inconclusive():
     verdict, reason = _magnitude_vs_random([0.80, 0.86, 0.83], [0.82, 0.81, 0.84])   # mean +0.7 pts, spread ~3
-    assert verdict == INCONCLUSIVE and "across 0 pts" in reason
+    assert verdict == terms.INCONCLUSIVE and "across 0 pts" in reason
     verdict, _ = _magnitude_vs_random([0.80, 0.81, 0.82], [0.70, 0.72, 0.71])        # +10 pts, spread ~1
-    assert verdict == REPRODUCED
+    assert verdict == terms.REPRODUCED
 
 
 def test_one_seed_without_a_baseline_spread_is_never_reproduced():
     (claim,) = [c for c in load_claims() if c.id == "magnitude-beats-random"]
     records = _baselines([0.85]) + [_record("m0", "prune.magnitude", 0, 0.84), _record("r0", "prune.random", 0, 0.50)]
     (line,) = evaluate([claim], [_suite(records)])
-    assert line.verdict == INCONCLUSIVE and "no measured spread" in line.reason
+    assert line.verdict == terms.INCONCLUSIVE and "no measured spread" in line.reason
 
 
 def test_qat_claim_needs_a_ptq_loss_and_hinton_needs_the_teacher_on_top():
@@ -140,10 +148,10 @@ def test_qat_claim_needs_a_ptq_loss_and_hinton_needs_the_teacher_on_top():
         _record("ptq", "quant.ptq_int8", 0, 0.849, ref_acc=0.85, params={"observer": "minmax"}),
         _record("qat", "quant.qat_int8", 0, 0.870, ref_acc=0.85, params={"observer": "minmax"})]
     (line,) = evaluate([claims["qat-recovers-ptq-loss"]], [_suite(quant, "quant")])
-    assert line.verdict == NOT_TESTABLE and "PTQ lost nothing to recover" in line.reason
+    assert line.verdict == terms.NOT_TESTABLE and "PTQ lost nothing to recover" in line.reason
     distilled = [_record(f"d{s}", "distill.logit", s, 0.90 + s / 1000, ref_acc=0.80, teacher=0.88) for s in range(3)]
     (line,) = evaluate([claims["hinton-kd-ordering"]], [_suite(distilled, "distill")])
-    assert line.verdict == NOT_REPRODUCED and "teacher 88.00, alone 80.00, distilled 90.10" in line.measured
+    assert line.verdict == terms.NOT_REPRODUCED and "teacher 88.00, alone 80.00, distilled 90.10" in line.measured
     assert "the ordering is broken" in line.reason
 
 
@@ -153,14 +161,14 @@ def test_architecture_claims_count_the_model_built_at_224():
     assert params.measured.startswith("3.505 M params") and "3,504,872" in params.measured
     assert "224² (3×224×224 input, 1000 classes)" in params.where
     assert macs.measured.startswith("300.8 M MACs")
-    assert params.verdict == macs.verdict == REPRODUCED
+    assert params.verdict == macs.verdict == terms.REPRODUCED
 
 
 def test_full_scale_claims_need_a_gpu_or_data_and_name_the_command():
     claims = [c for c in load_claims() if c.kind == "full-scale"]
     assert {"cifar10", "speech-commands", "sst2"} <= {c.records.where.task for c in claims}
     for line in evaluate(claims, []):
-        assert line.verdict in (NEEDS_DATA, NEEDS_GPU, NEEDS_DATA_AND_GPU)
+        assert line.verdict in (terms.NEEDS_DATA, terms.NEEDS_GPU, terms.NEEDS_DATA_AND_GPU)
         assert "slimbench run" in line.reason and line.where.startswith("not run here: needs")
 
 
@@ -170,7 +178,7 @@ def test_shipped_claims_load_with_sources_and_every_kind():
     assert all(c.source.strip() and c.published.text for c in claims)
     assert {c.kind for c in claims} == {"arch", "records", "full-scale"}
     lines = evaluate([c for c in claims if c.kind != "arch"], [])
-    assert {line.verdict for line in lines} <= {*VERDICTS, NOT_MEASURED}
+    assert {line.verdict for line in lines} <= {*terms.VERDICTS, terms.NOT_MEASURED}
 
 
 def _write(runs: Path, records: list[RunRecord]) -> None:
@@ -317,13 +325,13 @@ def _line(claim, verdict: str, seeds: int = 3, low: float | None = 1.0, high: fl
 
 def test_a_claims_verdict_is_what_its_judged_rows_agree_on_else_mixed_with_counts():
     (claim,) = parse_claims({"claims": [_claim(id="net-1.4-x")]}, "test")
-    agree = [_line(claim, REPRODUCED), _line(claim, REPRODUCED), _line(claim, NOT_TESTABLE)]
-    assert claim_verdict(agree) == REPRODUCED            # a row lacking a premise does not decide it
-    mixed = [_line(claim, REPRODUCED), _line(claim, INCONCLUSIVE), _line(claim, INCONCLUSIVE)]
+    agree = [_line(claim, terms.REPRODUCED), _line(claim, terms.REPRODUCED), _line(claim, terms.NOT_TESTABLE)]
+    assert claim_verdict(agree) == terms.REPRODUCED            # a row lacking a premise does not decide it
+    mixed = [_line(claim, terms.REPRODUCED), _line(claim, terms.INCONCLUSIVE), _line(claim, terms.INCONCLUSIVE)]
     assert claim_verdict(mixed) == MIXED
-    assert claim_verdict([_line(claim, NOT_TESTABLE)] * 2) == NOT_TESTABLE
-    assert claim_verdict([_line(claim, NOT_MEASURED, low=None, high=None)]) == NOT_MEASURED
-    assert claim_verdict([_line(claim, NEEDS_GPU, low=None, high=None)]) == NEEDS_GPU
+    assert claim_verdict([_line(claim, terms.NOT_TESTABLE)] * 2) == terms.NOT_TESTABLE
+    assert claim_verdict([_line(claim, terms.NOT_MEASURED, low=None, high=None)]) == terms.NOT_MEASURED
+    assert claim_verdict([_line(claim, terms.NEEDS_GPU, low=None, high=None)]) == terms.NEEDS_GPU
     text = markdown(mixed, [])
     (row,) = _summary_rows(text)
     assert row.startswith("| [net-1.4-x](#net-14-x) | Han et al. 2016 | 9× |")   # the heading's GitHub anchor
@@ -337,14 +345,14 @@ def test_a_claims_verdict_is_what_its_judged_rows_agree_on_else_mixed_with_count
 
 def test_the_summary_quotes_the_best_supported_row():
     (claim,) = parse_claims({"claims": [_claim()]}, "test")
-    rows = [_line(claim, INCONCLUSIVE, seeds=2, low=1.4, high=1.5),      # narrowest, but fewer seeds
-            _line(claim, REPRODUCED, seeds=3, low=1.0, high=2.0),
-            _line(claim, NOT_REPRODUCED, seeds=3, low=1.2, high=1.6, value=1.4),   # most seeds, then narrowest
-            _line(claim, NOT_TESTABLE, seeds=9, low=1.0, high=1.01),     # not judged: quoted only if none is
-            _line(claim, SMALLER, seeds=3, low=None, high=None)]         # no interval: after every interval
+    rows = [_line(claim, terms.INCONCLUSIVE, seeds=2, low=1.4, high=1.5),      # narrowest, but fewer seeds
+            _line(claim, terms.REPRODUCED, seeds=3, low=1.0, high=2.0),
+            _line(claim, terms.NOT_REPRODUCED, seeds=3, low=1.2, high=1.6, value=1.4),   # most seeds, then narrowest
+            _line(claim, terms.NOT_TESTABLE, seeds=9, low=1.0, high=1.01),     # not judged: quoted only if none is
+            _line(claim, terms.SMALLER, seeds=3, low=None, high=None)]         # no interval: after every interval
     assert best_supported(rows) is rows[2]
     assert best_supported([rows[3], rows[4]]) is rows[4]
-    assert best_supported([rows[1], _line(claim, REPRODUCED, seeds=3, low=1.0, high=2.0)]) is rows[1]   # first
+    assert best_supported([rows[1], _line(claim, terms.REPRODUCED, seeds=3, low=1.0, high=2.0)]) is rows[1]   # first
     (row,) = _summary_rows(markdown(rows, []))
     assert "| 1.40× (1.20–1.60×, 3 seeds) | prune · t · m · x31.21.6 |" in row and "why not reproduced 3" in row
 
@@ -352,10 +360,11 @@ def test_the_summary_quotes_the_best_supported_row():
 def test_the_counts_the_readme_points_to_come_from_one_function():
     (claim,) = parse_claims({"claims": [_claim()]}, "test")
     (other,) = parse_claims({"claims": [_claim(id="other")]}, "test")
-    lines = [_line(claim, REPRODUCED), _line(claim, INCONCLUSIVE), _line(other, NOT_TESTABLE)]
+    lines = [_line(claim, terms.REPRODUCED), _line(claim, terms.INCONCLUSIVE), _line(other, terms.NOT_TESTABLE)]
     rows, claims = verdict_counts(lines), claim_counts(lines)
-    assert rows[REPRODUCED] == rows[INCONCLUSIVE] == rows[NOT_TESTABLE] == 1 and sum(rows.values()) == 3
-    assert claims[MIXED] == claims[NOT_TESTABLE] == 1 and sum(claims.values()) == 2
+    assert rows[terms.REPRODUCED] == rows[terms.INCONCLUSIVE] == rows[terms.NOT_TESTABLE] == 1
+    assert sum(rows.values()) == 3
+    assert claims[MIXED] == claims[terms.NOT_TESTABLE] == 1 and sum(claims.values()) == 2
     sentence = summary_sentence(lines)
     assert sentence.startswith("2 claims, 3 rows: 1 reproduced, 1 inconclusive, 0 same direction, smaller effect")
     assert "; claims by overall verdict: 0 reproduced, 0 inconclusive" in sentence and "1 mixed" in sentence
@@ -365,12 +374,12 @@ def test_the_counts_the_readme_points_to_come_from_one_function():
 def test_the_readme_names_every_verdict_and_points_to_the_counts_instead_of_typing_them():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("\n## Replication table\n", 1)[1].split("\n## ", 1)[0]
-    for kind in (*VERDICTS, NOT_MEASURED, MIXED):
+    for kind in (*terms.VERDICTS, terms.NOT_MEASURED, MIXED):
         assert kind in section, kind
     assert not re.search(r"\d+ (claims|rows)\b", section)      # numbers typed in go stale
     pattern = re.search(r"`grep -m1 '([^']+)' results/replication\.md`", section)
     assert pattern and "summary_sentence" in section
     (claim,) = parse_claims({"claims": [_claim()]}, "test")
-    lines = [_line(claim, REPRODUCED)]
+    lines = [_line(claim, terms.REPRODUCED)]
     found = [row for row in markdown(lines, []).splitlines() if re.search(pattern.group(1), row)]
     assert found[0] == summary_sentence(lines) + "."     # what the README's command prints

@@ -15,15 +15,15 @@ import pytest
 
 from slimbench.core.errors import ConfigError
 from slimbench.core.params import load_yaml
-from slimbench.harness.replicate.claim_schema import Claim
-from slimbench.harness.replicate.claim_terms import (INCONCLUSIVE, NEEDS_DATA, NEEDS_DATA_AND_GPU, NEEDS_GPU,
-                                                     NOT_MEASURED, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, SMALLER,
-                                                     VERDICTS)
-from slimbench.harness.replicate.claims_file import load_claims, parse_claims
 from slimbench.harness.cli import main
-from slimbench.harness.run.records import RunRecord, load_records
-from slimbench.harness.replicate.replication import Line, SuiteData, evaluate, markdown
+from slimbench.harness.replicate import claim_terms as terms
+from slimbench.harness.replicate.claim_schema import Claim
+from slimbench.harness.replicate.claims_file import load_claims, parse_claims
+from slimbench.harness.replicate.evaluation import Line, evaluate
+from slimbench.harness.replicate.measurements import SuiteData
+from slimbench.harness.replicate.replication import markdown
 from slimbench.harness.report.build import leaderboard_rows, speedup_cell
+from slimbench.harness.run.records import RunRecord, load_records
 from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import parse_suite
 from tests.conftest import SMOKE
@@ -81,7 +81,7 @@ def _shipped(claim_id: str, **changes) -> Claim:
 
 def _judge(claim: Claim, suite: SuiteData) -> list[Line]:
     lines = evaluate([claim], [suite])
-    assert lines and all(line.verdict != NOT_MEASURED for line in lines), [line.where for line in lines]
+    assert lines and all(line.verdict != terms.NOT_MEASURED for line in lines), [line.where for line in lines]
     return lines
 
 
@@ -130,29 +130,29 @@ def _ranking(tiny, magnitude: list[float], random: list[float], seeds: tuple[int
 def test_reproduced_needs_the_whole_interval_and_across_the_bound_is_inconclusive(tiny):
     # magnitude 80 / 84 % (σ 2.83 pts), random 10 pts below in both seeds: the whole interval above 0
     line = _ranking(tiny, [0.80, 0.84], [0.70, 0.74])
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
     assert line.measured.startswith("+10.00 pts ± 2.83 (2 seeds, paired)")
     # 1 pt better on the mean, inside σ: neither reproduced nor refuted, and it says how many seeds would decide
     line = _ranking(tiny, [0.80, 0.84], [0.79, 0.83])
-    assert line.verdict == INCONCLUSIVE, line.reason
+    assert line.verdict == terms.INCONCLUSIVE, line.reason
     assert "across 0 pts" in line.reason
     assert re.search(r"about [89] seeds would decide it", line.reason)   # σ/√n < 1 pt from (2.83 / 1)² ≈ 8
     # wholly below: not reproduced
     line = _ranking(tiny, [0.70, 0.74], [0.80, 0.84])
-    assert line.verdict == NOT_REPRODUCED and "the opposite direction" in line.reason
+    assert line.verdict == terms.NOT_REPRODUCED and "the opposite direction" in line.reason
 
 
 def test_a_one_seed_row_with_no_spread_is_never_reproduced(tiny):
     # a 30-point gap from one seed, and its baseline has one seed: no spread, so inconclusive at best
     line = _ranking(tiny, [0.85], [0.55], seeds=(0,))
-    assert line.verdict == INCONCLUSIVE, line.reason
+    assert line.verdict == terms.INCONCLUSIVE, line.reason
     assert "no measured spread" in line.reason and "baseline has 1 seed: no spread" in line.measured
     # a size ratio from one seed has no measured spread either, however far past the published 9× it lies
     base, mag = _pick(tiny, "baseline", (0,)), _pick(tiny, "prune.magnitude", (0,), sparsity=0.5)
     mag[0].metrics.nonzero_params = mag[0].reference.nonzero_params // 20
     (line,) = _judge(_shipped("deep-compression-pruning-9x"), _suite("prune", base + mag))
     assert line.measured.startswith("20.") and "(1 seed: no spread measured)" in line.measured
-    assert line.verdict == INCONCLUSIVE, line.reason
+    assert line.verdict == terms.INCONCLUSIVE, line.reason
 
 
 def test_loss_at_most_is_symmetric_the_mean_alone_never_reproduces_it(tiny):
@@ -166,12 +166,12 @@ def test_loss_at_most_is_symmetric_the_mean_alone_never_reproduces_it(tiny):
         return line
 
     line = judged([0.88, 0.92], 0.015)          # mean loss 1.5 ≤ 2, but the interval reaches a 4.3-point loss
-    assert line.verdict == INCONCLUSIVE, line.reason
+    assert line.verdict == terms.INCONCLUSIVE, line.reason
     assert "across the bound 2 pts" in line.reason and "seeds would decide it" in line.reason
     line = judged([0.90, 0.905], 0.002)         # loss 0.2 ± 0.35: every loss in the interval within 2 pts
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
     line = judged([0.90, 0.905], 0.05)          # loss 5 ± 0.35: every loss beyond it
-    assert line.verdict == NOT_REPRODUCED and "loss at least 4.65" in line.reason
+    assert line.verdict == terms.NOT_REPRODUCED and "loss at least 4.65" in line.reason
 
 
 def _channel_speed(tiny, band: tuple[float, float, float]) -> Line:
@@ -194,21 +194,21 @@ def test_a_speed_band_the_leaderboard_reads_as_one_is_never_a_smaller_effect(tin
     assert speedup_cell(1.05, 1.02, 1.07).startswith("≈1.00×")
     line = _channel_speed(tiny, (1.05, 1.02, 1.07))
     assert "leaderboard ≈1.00× (1.02–1.07)" in line.measured and "0.94–1.16" in line.measured
-    assert line.verdict == NOT_REPRODUCED and "no effect beyond the noise" in line.reason
+    assert line.verdict == terms.NOT_REPRODUCED and "no effect beyond the noise" in line.reason
     # a band clear of 1 once widened, and short of 2× (1.9× with the allowance): a smaller effect
     line = _channel_speed(tiny, (1.35, 1.30, 1.40))
-    assert line.verdict == SMALLER, line.reason
+    assert line.verdict == terms.SMALLER, line.reason
     # a widened band across the threshold: inconclusive, and seeds do not narrow a timing band
     line = _channel_speed(tiny, (2.20, 2.00, 2.45))
-    assert line.verdict == INCONCLUSIVE and "across the threshold 1.95×" in line.reason
+    assert line.verdict == terms.INCONCLUSIVE and "across the threshold 1.95×" in line.reason
     assert "seeds do not narrow it" in line.reason
 
 
 def test_needs_data_or_gpu_says_which():
     claims = {c.id: c for c in load_claims() if c.kind == "full-scale"}
     lines = {line.claim.id: line for line in evaluate(list(claims.values()), [])}
-    assert lines["kmeans-keyword-spotting-loss"].verdict == NEEDS_DATA
-    assert lines["mobilenetv2-cifar10-accuracy"].verdict == NEEDS_DATA_AND_GPU
+    assert lines["kmeans-keyword-spotting-loss"].verdict == terms.NEEDS_DATA
+    assert lines["mobilenetv2-cifar10-accuracy"].verdict == terms.NEEDS_DATA_AND_GPU
     assert "data: CIFAR-10" in lines["mobilenetv2-cifar10-accuracy"].where
     assert "GPU: 60 epochs" in lines["mobilenetv2-cifar10-accuracy"].where
     gpu_only = parse_claims({"claims": [{
@@ -216,7 +216,7 @@ def test_needs_data_or_gpu_says_which():
         "published": {"value": 1.0, "unit": "pts", "text": "1"}, "rule": {"test": "loss_at_most"},
         "needs": {"gpu": "a week of A100 time"}, "command": "`slimbench run configs/full.yaml`"}]}, "test")
     (line,) = evaluate(gpu_only, [])
-    assert line.verdict == NEEDS_GPU and line.where == "not run here: needs GPU: a week of A100 time"
+    assert line.verdict == terms.NEEDS_GPU and line.where == "not run here: needs GPU: a week of A100 time"
 
 
 # -- premises: not testable here, saying which ------------------------------------------------------------------------
@@ -226,23 +226,24 @@ def test_a_speed_claim_on_masked_dense_kernels_is_not_testable(tiny):
     for rec in recs:
         _set_speed(rec, 3.5, 3.3, 3.7)   # even a "3.5×": zeros multiplied in dense kernels cannot be that
     (line,) = _judge(_shipped("pruned-layers-3x-faster"), _suite("prune", _pick(tiny, "baseline") + recs))
-    assert line.verdict == NOT_TESTABLE and line.reason.startswith("masked dense kernels (measured compute masked)")
+    assert line.verdict == terms.NOT_TESTABLE
+    assert line.reason.startswith("masked dense kernels (measured compute masked)")
 
 
 def test_a_model_at_chance_is_not_testable_for_a_ranking(tiny):
     line = _ranking(tiny, [0.13, 0.12], [0.10, 0.10])   # digits has 10 classes: chance is 10 %
-    assert line.verdict == NOT_TESTABLE, line.reason
+    assert line.verdict == terms.NOT_TESTABLE, line.reason
     assert line.reason == "model at chance: prune.magnitude 12.50 % is within 5 pts of chance (10.00 % for 10 classes)"
     # the random control collapsing to chance while magnitude pruning keeps 82 % is what the claim measures
     line = _ranking(tiny, [0.80, 0.84], [0.10, 0.10])
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
     # and a baseline at chance leaves nothing to rank
     base, mag, rnd = _pick(tiny, "baseline"), _pick(tiny, "prune.magnitude", sparsity=0.5), \
         _pick(tiny, "prune.random", sparsity=0.5)
     _set_accuracy(mag, [0.80, 0.84], [0.12, 0.12])
     _set_accuracy(rnd, [0.70, 0.74], [0.12, 0.12])
     (line,) = _judge(_shipped("magnitude-beats-random"), _suite("prune", base + mag + rnd))
-    assert line.verdict == NOT_TESTABLE and "model at chance: its baseline 12.00 %" in line.reason
+    assert line.verdict == terms.NOT_TESTABLE and "model at chance: its baseline 12.00 %" in line.reason
     # a robustness claim on a pruned model at chance likewise
     claim = _shipped("robustness-pruning", records={
         "value": "corrupted_accuracy_pts", "where": {"method": "prune.magnitude", "params": {"sparsity": 0.5}},
@@ -250,7 +251,7 @@ def test_a_model_at_chance_is_not_testable_for_a_ranking(tiny):
     mag = _pick(tiny, "prune.magnitude", sparsity=0.5)
     _set_accuracy(mag, [0.11, 0.11])
     (line,) = _judge(claim, _suite("overview", _pick(tiny, "baseline") + mag))
-    assert line.verdict == NOT_TESTABLE and "model at chance: prune.magnitude 11.00 %" in line.reason
+    assert line.verdict == terms.NOT_TESTABLE and "model at chance: prune.magnitude 11.00 %" in line.reason
 
 
 def _hinton(tiny, teacher: float, distilled: float, born_again: bool = False) -> Line:
@@ -268,14 +269,14 @@ def _hinton(tiny, teacher: float, distilled: float, born_again: bool = False) ->
 
 def test_a_teacher_claim_needs_a_stronger_teacher(tiny):
     line = _hinton(tiny, teacher=0.0, distilled=0.05)
-    assert line.verdict == NOT_TESTABLE and "teacher not stronger than the student alone" in line.reason
+    assert line.verdict == terms.NOT_TESTABLE and "teacher not stronger than the student alone" in line.reason
     line = _hinton(tiny, teacher=0.10, distilled=0.05, born_again=True)
-    assert line.verdict == NOT_TESTABLE and "born-again" in line.reason
+    assert line.verdict == terms.NOT_TESTABLE and "born-again" in line.reason
     line = _hinton(tiny, teacher=0.10, distilled=0.05)           # teacher ≥ distilled > alone, each beyond σ
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
     assert "teacher 92.00, alone 82.00, distilled 87.00" in line.measured
     line = _hinton(tiny, teacher=0.10, distilled=0.20)           # the student passes its teacher: ordering broken
-    assert line.verdict == NOT_REPRODUCED and "the ordering is broken" in line.reason
+    assert line.verdict == terms.NOT_REPRODUCED and "the ordering is broken" in line.reason
 
 
 def test_qat_recovering_ptq_needs_a_ptq_loss(tiny):
@@ -290,9 +291,9 @@ def test_qat_recovering_ptq_needs_a_ptq_loss(tiny):
         return line
 
     line = judged(0.0, 0.0)
-    assert line.verdict == NOT_TESTABLE and line.reason.startswith("PTQ lost nothing to recover")
+    assert line.verdict == terms.NOT_TESTABLE and line.reason.startswith("PTQ lost nothing to recover")
     line = judged(0.20, 0.01)
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
 
 
 def test_nothing_compressed_is_not_testable(tiny):
@@ -302,8 +303,8 @@ def test_nothing_compressed_is_not_testable(tiny):
     lines = _judge(claim, _suite("overview", _pick(tiny, "baseline") + _pick(tiny, "prune.magnitude", sparsity=0.0)
                                  + _pick(tiny, "prune.magnitude", sparsity=0.5)))
     control, pruned = sorted(lines, key=lambda line: "sparsity=0.5" in line.where)
-    assert control.verdict == NOT_TESTABLE and control.reason.startswith("nothing compressed: 0.00 %")
-    assert pruned.verdict != NOT_TESTABLE
+    assert control.verdict == terms.NOT_TESTABLE and control.reason.startswith("nothing compressed: 0.00 %")
+    assert pruned.verdict != terms.NOT_TESTABLE
 
 
 def test_excluded_params_leave_the_control_rows_out(tiny):
@@ -337,18 +338,18 @@ def test_deep_compression_9x_counts_connections_under_its_accuracy_condition(tin
     real = _pick(tiny, "prune.magnitude", sparsity=0.5)
     connections = sum(r.reference.nonzero_params / r.metrics.nonzero_params for r in real) / 2
     assert line.measured.startswith(f"{connections:.2f}× fewer connections")
-    assert line.verdict != REPRODUCED and "short of 8.2×" in line.reason
+    assert line.verdict != terms.REPRODUCED and "short of 8.2×" in line.reason
     # 10× fewer connections, the accuracy 5 ± 2.83 pts above the baseline's: both halves of the claim hold
     line = judged(10, 0.05)
     assert re.match(r"10\.0\d× fewer connections", line.measured) and "Δ accuracy +5.00 pts ± 2.83" in line.measured
     assert "× smaller (not the paper's measure, not judged)" in line.measured
-    assert line.verdict == REPRODUCED, line.reason
+    assert line.verdict == terms.REPRODUCED, line.reason
     # 10× fewer connections by a model at chance: the accuracy condition fails
     line = judged(10, -0.72)
-    assert line.verdict == NOT_REPRODUCED and "condition accuracy loss ≤ 0.005 pts" in line.reason
+    assert line.verdict == terms.NOT_REPRODUCED and "condition accuracy loss ≤ 0.005 pts" in line.reason
     # 10× with the accuracy unchanged, ± 2.83: "no loss" is neither shown nor refuted
     line = judged(10, 0.0)
-    assert line.verdict == INCONCLUSIVE and "seeds would decide it" in line.reason
+    assert line.verdict == terms.INCONCLUSIVE and "seeds would decide it" in line.reason
 
 
 # -- suites ------------------------------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def test_a_claim_never_reads_a_suite_it_does_not_name(tiny, tmp_path: Path):
     lines = evaluate([claim], [_suite("quick", records), _suite("prune", records)])
     assert len(lines) == 1 and lines[0].where.startswith("prune · digits · tiny-cnn · prune.magnitude")
     (line,) = evaluate([claim], [_suite("quick", records)])
-    assert line.verdict == NOT_MEASURED and "deep_compression, overview, prune" in line.where
+    assert line.verdict == terms.NOT_MEASURED and "deep_compression, overview, prune" in line.where
     # through the command: the same records in results/quick and results/prune, one row from prune only
     for name in ("quick", "prune"):
         runs = tmp_path / "results" / name / "runs"
@@ -435,18 +436,19 @@ def test_every_shipped_claim_on_real_rows_keeps_the_rules(tiny):
     by_claim = {}
     for line in lines:
         by_claim.setdefault(line.claim.id, []).append(line)
-        assert line.verdict in (*VERDICTS, NOT_MEASURED)
+        assert line.verdict in (*terms.VERDICTS, terms.NOT_MEASURED)
         if "no spread" in line.measured:
-            assert line.verdict != REPRODUCED, line
+            assert line.verdict != terms.REPRODUCED, line
         if "≈1.00×" in line.measured:
-            assert line.verdict != SMALLER, line
-        if line.verdict == NOT_TESTABLE:
+            assert line.verdict != terms.SMALLER, line
+        if line.verdict == terms.NOT_TESTABLE:
             assert line.reason.strip(), line
-        if line.verdict not in (NOT_MEASURED, NEEDS_DATA, NEEDS_GPU, NEEDS_DATA_AND_GPU) and line.claim.kind != "arch":
+        unmeasured = (terms.NOT_MEASURED, terms.NEEDS_DATA, terms.NEEDS_GPU, terms.NEEDS_DATA_AND_GPU)
+        if line.verdict not in unmeasured and line.claim.kind != "arch":
             assert line.where.split(" · ")[0] in line.claim.suites, line.where
     # masked pruning never gets a speed verdict; the sparsity-0 control is never judged
-    assert {line.verdict for line in by_claim["pruned-layers-3x-faster"]} == {NOT_TESTABLE}
+    assert {line.verdict for line in by_claim["pruned-layers-3x-faster"]} == {terms.NOT_TESTABLE}
     assert not any("sparsity=0.0" in line.where for line in by_claim["deep-compression-pruning-9x"])
     text = markdown(lines, [_suite(name, tiny) for name in names])
-    for kind in VERDICTS:
+    for kind in terms.VERDICTS:
         assert f"**{kind}**" in text

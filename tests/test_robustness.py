@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,10 @@ from slimbench.harness.report.robustness import identified_examples
 from slimbench.tasks import build_task
 from slimbench.tasks.base import InputSpec, Split, Task, stratified_subset
 from slimbench.tasks.corruptions import TEXT, VISION, CorruptionSource, adjacent_swap, oov_substitution, word_dropout
-from slimbench.tasks.text import build_text_task, TextParams
+from slimbench.tasks.text import TextParams, build_text_task
+
+if TYPE_CHECKING:
+    from slimbench.harness.run.records import RunRecord
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +137,10 @@ def test_a_task_without_corruptions_still_gets_per_class_accuracy():
 
 
 def _rob_record(run_id: str, method: str, seed: int, correct: list[int], labels: list[int], corrupted: float,
-                teacher: bool = False) -> "RunRecord":
+                teacher: bool = False) -> RunRecord:
     """A record whose robustness block is built from per-example right/wrong flags on a 2-class test split."""
     import record_parts
+
     from slimbench.harness.measure.figures import Robustness
     from slimbench.harness.run.record_parts import GitState, Provenance
     from slimbench.harness.run.records import RunRecord
@@ -183,7 +189,8 @@ def test_report_pairs_each_row_with_its_own_seed_baseline_and_sets_churn_beside_
 def test_replication_nets_the_worst_class_excess_of_baseline_churn():
     from slimbench.harness.replicate.claim_terms import INCONCLUSIVE, NOT_REPRODUCED
     from slimbench.harness.replicate.claims_file import parse_claims
-    from slimbench.harness.replicate.replication import SuiteData, evaluate
+    from slimbench.harness.replicate.evaluation import evaluate
+    from slimbench.harness.replicate.measurements import SuiteData
     from slimbench.harness.report.build import leaderboard_rows
 
     labels = [0, 0, 0, 0, 1, 1, 1, 1]

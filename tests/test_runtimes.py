@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import statistics
 import time
 
 import pytest
@@ -12,12 +13,12 @@ from torch import nn
 
 from slimbench.baselines import build_model
 from slimbench.core.errors import NotApplicableError, UnknownNameError
-from slimbench.deploy.latency import MeasureConfig, latency_by_runtime, latency_ms
+from slimbench.deploy.latency import MeasureConfig, latency_by_runtime, latency_rounds_ms
+from slimbench.deploy.onnx_export import OnnxModel, export_onnx
+from slimbench.deploy.runtimes import deploy, stored_form, torch_form
 from slimbench.harness.run.records import load_records
 from slimbench.harness.run.runner import SuiteRunner
-from slimbench.deploy.runtimes import deploy, stored_form, torch_form
 from slimbench.harness.run.suite import parse_suite
-from slimbench.deploy.onnx_export import OnnxModel, export_onnx
 
 FAST = MeasureConfig(latency_batch=8, threads=1, warmup=1, min_run_time=0.01, rounds=1, peak_memory=False)
 
@@ -26,6 +27,10 @@ FAST = MeasureConfig(latency_batch=8, threads=1, warmup=1, min_run_time=0.01, ro
 def model(task):
     torch.manual_seed(0)
     return build_model("tiny-cnn", task.spec, task.num_classes).eval()
+
+
+def _median_ms(models, example, cfg) -> dict[str, float]:
+    return {name: statistics.median(v) for name, v in latency_rounds_ms(models, example, cfg).items()}
 
 
 def test_onnxruntime_runs_the_exported_model_with_fixed_threads(model, task):
@@ -63,7 +68,7 @@ def test_latency_is_the_time_a_call_really_takes():
         return x
 
     cfg = MeasureConfig(threads=1, warmup=2, min_run_time=0.05, rounds=2)
-    ms = latency_ms({"sleep": sleeper, "noop": lambda x: x}, torch.zeros(1), cfg)
+    ms = _median_ms({"sleep": sleeper, "noop": lambda x: x}, torch.zeros(1), cfg)
     assert ms["sleep"] >= 2.0
     assert ms["noop"] < ms["sleep"] / 10
 
@@ -84,7 +89,7 @@ def test_latency_reports_the_per_call_time_in_bounded_blocks(monkeypatch):
     timer = torch.utils.benchmark.Timer   # loaded by slimbench.deploy.latency, after it quiets cpp_extension
     monkeypatch.setattr(torch.utils.benchmark, "Timer", functools.partial(timer, timer=lambda: clock[0]))
     cfg = MeasureConfig(threads=1, warmup=2, min_run_time=0.05, rounds=2)
-    ms = latency_ms({"sleep": sleeper, "noop": noop}, torch.zeros(1), cfg)
+    ms = _median_ms({"sleep": sleeper, "noop": noop}, torch.zeros(1), cfg)
     assert ms == {"sleep": pytest.approx(2.0), "noop": pytest.approx(0.001)}
     # blocks of 10 ms, 50 ms per round: about 2 + 2 × 25 calls (plus the timer's warm-ups), not an open-ended
     # calibration

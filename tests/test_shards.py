@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from slimbench.core.errors import ConfigError
 from slimbench.harness.run.plan import make_plan
 from slimbench.harness.run.shards import in_shard, parse_shard
 from slimbench.harness.run.suite import load_suite
-from slimbench.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DETERMINISTIC = ["task", "model", "method", "params_json", "seeds", "accuracy", "macro_f1", "params",
@@ -70,7 +70,8 @@ def test_two_shards_at_once_run_every_cell_once_and_train_each_baseline_once(six
     assert trained == 2, logs                                          # seeds 0 and 1, once each, across both shards
     done = [int(m.group(1)) for log in logs for m in re.finditer(r"suite smoke: (\d+) run, ", log)]
     assert sum(done) == 6
-    assert re.search(r"suite smoke: cell \d+/\d+ \(\d+ done, 0 failed, \d+ skipped\), about \d+ min left at most", "".join(logs))
+    assert re.search(r"suite smoke: cell \d+/\d+ \(\d+ done, 0 failed, \d+ skipped\), about \d+ min left at most",
+                     "".join(logs))
     assert not list((results / ".cache" / "models").glob("*.tmp"))   # no half-written cache entry
     third = _slimbench(str(six_cells), results=results)
     out = third.communicate(timeout=600)[0]

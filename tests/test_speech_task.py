@@ -13,9 +13,8 @@ import torch
 
 from slimbench.baselines.registry import build_model
 from slimbench.core.errors import ConfigError, DatasetMissingError
-from slimbench.tasks import build_task, list_tasks
-from slimbench.tasks import espeak_synth
-from slimbench.tasks.audio import LogMel, LogMelConfig, fit_length, mel_filterbank, mel_to_hz, hz_to_mel
+from slimbench.tasks import build_task, espeak_synth, list_tasks
+from slimbench.tasks.audio import LogMel, LogMelConfig, fit_length, hz_to_mel, mel_filterbank, mel_to_hz
 from slimbench.tasks.espeak_synth import SILENCE, UNKNOWN, NoiseSettings, SynthSettings, generate, mix
 from slimbench.tasks.speech import SynthKwsParams
 

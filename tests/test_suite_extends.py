@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from slimbench.core.errors import ConfigError
 from slimbench.harness.run.suite import load_suite
 from slimbench.harness.run.suite_files import merge, packaged_suites

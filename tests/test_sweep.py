@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from record_parts import leaderboard_row, metrics
+
 from slimbench.harness.report import sweep
 from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.run.records import RunRecord

@@ -27,7 +27,7 @@ from slimbench.harness.run.runner import SuiteRunner
 from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS, Method, MethodContext, Outcome, register_method
 from slimbench.tasks import Task
-from slimbench.tasks.base import TestSplitAccessError as SplitAccessError   # aliased: pytest collects Test* names
+from slimbench.tasks.base import TestSplitAccessError as SplitAccessError  # aliased: pytest collects Test* names
 from tests.conftest import SMOKE
 
 CAPTURED: list[MethodContext] = []
@@ -166,7 +166,8 @@ def test_a_method_still_fine_tunes_calibrates_and_gets_a_measured_teacher(captur
     d = record.details
     assert d["finetune_changed_weights"] and d["calibration_batch"] == [16, 1, 8, 8] and d["calibration_labels"] == 16
     assert d["example"] == [4, 1, 8, 8] and d["fresh_model"]
-    assert 0.0 < d["teacher_test_accuracy"] <= 1.0   # the harness evaluated the teacher on test, the method only reads it
+    # the harness evaluated the teacher on test, the method only reads it
+    assert 0.0 < d["teacher_test_accuracy"] <= 1.0
     assert 0.0 < record.metrics.accuracy <= 1.0 and record.metrics.mean_corrupted_accuracy is not None
 
 

@@ -25,7 +25,6 @@ from slimbench.baselines.training import fit  # noqa: E402
 from slimbench.deploy.structure import describe, load_into  # noqa: E402
 from slimbench.tasks.text import TextParams, build_text_task  # noqa: E402
 
-
 # --- pooling ----------------------------------------------------------------------------------------------
 
 def test_sequence_mask_marks_the_positions_that_cover_words():

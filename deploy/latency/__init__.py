@@ -7,7 +7,7 @@ slimbench.deploy.latency` is that child). Records keep the field names these pro
 
 from slimbench.deploy.latency.by_runtime import ALWAYS_MEASURED, latency_by_runtime, speedup_bands
 from slimbench.deploy.latency.native import Latency, LatencyKernels, measure_latency, probe
-from slimbench.deploy.latency.timing import MeasureConfig, latency_ms, latency_rounds_ms
+from slimbench.deploy.latency.timing import MeasureConfig, latency_rounds_ms
 
-__all__ = ["ALWAYS_MEASURED", "Latency", "LatencyKernels", "MeasureConfig", "latency_by_runtime", "latency_ms",
+__all__ = ["ALWAYS_MEASURED", "Latency", "LatencyKernels", "MeasureConfig", "latency_by_runtime",
            "latency_rounds_ms", "measure_latency", "probe", "speedup_bands"]

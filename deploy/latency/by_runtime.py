@@ -46,7 +46,8 @@ def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: 
     for key, x in examples.items():
         for name, rounds in latency_rounds_ms(callables, x, cfg).items():
             runtime, role = name.split("/")
-            out[role].setdefault(runtime, {}).update({f"{key}_ms": statistics.median(rounds), f"{key}_rounds_ms": rounds})
+            out[role].setdefault(runtime, {}).update({f"{key}_ms": statistics.median(rounds),
+                                                      f"{key}_rounds_ms": rounds})
     if reference is None:
         out["reference"] = copy.deepcopy(out["model"])
     return out

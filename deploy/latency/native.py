@@ -122,7 +122,8 @@ def measure_latency(model: nn.Module, reference: nn.Module | None, deployed: str
     request = {"model": model, "reference": reference, "deployed": deployed, "examples": examples, "cfg": cfg}
     try:
         status, payload, capability = _PROCESS.call(request)
-    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:   # the models would not pickle: time them here
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+        # the models would not pickle: time them here
         return _in_place(model, reference, deployed, examples, cfg, f"models could not be sent: {exc}")
     if status == "ok":
         return payload, LatencyKernels("native", "separate", capability)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
-from slimbench.core.params import bounded
+from slimbench.core.params import bounded  # noqa: E402
 
 
 @dataclass
@@ -31,12 +31,7 @@ class MeasureConfig:
     corrupted_examples: int = bounded(500, ge=1)   # stratified test subset each corruption × severity is drawn from
 
 
-def latency_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor, cfg: MeasureConfig) -> dict[str, float]:
-    """Median over rounds of each model's per-round median latency, in milliseconds."""
-    return {name: statistics.median(v) for name, v in latency_rounds_ms(models, example, cfg).items()}
-
-
-def latency_rounds_ms(models: dict[str, Callable[[torch.Tensor], Any]], example: torch.Tensor,
+def latency_rounds_ms(models: Mapping[str, Callable[[torch.Tensor], Any]], example: torch.Tensor,
                       cfg: MeasureConfig) -> dict[str, list[float]]:
     """Per-round median latency of each model (ms), interleaving models round by round so drift on a shared machine
     hits all alike; the order of the models alternates between rounds so none is always timed first.

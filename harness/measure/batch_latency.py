@@ -21,6 +21,7 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 
+
 @dataclass
 class BatchTiming:
     task: str
@@ -149,7 +150,7 @@ def plot(timings: list[BatchTiming], path: Path) -> None:
             ys = [statistics.median(t.speedup for t in by_ratio[x]) for x in xs]
             lo = [min(t.low for t in by_ratio[x]) for x in xs]
             hi = [max(t.high for t in by_ratio[x]) for x in xs]
-            ax.errorbar(xs, ys, yerr=[[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]],
+            ax.errorbar(xs, ys, yerr=[[y - low for y, low in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]],
                         fmt="o-" if runtime == "onnxruntime" else "s--", capsize=3, markersize=4,
                         label=f"{runtime}, batch {batch}")
             top = max(top, *xs, *hi)
@@ -171,7 +172,8 @@ def plot(timings: list[BatchTiming], path: Path) -> None:
 def write(suite_dir: Path, name: str, timings: list[BatchTiming], threads: int) -> list[Path]:
     paths = [suite_dir / f"latency_batch_{name}.json", suite_dir / f"latency_batch_{name}.md",
              suite_dir / f"latency_batch_{name}.png"]
-    atomic_write_text(paths[0], json.dumps({"threads": threads, "timings": [asdict(t) for t in timings]}, indent=1) + "\n")
+    atomic_write_text(paths[0],
+                      json.dumps({"threads": threads, "timings": [asdict(t) for t in timings]}, indent=1) + "\n")
     atomic_write_text(paths[1], markdown(timings, threads))
     plot(timings, paths[2])
     return paths

@@ -40,8 +40,10 @@ class FitBenchmark:
         lit, bare = statistics.median(self.lightning_seconds), statistics.median(self.bare_seconds)
         return (f"{self.model} on {self.task}: {self.batches} training batches of {self.batch_size} + one validation "
                 f"pass, {len(self.bare_seconds)} repeats each, alternating\n"
-                f"  Lightning fit (the harness's): median {lit:.2f} s  ({', '.join(f'{s:.2f}' for s in self.lightning_seconds)})\n"
-                f"  bare PyTorch loop:             median {bare:.2f} s  ({', '.join(f'{s:.2f}' for s in self.bare_seconds)})\n"
+                f"  Lightning fit (the harness's): median {lit:.2f} s  "
+                f"({', '.join(f'{s:.2f}' for s in self.lightning_seconds)})\n"
+                f"  bare PyTorch loop:             median {bare:.2f} s  "
+                f"({', '.join(f'{s:.2f}' for s in self.bare_seconds)})\n"
                 f"  overhead: {self.ratio:.3f}× (goal ≤ 1.10×)")
 
 
@@ -51,6 +53,7 @@ def bare_fit(model: nn.Module, task: Task, cfg: TrainConfig) -> float:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     else:

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from slimbench.harness.measure.figures import Robustness, unpack_bits
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import Split, Task, TestSplitAccessError
 
 __all__ = ["MEASURE_VERSION", "Evaluation", "evaluate", "evaluate_test", "pack_bits", "predict", "robustness",
            "unpack_bits"]   # unpack_bits is defined with the record's figures (reports decode without torch)
@@ -37,13 +37,22 @@ class Evaluation:
     predictions: torch.Tensor       # one class per test example, in test-split order
 
 
+def _test_split(task: Task) -> Split:
+    """The test split, which the harness's task holds and the copy methods are handed does not."""
+    if task.test is None:
+        raise TestSplitAccessError(f"task {task.name!r} holds no test split: measure on the harness's task, not on "
+                                   f"the copy methods are handed")
+    return task.test
+
+
 def evaluate_test(model: Callable[[torch.Tensor], torch.Tensor], task: Task) -> Evaluation:
     """Accuracy and macro-F1 on the test split (torchmetrics), with the predictions behind them."""
     if isinstance(model, nn.Module):
         model.eval()
-    preds = predict(model, task.test.x)
-    acc = MulticlassAccuracy(num_classes=task.num_classes, average="micro")(preds, task.test.y)
-    f1 = MulticlassF1Score(num_classes=task.num_classes, average="macro")(preds, task.test.y)
+    test = _test_split(task)
+    preds = predict(model, test.x)
+    acc = MulticlassAccuracy(num_classes=task.num_classes, average="micro")(preds, test.y)
+    f1 = MulticlassF1Score(num_classes=task.num_classes, average="macro")(preds, test.y)
     return Evaluation(float(acc), float(f1), preds)
 
 
@@ -68,7 +77,7 @@ def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predic
     Everything a report needs to pair this model with its baseline example by example (compression-identified
     examples, the worst-hit class) without keeping either model.
     """
-    y, classes = task.test.y, task.num_classes
+    y, classes = _test_split(task).y, task.num_classes
     correct = predictions == y
     counts = torch.bincount(y, minlength=classes)
     hits = torch.bincount(y[correct], minlength=classes)
@@ -76,7 +85,7 @@ def robustness(model: Callable[[torch.Tensor], torch.Tensor], task: Task, predic
                      per_class_accuracy=[round(float(h) / int(c), 6) if c else None for h, c in zip(hits, counts)],
                      test_correct=pack_bits(correct), test_examples=len(y))
     names = task.corruption_names()
-    if not names:
+    if not names or task.corruptions is None:   # names come from the corruption source
         return out
     for name in names:
         corruption = task.corruptions.get(name)

@@ -5,14 +5,32 @@ that is malformed, or a rule looser than its claim allows, is a ConfigError befo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from slimbench.core.errors import ConfigError
 from slimbench.core.params import build_dataclass
-from slimbench.harness.replicate.claim_terms import (AT_LEAST_CAP, CLOSE_TO_CAP, COMPUTE_REQUIREMENTS, NEEDS_DATA,
-                                                     NEEDS_DATA_AND_GPU, NEEDS_GPU, NOISY, PAIRED_ONLY, PER_RECORD,
-                                                     ROW_VALUES)
+from slimbench.harness.replicate.claim_terms import (
+    AT_LEAST_CAP,
+    CLOSE_TO_CAP,
+    COMPUTE_REQUIREMENTS,
+    NEEDS_DATA,
+    NEEDS_DATA_AND_GPU,
+    NEEDS_GPU,
+    NOISY,
+    PAIRED_ONLY,
+    PER_RECORD,
+    ROW_VALUES,
+)
+
+D = TypeVar("D")
+
+
+def _built(cls: type[D], raw: object, where: str) -> D:
+    """A nested field built as `cls`: a claim arrives from YAML with each nested dataclass still its mapping, which
+    the enclosing `__post_init__` builds (and validates) here."""
+    return build_dataclass(cls, cast("Mapping[str, Any] | None", raw), where)
 
 
 @dataclass
@@ -144,9 +162,9 @@ class Records:
         if self.value not in PER_RECORD + ROW_VALUES + PAIRED_ONLY:
             raise ConfigError(f"records.value {self.value!r} is not one of "
                               f"{', '.join(PER_RECORD + ROW_VALUES + PAIRED_ONLY)}")
-        self.where = build_dataclass(Selector, self.where, "records.where")
+        self.where = _built(Selector, self.where, "records.where")
         if self.versus is not None:
-            self.versus = build_dataclass(Versus, self.versus, "records.versus")
+            self.versus = _built(Versus, self.versus, "records.versus")
             if self.value not in PER_RECORD + PAIRED_ONLY:
                 raise ConfigError(f"records.value {self.value!r} cannot be paired; pairs take "
                                   f"{', '.join(PER_RECORD + PAIRED_ONLY)}")
@@ -188,7 +206,7 @@ class Condition:
     value: Literal["delta_accuracy_pts", "delta_macro_f1_pts"] = "delta_accuracy_pts"
 
     def __post_init__(self) -> None:
-        self.published = build_dataclass(Published, self.published, "condition.published")
+        self.published = _built(Published, self.published, "condition.published")
         if self.published.value is None or self.published.value < 0:
             raise ConfigError("condition.published.value is the loss (points) the source allows, ≥ 0")
 
@@ -270,19 +288,19 @@ class Claim:
     def __post_init__(self) -> None:
         if not self.source.strip():
             raise ConfigError("source is required: the paper or repository, with its table or section")
-        self.published = build_dataclass(Published, self.published, "published")
-        self.rule = build_dataclass(Rule, self.rule, "rule")
+        self.published = _built(Published, self.published, "published")
+        self.rule = _built(Rule, self.rule, "rule")
         self.rule.validate(self.published)
         if self.arch is not None:
-            self.arch = build_dataclass(Arch, self.arch, "arch")
+            self.arch = _built(Arch, self.arch, "arch")
         if self.records is not None:
-            self.records = build_dataclass(Records, self.records, "records")
+            self.records = _built(Records, self.records, "records")
         if self.needs is not None:
-            self.needs = build_dataclass(Needs, self.needs, "needs")
+            self.needs = _built(Needs, self.needs, "needs")
         if self.requires is not None:
-            self.requires = build_dataclass(Requires, self.requires, "requires")
+            self.requires = _built(Requires, self.requires, "requires")
         if self.condition is not None:
-            self.condition = build_dataclass(Condition, self.condition, "condition")
+            self.condition = _built(Condition, self.condition, "condition")
         if self.kind == "arch" and self.arch is None:
             raise ConfigError("an arch claim needs arch: {model, count, ...}")
         if self.kind == "records" and self.records is None:

@@ -30,7 +30,8 @@ NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_t
          "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread
 DELTA_VS_BASELINE = ("delta_accuracy_pts", "delta_macro_f1_pts")   # a Δ against the row's own baseline
 
-# `requires: {compute: ...}`: the parts of the measured compute label (harness/measure/evidence.py) that satisfy each value
+# `requires: {compute: ...}`: the parts of the measured compute label (harness/measure/evidence.py) that satisfy
+# each value
 COMPUTE_REQUIREMENTS = {
     "physical-sparse": ("sparse", "smaller dense"),   # pruned weights really skipped: a sparse or a smaller kernel
     "smaller-dense": ("smaller dense",),              # fewer multiply-adds executed than the reference

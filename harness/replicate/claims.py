@@ -92,7 +92,7 @@ def judge(claim: Claim, value: float, low: float | None, high: float | None) -> 
         if high < p - band or low > p + band:
             null = rule.no_effect
             clear = null is not None and side(low, high, null, rule.sign(pub), True) == "holds"
-            if clear and rule.sign(pub) * diff < 0:
+            if clear and null is not None and rule.sign(pub) * diff < 0:
                 return Judgement(SMALLER, f"{off}: beyond {num(null, unit)}, short of ±{num(band, unit)}")
             return Judgement(NOT_REPRODUCED, f"{off}, outside ±{num(band, unit)}")
         edge = p - band if abs(value - (p - band)) <= abs(value - (p + band)) else p + band

@@ -29,9 +29,9 @@ from tabulate import tabulate
 
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.measure.figures import Metrics
+from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, widened
 from slimbench.harness.run.numerics import numerics, same_kernels
 from slimbench.harness.run.records import RunRecord, atomic_write_text, load_records
-from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, widened
 
 SEED_SIGMAS = 3.0
 STRUCTURE = ("params", "macs")
@@ -97,10 +97,10 @@ class Spread:
                 values[(rec.suite, *_key(rec)[:4]), fig].append(v)
         self.own: dict[tuple[tuple[str, ...], str], float] = {}
         self.baseline: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-        for (group, fig), v in values.items():
-            if len(v) < 2:
+        for (group, fig), vs in values.items():
+            if len(vs) < 2:
                 continue
-            sigma = statistics.stdev(v)
+            sigma = statistics.stdev(vs)
             self.own[group[1:], fig] = max(sigma, self.own.get((group[1:], fig), 0.0))
             if group[3] == "baseline":
                 self.baseline[group[1], group[2], fig].append(sigma)
@@ -171,6 +171,8 @@ def _checks_spread(cell: str, a: RunRecord, b: RunRecord, spread: Spread) -> lis
             checks.append(Check(cell, fig, va, vb, "equal", True, False))
         elif sigma is None:
             checks.append(Check(cell, fig, _fmt(va), _fmt(vb), "no measured spread", True, False, judged=False))
+        elif vb is None:   # committed with a figure the fresh run no longer measures
+            raise SlimbenchError(f"{cell}: the new record {b.run_id} has no {fig}, which {a.run_id} has")
         else:
             tol = SEED_SIGMAS * sigma
             checks.append(Check(cell, fig, _fmt(va), _fmt(vb), f"±{tol:.4g} ({SEED_SIGMAS:g}{source})",
@@ -281,14 +283,16 @@ def markdown(checks: list[Check], only: list[str], ref_dir: Path, new_dir: Path,
             continue
         lines += [f"## {cell}", ""]
         detail = [[c.figure, c.reference, c.new, c.tolerance, c.verdict] for c in cs if not (c.ok and c.judged)]
-        lines += [tabulate(detail, headers=["figure", "reference", "new", "tolerance", "verdict"], tablefmt="github"), ""]
+        lines += [tabulate(detail, headers=["figure", "reference", "new", "tolerance", "verdict"], tablefmt="github"),
+                  ""]
     lines += ["## How figures are judged", "",
               "Same kernels (both records pinned to the same instruction set, or native on the same CPU model) and "
               "the same torch: every figure but latency must be equal. Different kernels: accuracy, corrupted "
               "accuracy, sizes, and the structure of methods that choose it from the trained weights within "
               f"{SEED_SIGMAS:g}σ of a spread measured over the committed seeds (not judged where none was measured); "
               "parameters, multiply-adds and requested settings exact. Speedup bands, each widened by the "
-              f"run-to-run spread measured on this kind of machine (±{RUN_TO_RUN_SPEEDUP:.0%}, harness/report/stats.py), "
+              f"run-to-run spread measured on this kind of machine (±{RUN_TO_RUN_SPEEDUP:.0%}, "
+              "harness/report/stats.py), "
               "should overlap on the same CPU model; they are shown, never a reason to fail, since latency belongs "
               "to the machine and its load. On another CPU they are not judged.", ""]
     return "\n".join(lines)

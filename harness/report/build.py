@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,19 @@ from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference
 from slimbench.harness.report import layer_tables, robustness, sweep
 from slimbench.harness.report.distillation import distillation_markdown
-from slimbench.harness.run.numerics import numerics_line
-from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
-from slimbench.harness.report.leaderboards import (by_method_csv, by_method_markdown, by_method_rows, failed_rows,
-                                            matrix_csv, matrix_markdown, matrix_rows)
+from slimbench.harness.report.leaderboards import (
+    by_method_csv,
+    by_method_markdown,
+    by_method_rows,
+    failed_rows,
+    matrix_csv,
+    matrix_markdown,
+    matrix_rows,
+)
 from slimbench.harness.report.rows import FailedRow, LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
+from slimbench.harness.run.numerics import numerics_line
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
 
 log = logging.getLogger("slimbench")
 
@@ -40,8 +48,9 @@ def _mean_dict(dicts: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in dicts[0] if dicts else []:
         vals = [d.get(key) for d in dicts]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            out[key] = round(mean([float(v) for v in vals]), 6)
+        numbers = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) == len(vals):
+            out[key] = round(mean([float(v) for v in numbers]), 6)
         else:
             out[key] = vals[0]
     return out
@@ -80,7 +89,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[LeaderboardRow]:
     for rec in records:
         if rec.status != "ok":
             continue
-        key = (rec.task, rec.model, rec.method, method_params_json(rec),
+        key: tuple[str, ...] = (rec.task, rec.model, rec.method, method_params_json(rec),
                json.dumps(rec.config.get("versions", {}), sort_keys=True))
         groups[key].append(rec)
         families[key] = rec.family
@@ -199,7 +208,7 @@ def label_cell(row: LeaderboardRow) -> str:
 
 
 def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: str,
-                  failed: list[FailedRow] = ()) -> str:
+                  failed: Sequence[FailedRow] = ()) -> str:
     lines = [f"# slimbench leaderboard — suite `{suite}`", ""]
     if records:
         r0 = records[0]
@@ -211,8 +220,8 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
             numerics_line(records),
             "Accuracy and macro-F1 on the test split (mean ± std over seeds); Δ acc is the change against the same "
             "model's trained baseline (same seed and budget), in points; sizes are the stored (packed) "
-            "representation; latency is measured in the runtime the model is deployed in, and speedup is the baseline's "
-            "latency over this model's in that same runtime and process (records hold every runtime).",
+            "representation; latency is measured in the runtime the model is deployed in, and speedup is the "
+            "baseline's latency over this model's in that same runtime and process (records hold every runtime).",
             "Storage / compute are measured, not claimed: storage is what the stored file holds for the weights "
             "(dense fp32, sparse, codebook, int8, fp16, tied); compute is what the deployed runtime's kernels execute "
             "(dense fp32, masked = zeros in dense kernels, smaller dense = fewer multiply-adds, int8, fp16). "
@@ -237,8 +246,8 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
                 _achieved_short(r),
             ])
         batch = next((r.latency_batch for r in rows if r.task == task), "N")
-        headers = ["model", "method", "params", "seeds", "accuracy", "Δ acc (pts)", "macro-F1", "parameters", "non-zero",
-                   "stored KiB", "gzip KiB", "compression", "MMACs", "runtime", "latency b1 ms",
+        headers = ["model", "method", "params", "seeds", "accuracy", "Δ acc (pts)", "macro-F1", "parameters",
+                   "non-zero", "stored KiB", "gzip KiB", "compression", "MMACs", "runtime", "latency b1 ms",
                    f"latency b{batch} ms", "speedup b1", f"speedup b{batch}", "storage / compute",
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]

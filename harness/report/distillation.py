@@ -11,9 +11,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.run.records import RunRecord
 from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import mean_std, short_params
+from slimbench.harness.run.records import RunRecord
 
 TITLE = "## Distillation against the student alone"
 

@@ -11,9 +11,9 @@ from typing import Any, TypeAlias
 
 from tabulate import tabulate
 
-from slimbench.harness.run.records import RunRecord
 from slimbench.harness.report.rows import FailedRow, LeaderboardRow, MatrixCell
 from slimbench.harness.report.stats import short_params
+from slimbench.harness.run.records import RunRecord
 
 MethodRow: TypeAlias = "LeaderboardRow | FailedRow"   # a row of the per-method table: finished or failed
 
@@ -92,7 +92,7 @@ def matrix_rows(rows: list[LeaderboardRow]) -> list[MatrixCell]:
         if row.family != "baseline":
             cells.setdefault((row.method, row.task), []).append(row)
     out = []
-    for (method, task), group in sorted(cells.items()):
+    for (_method, _task), group in sorted(cells.items()):
         best = max(group, key=lambda r: (round(r.delta_accuracy, 6), r.compression_x, r.speedup_bn_x))
         out.append(MatrixCell(best, len(group)))
     return out

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import fields
 from itertools import permutations
 from pathlib import Path
-from dataclasses import fields
 
 import numpy as np
 from tabulate import tabulate
 
 from slimbench.harness.measure.figures import Robustness
-from slimbench.harness.run.records import RunRecord, atomic_write_bytes
 from slimbench.harness.report.rows import LeaderboardRow, RobustnessFigures
 from slimbench.harness.report.stats import delta_text, mean, short_params, std
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes
 
 COLUMNS = [f.name for f in fields(RobustnessFigures)]
 
@@ -77,9 +77,11 @@ def baselines_by_seed(records: list[RunRecord]) -> dict[tuple[str, ...], dict[in
 def churn(bases: dict[int, RunRecord]) -> tuple[float | None, float | None]:
     """The baseline against itself, seed against seed: mean identified examples and mean worst-class Δ (pts)."""
     pairs = [(a, b) for a, b in permutations(sorted(bases), 2)]
-    flags = {s: correct_flags(r) for s, r in bases.items()}
-    classes = {s: per_class(r) for s, r in bases.items()}
-    if not pairs or any(f is None for f in flags.values()):
+    all_flags = {s: correct_flags(r) for s, r in bases.items()}
+    all_classes = {s: per_class(r) for s, r in bases.items()}
+    flags = {s: f for s, f in all_flags.items() if f is not None}
+    classes = {s: c for s, c in all_classes.items() if c is not None}   # None exactly where the flags are
+    if not pairs or len(flags) < len(all_flags):
         return None, None
     cie = mean([float(identified_examples(flags[a], flags[b])) for a, b in pairs])
     worst = mean([100 * float(np.nanmin(classes[b] - classes[a])) for a, b in pairs])
@@ -111,7 +113,8 @@ class Pairing:
         out.delta_corrupted, out.delta_corrupted_std = mean(deltas), std(deltas)
         out.baseline_corrupted_std = spread if len(seeds) >= 2 else None
         out.delta_corrupted_significant = len(deltas) >= 2 and abs(mean(deltas)) > max(std(deltas), spread)
-        flags = [(f, g) for r, b in paired if (f := correct_flags(r)) is not None and (g := correct_flags(b)) is not None]
+        flags = [(f, g) for r, b in paired
+                 if (f := correct_flags(r)) is not None and (g := correct_flags(b)) is not None]
         if len(flags) == len(paired):
             out.cie = mean([float(identified_examples(g, f)) for f, g in flags])
         if family == "baseline":
@@ -190,7 +193,7 @@ def plot(rows: list[LeaderboardRow], task: str, path: Path) -> bool:
     ax.plot([low, high], [low, high], "--", color="grey", label="corrupted Δ = clean Δ")
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(0, color="black", lw=0.5)
-    for i, (r, x, y) in enumerate(zip(pts, xs, ys), 1):
+    for i, (_row, x, y) in enumerate(zip(pts, xs, ys), 1):
         ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     keys = [f"{i}: {r.model} · {r.method}" + (f" ({g})" if (g := short_params(r.params_given)) else "")
             for i, r in enumerate(pts, 1)]

@@ -45,11 +45,13 @@ def _short_value(value: object) -> str:
     swept = knobs()
     for stage in value:
         try:
-            defaults = {f.name: f.default for f in dataclasses.fields(METHODS.get(stage["name"]))
-                        if f.default is not dataclasses.MISSING}
+            method: object = METHODS.get(stage["name"])
         except (UnknownNameError, TypeError):
-            defaults = {}
-        given = {k: v for k, v in (stage.get("params") or {}).items() if k in swept or k not in defaults or defaults[k] != v}
+            method = None
+        fields = dataclasses.fields(method) if dataclasses.is_dataclass(method) else ()
+        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+        given = {k: v for k, v in (stage.get("params") or {}).items()
+                 if k in swept or k not in defaults or defaults[k] != v}
         parts.append(stage["name"] + (f"({', '.join(f'{k}={v}' for k, v in given.items())})" if given else ""))
     return " → ".join(parts)
 
@@ -75,4 +77,5 @@ def delta_text(delta: float, seeds: int, baseline_sigma: float | None, significa
         return text + (" *" if significant else " (n.s.)")
     if baseline_sigma is None:
         return text + " (1 seed)"
-    return text + (" (1 seed, > 2σ baseline)" if abs(delta) > 2 * baseline_sigma else " (1 seed, inside baseline spread)")
+    return text + (" (1 seed, > 2σ baseline)" if abs(delta) > 2 * baseline_sigma
+                   else " (1 seed, inside baseline spread)")

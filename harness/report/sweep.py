@@ -18,9 +18,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from slimbench.harness.run.records import RunRecord, atomic_write_bytes
 from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import knobs, mean, std
+from slimbench.harness.run.records import RunRecord, atomic_write_bytes
 
 
 def controls() -> dict[str, tuple[str, tuple[str, ...]]]:

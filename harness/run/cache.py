@@ -8,23 +8,21 @@ import io
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from filelock import FileLock
-from torch import nn
 
-from slimbench.baselines import build_model
+from slimbench.baselines import MODELS, build_model
 from slimbench.baselines.classifier import TrainConfig
-from slimbench.baselines.training import TrainedModel, fit
+from slimbench.baselines.training import TRAINING_VERSION, TrainedModel, fit
 from slimbench.core import kernels
 from slimbench.core.errors import CheckpointError
 from slimbench.harness.measure.quality import evaluate
 from slimbench.harness.run.records import atomic_write_bytes
-from slimbench.baselines import MODELS
-from slimbench.baselines.training import TRAINING_VERSION
 from slimbench.harness.run.suite import Named, config_hash, entry_version
 from slimbench.tasks import TASKS
 from slimbench.tasks.base import Task
@@ -83,10 +81,12 @@ class ModelCache:
     ) -> TrainedModel:
         """Train, evaluate on test and cache (atomic write) a model for this budget."""
         path = self.path(task_cfg, model_cfg, train, seed)
-        log.info("training %s on %s (seed %d, %d epochs) -> %s", model_cfg.name, task.name, seed, train.epochs, path.name)
+        log.info("training %s on %s (seed %d, %d epochs) -> %s", model_cfg.name, task.name, seed, train.epochs,
+                 path.name)
         torch.manual_seed(seed)
         model = build_model(model_cfg.name, task.spec, task.num_classes, model_cfg.params)
-        result = fit(model, task, train, seed=seed, logger=logger_factory(model_cfg.to_dict()) if logger_factory else False)
+        result = fit(model, task, train, seed=seed,
+                     logger=logger_factory(model_cfg.to_dict()) if logger_factory else False)
         accuracy, macro_f1 = evaluate(result.model, task)
         meta = {
             "task": task_cfg.to_dict(), "model": model_cfg.to_dict(), "train": asdict(train), "seed": seed,

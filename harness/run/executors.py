@@ -203,7 +203,8 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise SlimbenchError("--executor ray needs Ray: pip install 'slimbench[ray]' (or pip install 'ray>=2.9')") from None
+            raise SlimbenchError("--executor ray needs Ray: pip install 'slimbench[ray]' (or pip install 'ray>=2.9')"
+                                 ) from None
         if ray.is_initialized():   # the caller (a test, a notebook) already chose the instance
             return False
         if self.address:
@@ -224,7 +225,7 @@ class RayExecutor:
             devices=current_devices(), threads=max(1, int(suite.resources.cpus)), runner_class=type(runner))
 
     def run(self, runner: SuiteRunner, cells: list[Cell]) -> SuiteOutcome:
-        import ray   # noqa: F401 - checked by _init first
+        import ray  # noqa: F401 - checked by _init first
 
         started = self._init()
         try:
@@ -279,7 +280,7 @@ class RayExecutor:
                     kind, what = item
                     if kind == "train":
                         cell, role = trains[what]
-                        ref = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
+                        ref: Any = ray.remote(train_task).options(**options).remote(ctx, cell.run_id, role)
                     else:
                         ref = ray.remote(cell_task).options(**options).remote(ctx, what.run_id)
                     running[ref] = item

@@ -27,7 +27,8 @@ def same_kernels(a: RunRecord, b: RunRecord) -> bool:
         ka, kb = a.hardware.kernels, b.hardware.kernels
         return numerics(a) == numerics(b) and ka is not None and kb is not None and ka.pins == kb.pins
     ha, hb = a.hardware, b.hardware
-    return (ha.cpu, ha.instruction_sets, ha.torch_cpu_capability) == (hb.cpu, hb.instruction_sets, hb.torch_cpu_capability)
+    return ((ha.cpu, ha.instruction_sets, ha.torch_cpu_capability)
+            == (hb.cpu, hb.instruction_sets, hb.torch_cpu_capability))
 
 
 def mixed_numerics_note(records: list[RunRecord]) -> str | None:
@@ -48,6 +49,7 @@ def numerics_line(records: list[RunRecord]) -> str:
         return note
     kind = numerics(records[0])
     if kind.startswith("pinned"):
-        return (f"Numerics: every figure but latency computed with kernels pinned to {kind.removeprefix('pinned-').upper()} "
-                f"(the same on any x86-64 CPU); latency timed with the machine's native kernels.")
+        return (f"Numerics: every figure but latency computed with kernels pinned to "
+                f"{kind.removeprefix('pinned-').upper()} (the same on any x86-64 CPU); latency timed with the "
+                f"machine's native kernels.")
     return f"Numerics: {kind} (not pinned: figures match exactly only on the same kind of CPU)."

@@ -8,10 +8,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimbench.core.errors import CheckpointError
 from slimbench.harness.run.records import RunRecord, read_record
 from slimbench.harness.run.shards import in_shard
 from slimbench.harness.run.suite import Cell, Suite
-from slimbench.core.errors import CheckpointError
 
 
 @dataclass
@@ -49,7 +49,7 @@ class WallTimes:
         self.every: list[float] = []
 
     @classmethod
-    def read(cls, runs_dirs: list[Path]) -> "WallTimes":
+    def read(cls, runs_dirs: list[Path]) -> WallTimes:
         times = cls()
         for runs in runs_dirs:
             for path in sorted(Path(runs).glob("*.json")):
@@ -108,7 +108,9 @@ def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) ->
         return plan
     total = 0.0
     for cell in plan.pending + plan.failed:
-        seconds, kind = times.estimate(cell)   # never None: at least one cell is done
+        estimate = times.estimate(cell)
+        assert estimate is not None   # at least one cell is done, so "all finished cells" always answers
+        seconds, kind = estimate
         total += seconds
         plan.estimated_from[kind] += 1
     plan.estimate_seconds = total

@@ -6,11 +6,11 @@ import copy
 import datetime as dt
 import fnmatch
 import hashlib
-import os
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,27 +20,33 @@ from torch import nn
 from slimbench.baselines import build_model
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, current_devices, fit
-from slimbench.harness.run.cache import ModelCache
-from slimbench.harness.run.environment import git_state, hardware, versions
 from slimbench.core.errors import SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
+from slimbench.deploy.latency import measure_latency, speedup_bands
 from slimbench.deploy.onnx_export import OnnxModel
+from slimbench.deploy.packing import Packed, pack_state_dict
+from slimbench.deploy.runtimes import (
+    check_packed,
+    check_runtime,
+    deploy,
+    reference_stored_like,
+    stored_form,
+    torch_form,
+)
 from slimbench.deploy.structure import describe
 from slimbench.harness.measure.evidence import Evidence, gather
 from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference, SpeedupBand
 from slimbench.harness.measure.quality import evaluate_test, robustness
+from slimbench.harness.run.cache import ModelCache
+from slimbench.harness.run.environment import git_state, hardware, versions
 from slimbench.harness.run.executors import Executor, SerialExecutor, SuiteOutcome
 from slimbench.harness.run.record_parts import Artifact, BaselineTraining, GitState, Hardware, Provenance, WandbRun
 from slimbench.harness.run.records import RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.harness.run.shards import in_shard
-from slimbench.deploy.latency import measure_latency, speedup_bands
-from slimbench.deploy.runtimes import (check_packed, check_runtime, deploy, reference_stored_like, stored_form,
-                                      torch_form)
 from slimbench.harness.run.suite import Cell, Named, Suite
 from slimbench.harness.run.tracking import Tracker
 from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
-from slimbench.deploy.packing import Packed, pack_state_dict
 from slimbench.tasks import Task, build_task
 from slimbench.tasks.base import MethodView
 
@@ -83,7 +89,8 @@ class Laps:
     """Wall time per phase of a cell, so a slow suite says where its time goes."""
 
     def __init__(self) -> None:
-        self.last, self.seconds = time.perf_counter(), {}
+        self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
 
     def __call__(self, phase: str) -> None:
         now = time.perf_counter()
@@ -173,12 +180,19 @@ class SuiteRunner:
             return
         import wandb
 
-        from slimbench.harness.report.leaderboards import (BY_METHOD_COLUMNS, MATRIX_COLUMNS, by_method_rows, failed_rows,
-                                                    matrix_rows)
         from slimbench.harness.report.build import COLUMNS
+        from slimbench.harness.report.leaderboards import (
+            BY_METHOD_COLUMNS,
+            MATRIX_COLUMNS,
+            by_method_rows,
+            failed_rows,
+            matrix_rows,
+        )
 
         def table(columns: list[str], data: list[Any]) -> Any:   # rows of harness.report.rows: each has columns()
-            return wandb.Table(columns=columns, data=[[row.columns().get(c) for c in columns] for row in data])
+            cells = [[row.columns().get(c) for c in columns] for row in data]
+            # wandb annotates columns as list[str | int], which (a list being invariant) refuses a list[str]
+            return wandb.Table(columns=columns, data=cells)  # type: ignore[arg-type]
 
         failed = failed_rows(load_records(self.paths.runs))
         with self.tracker.run("leaderboard", "report", {"suite": self.suite.name}, ["leaderboard"]) as run:
@@ -186,7 +200,8 @@ class SuiteRunner:
                      "leaderboard_by_method": table(BY_METHOD_COLUMNS, by_method_rows(rows, failed)),
                      "matrix": table(MATRIX_COLUMNS, matrix_rows(rows)),
                      **{f"{kind}/{p.stem.removeprefix(kind + '_')}": wandb.Image(str(p))
-                        for kind in ("pareto", "robustness", "sweep") for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
+                        for kind in ("pareto", "robustness", "sweep")
+                        for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
 
     # -- the suite ----------------------------------------------------------------------------------------
     def check_source_tree(self) -> dict[str, Any]:
@@ -275,7 +290,8 @@ class SuiteRunner:
                 wandb=WandbRun(**Tracker.describe(run)), provenance=self.provenance(cell), hardware=self.hardware(),
             )
             robust = measured.metrics.robustness
-            run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items() if k != "robustness"},
+            run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items()
+                                   if k != "robustness"},
                                 **({f"robustness/{k}": v for k, v in (("corrupted_accuracy", robust.corrupted_accuracy),
                                     ("per_class_accuracy", robust.per_class_accuracy)) if v} if robust else {}),
                                 "label": compression.label, "run_id": cell.run_id})
@@ -319,7 +335,8 @@ class SuiteRunner:
             latency_b1_ms=latency["model"][runtime]["b1_ms"], latency_bn_ms=latency["model"][runtime]["bn_ms"],
             latency_batch=cfg.latency_batch,
             peak_memory_bytes=peak_memory_bytes(model, xn) if cfg.peak_memory and runtime == "eager" else None,
-            eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime, latency=latency["model"],
+            eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime,
+            latency=latency["model"],
             mean_corrupted_accuracy=robust.mean_corrupted() if robust else None, robustness=robust,
             latency_kernels=latency_kernels.to_dict(),
         )

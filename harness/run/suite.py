@@ -42,7 +42,7 @@ from slimbench.tasks import TASKS
 SUITE_KEYS = {"suite", "description", "extends", "seeds", "tasks", "models", "methods", "train", "finetune", "teacher",
               "measure", "wandb_project", "exclude", "train_overrides", "imports", "extra_seeds", "resources"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")   # a suite name is a folder under the results root
-DEFAULT_TEACHER = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
+DEFAULT_TEACHER: dict[str, Any] = {"name": "mobilenetv2", "params": {"width_mult": 1.4}}
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,9 @@ class Cell:
             config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
             versions["teacher"] = entry_version(MODELS, self.teacher.name)
         config["measure"] = dataclasses.asdict(self.measure)
-        if getattr(method, "stage_versions", None):   # a chain expires when any of its stages changes
-            versions["stages"] = method.stage_versions
+        stage_versions = getattr(method, "stage_versions", None)
+        if stage_versions:   # a chain expires when any of its stages changes
+            versions["stages"] = stage_versions
         config["versions"] = versions
         used = self.plugins(method_uses_teacher=method.uses_teacher)
         if used:
@@ -137,7 +138,8 @@ class Cell:
     @property
     def label(self) -> str:
         params = ",".join(f"{k}={self.method.params[k]}" for k in self.method.given)
-        return f"{self.task.name}/{self.model.name}/{self.method.name}" + (f"[{params}]" if params else "") + f"/s{self.seed}"
+        return (f"{self.task.name}/{self.model.name}/{self.method.name}" + (f"[{params}]" if params else "")
+                + f"/s{self.seed}")
 
 
 @dataclass
@@ -173,7 +175,7 @@ def _named_list(raw: Any, key: str, extra: tuple[str, ...] = ()) -> list[tuple[s
         raw = [raw]
     if not isinstance(raw, list):
         raise ConfigError(f"suite file: `{key}:` must be a list, got {type(raw).__name__}")
-    out = []
+    out: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     allowed = {"name", "params", *extra}
     for item in raw:
         if isinstance(item, str):
@@ -263,9 +265,9 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     # then each matching `train_overrides` rule, in file order
     pair_rules = pair_overrides(raw.get("train_overrides"), tasks, models, where)
     for kind, entries in (("task", task_entries), ("model", model_entries)):   # each override alone names its entry
-        for e_name, _, extra in entries:
-            if extra["train"]:
-                build_dataclass(TrainConfig, {**train_raw, **extra["train"]}, f"{where}: train of {kind} {e_name}")
+        for e_name, _, e_extra in entries:
+            if e_extra["train"]:
+                build_dataclass(TrainConfig, {**train_raw, **e_extra["train"]}, f"{where}: train of {kind} {e_name}")
     for rule in pair_rules:
         build_dataclass(TrainConfig, {**train_raw, **rule["train"]}, f"{where}: train_overrides rule {rule}")
     budgets = {}
@@ -291,13 +293,14 @@ def parse_suite(raw: Any, path: Path | None = None, imports: list[str] | tuple[s
     resources = build_dataclass(Resources, raw.get("resources"), f"{where}: resources")
     exclude = raw.get("exclude") or []
     if not isinstance(exclude, list):
-        raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, got {exclude!r}")
+        raise ConfigError(f"{where}: `exclude:` must be a list of {{task, model, method}} pattern rules, "
+                          f"got {exclude!r}")
     for rule in exclude:
         if not rule_shape(rule):
             raise ConfigError(f"suite file: each `exclude` rule maps task/model/method to a pattern (and optionally "
                               f"`params` to method parameter values), got {rule!r}")
-    for kind, entries in (("tasks", tasks), ("models", models), ("methods", methods)):
-        _no_duplicates(entries, kind, where)
+    for kind, named in (("tasks", tasks), ("models", models), ("methods", methods)):
+        _no_duplicates(named, kind, where)
     extra = extra_seed_rules(raw.get("extra_seeds"), where)
     cells = [
         Cell(name, t, m, meth, seed, budgets[ti, mi], finetune, teacher, teacher_train, measure)

@@ -58,12 +58,10 @@ def resolve_suite_path(spec: str | Path) -> Any:
     path = Path(spec)
     if path.is_file():
         return path
-    shipped = shipped_files()
-    name = path.name.removesuffix(".yaml")
-    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
-        return shipped[name]
-    raise ConfigError(f"suite file {spec} does not exist; shipped suites: {', '.join(sorted(packaged_suites())) or '(none)'} "
-                      f"(give a name or a path to a .yaml file)")
+    if (found := _shipped(path)) is not None:
+        return found
+    raise ConfigError(f"suite file {spec} does not exist; shipped suites: "
+                      f"{', '.join(sorted(packaged_suites())) or '(none)'} (give a name or a path to a .yaml file)")
 
 
 def read_suite_file(source: Any, chain: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -103,6 +101,15 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shipped(path: Path) -> Any:
+    """The shipped file a bare name or `configs/<name>.yaml` means, or None."""
+    name = path.name.removesuffix(".yaml")
+    shipped = shipped_files()
+    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
+        return shipped[name]
+    return None
+
+
 def _key(source: Any) -> str:
     """One name per file however it was reached (relative path, absolute path, shipped resource)."""
     return str(Path(source).resolve()) if isinstance(source, Path) else str(source)
@@ -116,10 +123,8 @@ def _find_base(spec: str, source: Any, where: str) -> Any:
         for candidate in (folder / path, folder / f"{spec}.yaml"):
             if candidate.is_file():
                 return candidate
-    shipped = shipped_files()
-    name = path.name.removesuffix(".yaml")
-    if name in shipped and (path.parent == Path(".") or path.parent.name == "configs"):
-        return shipped[name]
+    if (found := _shipped(path)) is not None:
+        return found
     near = f"no {folder / path} and " if folder is not None else ""
     raise ConfigError(f"{where}: `extends: {spec}` names no file ({near}no shipped file of that name); shipped: "
-                      f"{', '.join(sorted(shipped))}, or a path relative to the suite file")
+                      f"{', '.join(sorted(shipped_files()))}, or a path relative to the suite file")

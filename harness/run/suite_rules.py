@@ -5,7 +5,8 @@ task / model / method names, optionally narrowed by method params; each rule's s
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol, TypeGuard
 
 from slimbench.core.errors import ConfigError
 
@@ -20,7 +21,7 @@ class Entry(Protocol):
     def params(self) -> dict[str, Any]: ...
 
 
-def pair_overrides(raw: Any, tasks: list[Entry], models: list[Entry], where: str) -> list[dict[str, Any]]:
+def pair_overrides(raw: Any, tasks: Sequence[Entry], models: Sequence[Entry], where: str) -> list[dict[str, Any]]:
     """`train_overrides: [{task: fashion-mnist, model: mobilenetv2, train: {...}}]`: a budget for some pairs only.
 
     A rule that matches no task × model pair of the suite is an error: it is almost always a misspelt name.
@@ -75,7 +76,7 @@ def rule_shape(rule: Any, extra: frozenset[str] = frozenset()) -> bool:
             and isinstance(rule.get("params", {}), dict))
 
 
-def int_list(values: Any) -> bool:
+def int_list(values: Any) -> TypeGuard[list[int]]:
     """A non-empty list of integers (booleans are not seeds)."""
     return (isinstance(values, list) and bool(values)
             and all(isinstance(v, int) and not isinstance(v, bool) for v in values))
