@@ -2,8 +2,8 @@
 
 import sys
 
-from slimbench.core.discovery import import_submodules
 from slimbench.baselines.registry import MODELS, build_model, list_models, register_model
+from slimbench.core.discovery import import_submodules
 
 import_submodules(sys.modules[__name__])
 

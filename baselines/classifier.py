@@ -75,7 +75,8 @@ class ClassifierModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: ANN201  (Lightning's own return type)
         cfg, params = self.cfg, self.trainable_parameters()
         if cfg.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                  nesterov=True)
         else:
             opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.schedule == "constant":

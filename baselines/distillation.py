@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,7 @@ def match_spatial(x: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.
     squeeze = x.dim() == 3
     x = x.unsqueeze(1) if squeeze else x
     if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        x = F.adaptive_avg_pool2d(x, size)
+        x = F.adaptive_avg_pool2d(x, cast("tuple[int, int]", size))   # `size` is an [H, W] pair
     else:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x.squeeze(1) if squeeze else x

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from slimbench.tasks.base import InputSpec
 
 # Layers that downsample through their stride; strided pooling (SqueezeNet, ResNet stems) counts like a strided conv.
 DOWNSAMPLING = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+_Pair = tuple[int, int]
 
 
 class TokenEmbeddingMap(nn.Module):
@@ -95,30 +97,31 @@ def _pool_index(seq: nn.Sequential) -> int | None:
 
 def _features(kind: str, backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Everything before the backbone's global pool (which the text pooling replaces)."""
+    b: Any = backbone   # laid out as `kind` says (see _kind), which the module type does not express
     if kind == "timm":
-        return backbone.forward_features(x)
+        return b.forward_features(x)
     if kind == "resnet":
-        b = backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
     if kind == "sequential":
-        return backbone[: _pool_index(backbone)](x)
+        return b[: _pool_index(b)](x)
     if kind == "squeezenet":
-        return backbone.classifier[:-1](backbone.features(x))
-    return backbone.features(x)
+        return b.classifier[:-1](b.features(x))
+    return b.features(x)
 
 
 def _head(kind: str, backbone: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     """Everything after the global pool, on the pooled `[B, C, 1, 1]` map."""
+    b: Any = backbone   # laid out as `kind` says (see _kind), which the module type does not express
     if kind == "timm":
-        return backbone.forward_head(pooled)
+        return b.forward_head(pooled)
     if kind == "resnet":
-        return backbone.fc(pooled.flatten(1))
+        return b.fc(pooled.flatten(1))
     if kind == "squeezenet":
         return pooled.flatten(1)
     if kind == "sequential":
-        return backbone[_pool_index(backbone):](pooled)
-    return backbone.classifier(pooled.flatten(1))
+        return b[_pool_index(b):](pooled)
+    return b.classifier(pooled.flatten(1))
 
 
 class TextClassifier(nn.Sequential):
@@ -178,6 +181,7 @@ def fit_to_input(model: nn.Module, spec: InputSpec, stem: str) -> nn.Module:
 
             new.weight.copy_(adapt_input_conv(spec.channels, conv.weight))
             if conv.bias is not None:
+                assert new.bias is not None  # replace_conv keeps the bias
                 new.bias.copy_(conv.bias)
         parent, _, leaf = stem.rpartition(".")
         setattr(model.get_submodule(parent), leaf, new)
@@ -298,7 +302,7 @@ def _probe(model: nn.Module, layers: dict[str, nn.Module], channels: int, height
             probe.inputs[name] = tuple(args[0].shape[-2:])
 
         def post(_m: nn.Module, _args: tuple, out: torch.Tensor) -> None:
-            probe.outputs[name] = tuple(out.shape[-2:])
+            probe.outputs[name] = cast("tuple[int, int]", tuple(out.shape[-2:]))   # [H, W] of a conv/pool output
 
         return pre, post
 
@@ -330,17 +334,18 @@ def _relax(layer: nn.Module) -> None:
 
     Subclasses (e.g. timm's Conv2dSame, which pads dynamically from its stride) only change stride.
     """
-    stride = layer.stride
-    layer.stride = (1, 1) if isinstance(stride, tuple) else 1
-    if type(layer) not in DOWNSAMPLING or isinstance(layer.padding, str):
+    m: Any = layer   # a DOWNSAMPLING layer; torch types an nn.Module's attributes Tensor | Module
+    stride = m.stride
+    m.stride = (1, 1) if isinstance(stride, tuple) else 1
+    if type(layer) not in DOWNSAMPLING or isinstance(m.padding, str):
         return
     if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
         return
-    kernel, padding = _pair(layer.kernel_size), _pair(layer.padding)
+    kernel, padding = _pair(m.kernel_size), _pair(m.padding)
     dilation = _pair(layer.dilation) if isinstance(layer, nn.Conv2d) else (1, 1)
     same = tuple(max(p, d * (k - 1) // 2) for p, k, d in zip(padding, kernel, dilation))
     if same != padding:
-        layer.padding = same if isinstance(layer.padding, tuple) or same[0] != same[1] else same[0]
+        m.padding = same if isinstance(m.padding, tuple) or same[0] != same[1] else same[0]
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -356,13 +361,14 @@ def _input_channels(model: nn.Module) -> int:
 
 def replace_conv(conv: nn.Conv2d, in_channels: int | None = None, stride: int | None = None) -> nn.Conv2d:
     """A fresh conv like `conv` with another input width or stride (weights re-initialised)."""
+    # torch types conv sizes tuple[int, ...] (shared with Conv1d/Conv3d); a Conv2d's are pairs
     return nn.Conv2d(
         in_channels if in_channels is not None else conv.in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=stride if stride is not None else conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        cast(_Pair, conv.kernel_size),
+        stride=stride if stride is not None else cast(_Pair, conv.stride),
+        padding=cast("str | _Pair", conv.padding),
+        dilation=cast(_Pair, conv.dilation),
         groups=conv.groups,
         bias=conv.bias is not None,
     )

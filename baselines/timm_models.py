@@ -53,7 +53,8 @@ def build_timm(arch: str, spec: InputSpec, num_classes: int, params: dict[str, A
     try:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=spec.channels, **params)
     except TypeError as exc:
-        raise ConfigError(f"model 'timm/{arch}': timm.create_model rejected parameters {sorted(params)}: {exc}") from None
+        raise ConfigError(f"model 'timm/{arch}': timm.create_model rejected parameters {sorted(params)}: "
+                          f"{exc}") from None
     if small_input(spec.height, spec.width):
         try:
             relax_last_strides(model, spec.height, spec.width, channels=spec.channels)

@@ -95,7 +95,8 @@ class KeepBestWeights(Callback):
     """
 
     def __init__(self) -> None:
-        self.best_acc, self.best_epoch, self.best_state = -1.0, -1, None
+        self.best_acc, self.best_epoch = -1.0, -1
+        self.best_state: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,7 +108,8 @@ class KeepBestWeights(Callback):
         acc = metrics.get("val_acc", -1.0)
         if acc > self.best_acc:
             self.best_acc, self.best_epoch = acc, trainer.current_epoch
-            self.best_state = copy.deepcopy(pl_module.model.state_dict())
+            # ClassifierModule.model; torch types a module's attributes Tensor | Module
+            self.best_state = copy.deepcopy(pl_module.model.state_dict())  # type: ignore[union-attr]
 
 
 def fit(

@@ -3,8 +3,19 @@
 import sys
 
 from slimbench.core.discovery import import_submodules
-from slimbench.methods.base import (FAMILIES, METHODS, Method, MethodContext, Outcome, ReportTable, Stage,
-                                    build_method, family_rank, list_methods, register_method)
+from slimbench.methods.base import (
+                                    FAMILIES,
+                                    METHODS,
+                                    Method,
+                                    MethodContext,
+                                    Outcome,
+                                    ReportTable,
+                                    Stage,
+                                    build_method,
+                                    family_rank,
+                                    list_methods,
+                                    register_method,
+)
 
 import_submodules(sys.modules[__name__])
 

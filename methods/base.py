@@ -17,7 +17,7 @@ from slimbench.tasks.base import MethodView
 
 Compute = Literal["dense", "simulated", "physical"]
 
-METHODS: Registry[type["Method"]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry("method")
 register_method = METHODS.register
 
 # Method families in the order reports list them; a family not named here sorts after these, by name.
@@ -46,7 +46,7 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)   # e.g. fine-tune epochs, selected epoch
     packed: Packed | None = None     # stored form when it is not `pack_state_dict(model.state_dict())`
     runtime: str = "eager"           # where the model is deployed: accuracy and headline latency are measured there
-    stages: list["Stage"] = field(default_factory=list)   # a chain's intermediate results, each measured too
+    stages: list[Stage] = field(default_factory=list)   # a chain's intermediate results, each measured too
 
 
 @dataclass
@@ -93,12 +93,14 @@ class Method(abc.ABC):
     """Subclasses are dataclasses: their fields are the method's parameters, validated from the suite YAML."""
 
     family: ClassVar[str]
-    uses_finetune: ClassVar[bool] = True    # does the suite's `finetune:` budget affect the result?
-    uses_teacher: ClassVar[bool] = False    # does the suite's `teacher:` affect the result?
+    # The next four are read from the instance: a class sets its default without an annotation (one would make it a
+    # dataclass field), and an instance may set its own from its parameters (e.g. a chain from its stages).
+    uses_finetune: bool = True    # does the suite's `finetune:` budget affect the result?
+    uses_teacher: bool = False    # does the suite's `teacher:` affect the result?
     # What a method takes and leaves, so a chain can refuse an impossible order at parse time: "float" is a
     # trainable torch model; methods that export to a runtime graph (e.g. int8 ONNX) produce something else.
-    consumes: ClassVar[frozenset[str]] = frozenset({"float"})
-    produces: ClassVar[str] = "float"
+    consumes: frozenset[str] = frozenset({"float"})
+    produces: str = "float"
     version: ClassVar[int] = 1              # bump when the method's behaviour changes: its results expire
     # Does the model's structure (parameters, multiply-adds, sparsity) depend on the trained weights, e.g. ranks
     # or channel counts chosen from them? Then two runs on different kernels may differ there like accuracy does.

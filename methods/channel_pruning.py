@@ -65,7 +65,7 @@ class Layout:
     shared: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, model: nn.Module, example: torch.Tensor) -> "Layout":
+    def of(cls, model: nn.Module, example: torch.Tensor) -> Layout:
         model.eval()   # tracing runs a forward pass: no BatchNorm statistics update, no stochastic depth
         names = {m: n for n, m in model.named_modules()}
         head = output_layer(model, example)
@@ -395,6 +395,7 @@ class ChannelPruning(Method):
                 pruner.step()
             model.zero_grad(set_to_none=True)
             if self.finetune:
+                assert budget is not None   # set above whenever self.finetune
                 tuned = self.recover_round(model, unpruned, ctx, budget)
                 if tuned is not model:   # the pruner's graph holds this model's modules: keep training them
                     model.load_state_dict(tuned.state_dict())
@@ -410,7 +411,8 @@ class ChannelPruning(Method):
             model,
             compute="physical",   # narrower dense layers: every runtime runs fewer MACs
             requested=requested,
-            achieved={"macs_ratio": round(plan.base_macs / macs, 4), "params_ratio": round(plan.base_params / params, 4),
+            achieved={"macs_ratio": round(plan.base_macs / macs, 4),
+                      "params_ratio": round(plan.base_params / params, 4),
                       "channel_ratio": round(1 - sum(after.values()) / sum(before.values()), 4)},
             details={"importance": self.importance, "rounds": self.rounds, "recover": self.recover,
                      "shared_channels": self.shared_channels, "allocation": self.allocation,
@@ -418,7 +420,8 @@ class ChannelPruning(Method):
                              "features": self.kd_features, "beta": self.kd_beta if self.kd_features else None}
                             if unpruned is not None else None),
                      "layer_ratio": round(plan.ratio, 6),
-                     "round_budget": budget and {"epochs": budget.epochs, "max_train_batches": budget.max_train_batches},
+                     "round_budget": budget and {"epochs": budget.epochs,
+                                                 "max_train_batches": budget.max_train_batches},
                      "kept_channels": {k: [after[k], v] for k, v in before.items() if k in after and after[k] != v},
                      "empty_layers": [k for k, v in after.items() if v == 0]},
         )

@@ -19,13 +19,13 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.distillation import DistillationModule, DistillLoss, FeatureKind, FeaturePair
 from slimbench.core.errors import ConfigError
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
-from slimbench.tasks.base import Task
+from slimbench.tasks.base import MethodView, Task
 
 Init = Literal["scratch", "baseline"]
 
 
 @torch.no_grad()
-def validation_accuracy(model: nn.Module, task: Task) -> float:
+def validation_accuracy(model: nn.Module, task: Task | MethodView) -> float:
     """Accuracy on the validation split: what any tuning (T, α) may look at; the test split stays unseen."""
     model.eval()
     acc = MulticlassAccuracy(num_classes=task.num_classes, average="micro")
@@ -58,7 +58,7 @@ class Distillation(Method):
     """Shared mechanism: pick the student's start and budget, train it in a DistillationModule, report."""
 
     family: ClassVar[str] = "distillation"
-    uses_teacher: ClassVar[bool] = True
+    uses_teacher = True
     alpha: float = 0.9          # weight of the soft-target term
     temperature: float = 4.0
     init: Init = "scratch"      # scratch: fresh init + the `train:` budget; baseline: trained student + `finetune:`

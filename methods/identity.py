@@ -16,7 +16,7 @@ class Baseline(Method):
     """The trained model as is: the reference every ratio is taken against."""
 
     family: ClassVar[str] = "baseline"
-    uses_finetune: ClassVar[bool] = False
+    uses_finetune = False
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         return Outcome(model, compute="dense")

@@ -55,11 +55,18 @@ def svd_target(module: nn.Module) -> bool:
     """Exactly nn.Linear (subclasses such as attention's out_proj are read as raw weights) or an ungrouped 1×1 conv."""
     if type(module) is nn.Linear:
         return True
-    return type(module) in (nn.Conv1d, nn.Conv2d) and module.groups == 1 and all(k == 1 for k in module.kernel_size)
+    return ((type(module) is nn.Conv1d or type(module) is nn.Conv2d) and module.groups == 1
+            and all(k == 1 for k in module.kernel_size))
 
 
 def _matrix(layer: nn.Linear | nn.Conv1d | nn.Conv2d) -> torch.Tensor:
     return layer.weight.reshape(layer.weight.shape[0], -1)
+
+
+def _svd_layer(module: nn.Module) -> nn.Linear | nn.Conv1d | nn.Conv2d:
+    """A module `svd_target` accepted, as the layer type it is."""
+    assert isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)), type(module)
+    return module
 
 
 def svd_factorize(layer: nn.Linear | nn.Conv1d | nn.Conv2d, rank: int,
@@ -73,20 +80,24 @@ def svd_factorize(layer: nn.Linear | nn.Conv1d | nn.Conv2d, rank: int,
     u, s, vh = factors if factors is not None else _svd(_matrix(layer))
     root = s[:rank].sqrt()
     first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
-    kw = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    kw: dict[str, Any] = {"device": layer.weight.device, "dtype": layer.weight.dtype}
     out_dim, in_dim = _matrix(layer).shape
+    first: nn.Linear | nn.Conv1d | nn.Conv2d
+    second: nn.Linear | nn.Conv1d | nn.Conv2d
     if isinstance(layer, nn.Linear):
-        first: nn.Module = nn.Linear(in_dim, rank, bias=False, **kw)
-        second: nn.Module = nn.Linear(rank, out_dim, bias=layer.bias is not None, **kw)
+        first = nn.Linear(in_dim, rank, bias=False, **kw)
+        second = nn.Linear(rank, out_dim, bias=layer.bias is not None, **kw)
     else:
         conv = type(layer)
-        first = conv(in_dim, rank, 1, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                     bias=False, padding_mode=layer.padding_mode, **kw)
+        # torch types a conv's stride/padding/dilation as tuple[int, ...], its constructor's as fixed-length tuples
+        first = conv(in_dim, rank, 1, bias=False, padding_mode=layer.padding_mode, **kw,
+                     stride=layer.stride, padding=layer.padding, dilation=layer.dilation)  # type: ignore[arg-type]
         second = conv(rank, out_dim, 1, bias=layer.bias is not None, **kw)
     with torch.no_grad():
         first.weight.copy_(first_w.reshape(first.weight.shape))
         second.weight.copy_(second_w.reshape(second.weight.shape))
         if layer.bias is not None:
+            assert second.bias is not None   # built with bias=True just above
             second.bias.copy_(layer.bias)
     return nn.Sequential(first, second)
 
@@ -128,7 +139,7 @@ def tucker2_factorize(conv: nn.Conv2d, rank_in: int | None, rank_out: int | None
         core = torch.einsum("oikl,or->rikl", core, u_out[:, :rank_out])
     if rank_in is not None:
         core = torch.einsum("rikl,is->rskl", core, u_in[:, :rank_in])
-    kw = {"device": conv.weight.device, "dtype": conv.weight.dtype}
+    kw: dict[str, Any] = {"device": conv.weight.device, "dtype": conv.weight.dtype}
     has_bias = conv.bias is not None
     layers: list[nn.Conv2d] = []
     with torch.no_grad():
@@ -136,17 +147,21 @@ def tucker2_factorize(conv: nn.Conv2d, rank_in: int | None, rank_out: int | None
             first = nn.Conv2d(conv.in_channels, rank_in, 1, bias=False, **kw)
             first.weight.copy_(u_in[:, :rank_in].T[:, :, None, None])
             layers.append(first)
-        middle = nn.Conv2d(core.shape[1], core.shape[0], conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                           dilation=conv.dilation, bias=has_bias and rank_out is None, padding_mode=conv.padding_mode,
-                           **kw)
+        # torch types a conv's kernel_size/stride/padding/dilation as tuple[int, ...], its constructor's as pairs
+        middle = nn.Conv2d(core.shape[1], core.shape[0], bias=has_bias and rank_out is None,
+                           padding_mode=conv.padding_mode, **kw,
+                           kernel_size=conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                           padding=conv.padding, dilation=conv.dilation)  # type: ignore[arg-type]
         middle.weight.copy_(core)
         layers.append(middle)
         if rank_out is not None:
             last = nn.Conv2d(rank_out, conv.out_channels, 1, bias=has_bias, **kw)
             last.weight.copy_(u_out[:, :rank_out][:, :, None, None])
             layers.append(last)
-        if has_bias:
-            layers[-1].bias.copy_(conv.bias)
+        if conv.bias is not None:
+            bias = layers[-1].bias
+            assert bias is not None   # the last layer was built with bias=has_bias
+            bias.copy_(conv.bias)
     return nn.Sequential(*layers)
 
 
@@ -333,7 +348,8 @@ class LowRank(Method):
                 plans.append(plan)
         if not plans:
             why = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:6]) or "it has no such layer"
-            raise NotApplicableError(f"{self.name}: nothing to factorize in {type(model).__name__} at {self.rule}: {why}")
+            raise NotApplicableError(f"{self.name}: nothing to factorize in {type(model).__name__} at {self.rule}: "
+                                     f"{why}")
         for plan in plans:
             model.set_submodule(plan.name, plan.replacement)
         if self.finetune:
@@ -390,7 +406,8 @@ class SvdFactorization(LowRank):
             return {}
         return input_cholesky(model, targets, ctx.task.calibration_dataloader(self.calibration_samples))
 
-    def factors(self, module: nn.Module, chol: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def factors(self, module: nn.Linear | nn.Conv1d | nn.Conv2d,
+                chol: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(U, S, Vh) with U·diag(S)·Vh = the layer's matrix; whitened: the SVD of W·L, with Vh·L⁻¹ folded back."""
         if chol is None:
             return _svd(_matrix(module))
@@ -400,12 +417,14 @@ class SvdFactorization(LowRank):
     def allocate(self, targets: list[tuple[str, nn.Module]], stats: dict[str, torch.Tensor]) -> dict[str, int]:
         if self.allocation != "global":
             return {}
-        return global_svd_ranks({name: self.factors(m, stats.get(name))[1] for name, m in targets},
+        layers = [(name, _svd_layer(m)) for name, m in targets]
+        return global_svd_ranks({name: self.factors(m, stats.get(name))[1] for name, m in layers},
                                 {name: (_matrix(m).shape[1], _matrix(m).shape[0], m.bias is not None, layer_params(m))
-                                 for name, m in targets}, self.rule["params_ratio"])
+                                 for name, m in layers}, self.rule["params_ratio"])
 
     def plan_layer(self, name: str, module: nn.Module, rank: int | None = None,
                    stats: torch.Tensor | None = None) -> LayerPlan | str:
+        module = _svd_layer(module)
         out_dim, in_dim = _matrix(module).shape
         bias = module.bias is not None
         before = layer_params(module)
@@ -448,7 +467,8 @@ class TuckerFactorization(LowRank):
 
     def plan_layer(self, name: str, module: nn.Module, rank: int | None = None,
                    stats: torch.Tensor | None = None) -> LayerPlan | str:
-        conv: nn.Conv2d = module
+        assert isinstance(module, nn.Conv2d)   # is_target let only Conv2d through
+        conv = module
         in_c, out_c, kernel = conv.in_channels, conv.out_channels, math.prod(conv.kernel_size)
         bias = conv.bias is not None
         before = layer_params(conv)

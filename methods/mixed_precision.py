@@ -25,8 +25,13 @@ from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.methods.base import Method, MethodContext, Outcome, ReportTable, register_method
-from slimbench.methods.quantization import (StaticInt8Graph, StaticInt8Params, int8_outcome, int8_outcome_parts,
-                                            static_int8_graph)
+from slimbench.methods.quantization import (
+    StaticInt8Graph,
+    StaticInt8Params,
+    int8_outcome,
+    int8_outcome_parts,
+    static_int8_graph,
+)
 
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul", "Gather")
 # Conv/Gemm/ConvTranspose fed by a per-tensor DequantizeLinear get their float weights quantized by ONNX Runtime
@@ -108,7 +113,8 @@ def keep_float(onnx_bytes: bytes, float_nodes: set[str]) -> bytes:
     inits = {init.name: init for init in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        dq = producers.get(node.input[0]) if node.name in float_nodes and node.op_type in RUNTIME_QUANTIZED_OPS else None
+        kept_float = node.name in float_nodes and node.op_type in RUNTIME_QUANTIZED_OPS
+        dq = producers.get(node.input[0]) if kept_float else None
         if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[1] in inits:
             scale = numpy_helper.to_array(inits[dq.input[1]])
             axis, channels = _input_channel_axis(node, inits)
@@ -193,8 +199,8 @@ class MixedPrecision(StaticInt8Params, Method):
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.mixed"
     version: ClassVar[int] = 3   # 2: ops without weights next to a float layer stay float; 3: exact int8 on every CPU
-    uses_finetune: ClassVar[bool] = False
-    produces: ClassVar[str] = "onnx-mixed"
+    uses_finetune = False
+    produces = "onnx-mixed"
     report_tables: ClassVar[tuple[ReportTable, ...]] = (LAYER_TABLE,)
     # an accuracy budget may be unreachable on a tiny model
     example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {"int8_fraction": 0.5})
@@ -228,33 +234,34 @@ class MixedPrecision(StaticInt8Params, Method):
                                          f"with constant weights to quantize")
             reference = evaluate(graph.float_bytes, x, y)
             nodes = {layer.node for layer in layers}
-            sensitivity = {l.node: evaluate(self.probe_graph(graph, nodes, l.node), x, y) for l in layers}
+            sensitivity = {layer.node: evaluate(self.probe_graph(graph, nodes, layer.node), x, y) for layer in layers}
             # most sensitive first: loss added, then accuracy lost, then graph order
-            order = sorted(layers, key=lambda l: (-(sensitivity[l.node].loss - reference.loss),
-                                                  sensitivity[l.node].accuracy))
+            order = sorted(layers, key=lambda layer: (-(sensitivity[layer.node].loss - reference.loss),
+                                                      sensitivity[layer.node].accuracy))
             search: dict[int, Measured] = {}
 
             def with_float(k: int) -> Measured:   # the k most sensitive layers float, the rest int8
                 if k not in search:
-                    search[k] = evaluate(self.mixed_graph(graph, nodes, {l.node for l in order[:k]}), x, y)
+                    search[k] = evaluate(self.mixed_graph(graph, nodes, {layer.node for layer in order[:k]}), x, y)
                 return search[k]
 
             keep = self.choose(order, reference, with_float)
-            float_nodes = {l.node for l in order[:keep]}
+            float_nodes = {layer.node for layer in order[:keep]}
             final = self.mixed_graph(graph, nodes, float_nodes)
             details = graph.details()
             chosen, all_int8 = with_float(keep), with_float(0)   # measured already unless the budget is a share
         onnx_model, info = int8_outcome_parts(final, model, "quant.mixed", details, precision="int8+float32")
-        table = [{"layer": l.module, "node": l.node, "op": l.op, "params": l.params,
-                  "loss_increase": round(sensitivity[l.node].loss - reference.loss, 6),
-                  "accuracy_change": round(sensitivity[l.node].accuracy - reference.accuracy, 6),
-                  "precision": "float32" if l.node in float_nodes else "int8"} for l in layers]
+        table = [{"layer": layer.module, "node": layer.node, "op": layer.op, "params": layer.params,
+                  "loss_increase": round(sensitivity[layer.node].loss - reference.loss, 6),
+                  "accuracy_change": round(sensitivity[layer.node].accuracy - reference.accuracy, 6),
+                  "precision": "float32" if layer.node in float_nodes else "int8"} for layer in layers]
         info.update({
             "layers": table,
             "validation": {"split": "val", "samples": len(y), "float32": vars(reference),
                            "all_int8": vars(all_int8), "chosen": vars(chosen)},
             "search": [{"float_layers": k, "loss_increase": round(m.loss - reference.loss, 6),
-                        "accuracy_change": round(m.accuracy - reference.accuracy, 6)} for k, m in sorted(search.items())],
+                        "accuracy_change": round(m.accuracy - reference.accuracy, 6)}
+                       for k, m in sorted(search.items())],
         })
         out = int8_outcome(onnx_model, info, {**self.budget, "sensitivity_samples": self.sensitivity_samples})
         out.achieved.update({"int8_layers": len(layers) - keep, "float_layers": keep,
@@ -284,7 +291,7 @@ class MixedPrecision(StaticInt8Params, Method):
         """How many of the most sensitive layers stay float32 so the budget holds."""
         n = len(order)
         if self.int8_fraction is not None:
-            total = sum(l.params for l in order)
+            total = sum(layer.params for layer in order)
             int8 = total
             keep = 0
             for layer in order:   # most sensitive first, while the int8 share stays within the budget

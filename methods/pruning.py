@@ -53,7 +53,7 @@ def output_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.Mo
 def prunable_weights(model: nn.Module, include_classifier: bool = True,
                      example: torch.Tensor | None = None) -> Pairs:
     """Every (module, "weight") of conv / linear / embedding layers, in model order (the classifier optional)."""
-    pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
+    pairs: Pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
     if not include_classifier:
         head = output_layer(model, example)
         pairs = [(m, n) for m, n in pairs if m is not head]
@@ -151,7 +151,7 @@ class GradualPruningModule(ClassifierModule):
     the last step is not reported to the best-weights keeper: the model handed back carries the target masks.
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, cfg: TrainConfig, method: "UnstructuredPruning",
+    def __init__(self, model: nn.Module, num_classes: int, cfg: TrainConfig, method: UnstructuredPruning,
                  pairs: Pairs, seed: int):
         super().__init__(model, num_classes, cfg)
         self.method, self.pairs, self.seed = method, pairs, seed
@@ -257,6 +257,7 @@ class UnstructuredPruning(Method):
         else:
             self.mask(pairs, self.sparsity, step_seed(seed, 0))
             if self.finetune:
+                assert ctx is not None, "fine-tuning needs a MethodContext"
                 model = ctx.finetune(model)   # masks stay applied: pruned weights stay zero while training
         for module_, name in pairs:
             prune.remove(module_, name)       # bake the mask in: a plain state dict whose zeros are real

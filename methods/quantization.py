@@ -22,10 +22,10 @@ import dataclasses
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import onnx
@@ -44,12 +44,17 @@ from torch.utils.data import DataLoader
 
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import bounded, check_ranges
-from slimbench.methods.base import Method, MethodContext, Outcome, register_method
 from slimbench.deploy.casting import CastBoundary
-from slimbench.deploy.onnx_export import (OnnxModel, export_onnx, initializer_arrays, int8_kernel_count,
-                                          kernel_precisions, optimized_op_counts)
-from slimbench.tasks.base import Task
-
+from slimbench.deploy.onnx_export import (
+    OnnxModel,
+    export_onnx,
+    initializer_arrays,
+    int8_kernel_count,
+    kernel_precisions,
+    optimized_op_counts,
+)
+from slimbench.methods.base import Compute, Method, MethodContext, Outcome, register_method
+from slimbench.tasks.base import MethodView, Task
 
 OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
              "entropy": CalibrationMethod.Entropy}
@@ -188,7 +193,7 @@ class StaticInt8Graph:
     writes ONNX Runtime's calibration cache and every later one reads the same ranges from it.
     """
 
-    def __init__(self, model: nn.Module, task: Task, p: StaticInt8Params, tmp: Path):
+    def __init__(self, model: nn.Module, task: Task | MethodView, p: StaticInt8Params, tmp: Path):
         self.p, self.tmp = p, tmp
         fp32 = export_onnx(model, task.example_input(2))
         self.loader = task.calibration_dataloader(p.calibration_samples, batch_size=even_batch(p.calibration_samples))
@@ -228,7 +233,7 @@ class StaticInt8Graph:
         """How the graph was calibrated and quantized, for the record."""
         p = self.p
         return {
-            "calibration": {"split": "train", "samples": len(self.loader.dataset), "observer": p.observer,
+            "calibration": {"split": "train", "samples": len(cast(Sized, self.loader.dataset)), "observer": p.observer,
                             **({"percentile": p.percentile} if p.observer == "percentile" else {})},
             "preprocess": self.preprocess, "format": "QDQ", "activations": p.activations,
             "reduce_range": p.reduce_range,
@@ -236,13 +241,14 @@ class StaticInt8Graph:
 
 
 @contextlib.contextmanager
-def static_int8_graph(model: nn.Module, task: Task, p: StaticInt8Params) -> Iterator[StaticInt8Graph]:
+def static_int8_graph(model: nn.Module, task: Task | MethodView, p: StaticInt8Params) -> Iterator[StaticInt8Graph]:
     """A `StaticInt8Graph` whose files (pre-processed graph, calibration cache) live only inside the block."""
     with tempfile.TemporaryDirectory() as tmp_dir:
         yield StaticInt8Graph(model, task, p, Path(tmp_dir))
 
 
-def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) -> tuple[OnnxModel, dict[str, Any]]:
+def static_int8(model: nn.Module, task: Task | MethodView, p: StaticInt8Params,
+                name: str) -> tuple[OnnxModel, dict[str, Any]]:
     """Export, calibrate on training data and quantize to a QDQ int8 ONNX model; the model plus a report."""
     with static_int8_graph(model, task, p) as graph:
         int8 = graph.quantize()
@@ -252,7 +258,8 @@ def static_int8(model: nn.Module, task: Task, p: StaticInt8Params, name: str) ->
 
 def int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details: dict[str, Any],
                        precision: str = "int8") -> tuple[OnnxModel, dict[str, Any]]:
-    """The deployable int8 graph and what it really holds (weights by dtype, kernels ORT runs); refuses a float graph."""
+    """The deployable int8 graph and what it really holds (weights by dtype, kernels ORT runs); refuses a float
+    graph."""
     summary = weight_summary(int8)
     if summary.int8_weights == 0:
         raise NotApplicableError(
@@ -272,12 +279,16 @@ def int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[st
     """`physical` only when int8 kernels run and hold most weights; otherwise the label says what really runs."""
     summary: WeightSummary = info.pop("summary")
     fraction = summary.int8_fraction
+    compute: Compute
     if info["int8_kernels"] == 0:
-        compute, deployed = "simulated", "ONNX Runtime QDQ graph without fused int8 kernels (dequantize + float compute)"
+        compute = "simulated"
+        deployed = "ONNX Runtime QDQ graph without fused int8 kernels (dequantize + float compute)"
     elif fraction < MOSTLY_INT8:
-        compute, deployed = "dense", f"ONNX Runtime: int8 kernels for {fraction:.1%} of weights, float kernels for the rest"
+        compute = "dense"
+        deployed = f"ONNX Runtime: int8 kernels for {fraction:.1%} of weights, float kernels for the rest"
     else:
-        compute, deployed = "physical", f"ONNX Runtime int8 kernels ({fraction:.1%} of weights int8)"
+        compute = "physical"
+        deployed = f"ONNX Runtime int8 kernels ({fraction:.1%} of weights int8)"
     bits = round(8 * fraction + 32 * (1 - fraction), 3)   # per stored weight: int8 share and float32 rest
     return Outcome(
         onnx_model,
@@ -300,8 +311,8 @@ class PtqInt8(StaticInt8Params, Method):
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.ptq_int8"
     version: ClassVar[int] = 2              # 2: exact int8 arithmetic on every CPU (deploy/ort_int8.py)
-    uses_finetune: ClassVar[bool] = False
-    produces: ClassVar[str] = "onnx-int8"
+    uses_finetune = False
+    produces = "onnx-int8"
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         onnx_model, info = static_int8(model, ctx.task, self, self.name)
@@ -345,7 +356,7 @@ class QatInt8(StaticInt8Params, Method):
     family: ClassVar[str] = "quantization"
     name: ClassVar[str] = "quant.qat_int8"
     version: ClassVar[int] = 2              # 2: exact int8 arithmetic on every CPU (deploy/ort_int8.py)
-    produces: ClassVar[str] = "onnx-int8"
+    produces = "onnx-int8"
     epochs: int | None = None            # None = the suite's fine-tune budget
     max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
 
@@ -377,8 +388,8 @@ class DynamicInt8(Method):
     """
 
     family: ClassVar[str] = "quantization"
-    uses_finetune: ClassVar[bool] = False
-    produces: ClassVar[str] = "onnx-int8"
+    uses_finetune = False
+    produces = "onnx-int8"
     # 2: claims the average bits of its int8 and float weights, not 8; 3: exact int8 arithmetic on every CPU
     version: ClassVar[int] = 3
     op_types: list[str] = field(default_factory=lambda: ["MatMul", "Gemm", "Gather"])
@@ -387,7 +398,8 @@ class DynamicInt8(Method):
     def __post_init__(self) -> None:
         bad = sorted(set(self.op_types) - set(DYNAMIC_OPS))
         if bad or not self.op_types:
-            raise ConfigError(f"quant.dynamic_int8: op_types {bad or '[]'} not supported; choose from {list(DYNAMIC_OPS)}")
+            raise ConfigError(f"quant.dynamic_int8: op_types {bad or '[]'} not supported; "
+                              f"choose from {list(DYNAMIC_OPS)}")
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         fp32 = export_onnx(model, ctx.task.example_input(2))
@@ -407,7 +419,7 @@ class ReducedPrecision(Method):
     """16-bit float weights and compute (casts at the model boundary), in torch eager or ONNX Runtime."""
 
     family: ClassVar[str] = "quantization"
-    uses_finetune: ClassVar[bool] = False
+    uses_finetune = False
     dtype: ClassVar[torch.dtype]
     runtime: Literal["eager", "onnxruntime"] = "eager"
 
@@ -447,7 +459,7 @@ class Float16(ReducedPrecision):
     """IEEE float16 weights; ONNX Runtime by default (torch eager float16 convolutions are very slow on CPU)."""
 
     dtype: ClassVar[torch.dtype] = torch.float16
-    produces: ClassVar[str] = "float16"
+    produces = "float16"
     version: ClassVar[int] = 2              # 2: in ONNX Runtime on CPU, claims float32 compute (weights cast on load)
     runtime: Literal["eager", "onnxruntime"] = "onnxruntime"
 
@@ -458,4 +470,4 @@ class BFloat16(ReducedPrecision):
     """bfloat16 weights and compute in torch eager (float32's range, 8-bit mantissa)."""
 
     dtype: ClassVar[torch.dtype] = torch.bfloat16
-    produces: ClassVar[str] = "bfloat16"
+    produces = "bfloat16"

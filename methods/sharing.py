@@ -69,6 +69,8 @@ class SharedWeights(nn.Module):
     zero that no gradient moves (weights removed by pruning stay removed).
     """
 
+    index: torch.Tensor   # registered as a buffer
+
     def __init__(self, codebook: torch.Tensor, index: torch.Tensor, zero_slot: bool):
         super().__init__()
         self.codebook = nn.Parameter(codebook)
@@ -80,9 +82,16 @@ class SharedWeights(nn.Module):
         return table[self.index]
 
 
+def layer_weight(module: nn.Module) -> torch.Tensor:
+    """`module.weight` of a conv / linear / embedding layer (its parametrized value while it has one)."""
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor), f"{type(module).__name__}.weight is not a tensor"
+    return weight
+
+
 def share_weights(module: nn.Module, k: int, init: Literal["linear", "density"], keep_zeros: bool) -> dict[str, Any]:
     """Cluster `module.weight` into ≤ k values and parametrize it as codebook[index]; returns what was done."""
-    weight = module.weight.detach()
+    weight = layer_weight(module).detach()
     flat = weight.reshape(-1).float().cpu().numpy()   # numpy has no bfloat16
     zero = (flat == 0) if keep_zeros else np.zeros(flat.shape, dtype=bool)
     centroids, labels = kmeans_1d(flat[~zero], k, init)
@@ -92,7 +101,8 @@ def share_weights(module: nn.Module, k: int, init: Literal["linear", "density"],
         torch.tensor(centroids, dtype=weight.dtype),
         torch.from_numpy(index).reshape(weight.shape).to(weight.device),
         bool(zero.any())))
-    module.parametrizations.weight.original.requires_grad_(False)   # only the codebook trains
+    # only the codebook trains; torch types the dynamic `parametrizations` attribute as Tensor | Module
+    module.parametrizations.weight.original.requires_grad_(False)  # type: ignore[union-attr]
     return {"clusters": len(centroids), "weights": int(flat.size), "zeros_kept": int(zero.sum())}
 
 
@@ -132,17 +142,19 @@ class KMeansSharing(Method):
         kept: dict[str, str] = {}
         for module, _ in prunable_weights(model):
             name = names[id(module)]
-            if id(module.weight) in tied:
+            weight = layer_weight(module)
+            if id(weight) in tied:
                 kept[name] = "weight tied to another layer"
-            elif module.weight.numel() < self.min_numel:
-                kept[name] = f"{module.weight.numel()} weights < min_numel {self.min_numel}"
+            elif weight.numel() < self.min_numel:
+                kept[name] = f"{weight.numel()} weights < min_numel {self.min_numel}"
             elif is_depthwise(module) and self.skip_depthwise:
                 kept[name] = "depthwise (skip_depthwise)"
-            elif not module.weight.detach().any():
+            elif not weight.detach().any():
                 kept[name] = "all weights zero"
+            elif is_depthwise(module) and self.depthwise_clusters is not None:
+                chosen[name] = (module, self.depthwise_clusters)
             else:
-                depthwise = is_depthwise(module) and self.depthwise_clusters is not None
-                chosen[name] = (module, self.depthwise_clusters if depthwise else self.clusters)
+                chosen[name] = (module, self.clusters)
         return chosen, kept
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
@@ -156,7 +168,8 @@ class KMeansSharing(Method):
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-        distinct = {name: int(torch.unique(model.get_submodule(name).weight.detach()).numel()) for name in clustered}
+        distinct = {name: int(torch.unique(layer_weight(model.get_submodule(name)).detach()).numel())
+                    for name in clustered}
         total = sum(p.numel() for p in model.parameters())
         # the harness checks `distinct_values` against every weight tensor it stores, so claim it under that
         # name only when every weight tensor was clustered (zeros kept by pruning count as one more value)
