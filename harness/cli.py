@@ -20,6 +20,7 @@ EPILOG = """examples:
   slimbench run quick                     run (or resume) the shipped quick suite, then rebuild its report
   slimbench run my_suite.yaml --import my_methods.py    a suite that uses your own method file
   slimbench report results/quick          rebuild leaderboard.md/.csv and Pareto plots from run records
+  slimbench export results results/dataset   every run record of every suite as one Parquet/CSV table + card
   slimbench reproduce quick               rerun every quick cell afresh, compare with results/quick -> reproduction.md
   slimbench compare results/quick other/quick    the same comparison for any two result folders
   slimbench plan quick                    done / failed / pending cells, estimated remaining time
@@ -27,6 +28,7 @@ EPILOG = """examples:
   slimbench run prune --shard 0/4         one of 4 processes (or SLURM array tasks) sharing a results folder
   slimbench run standard --executor ray   every cell a Ray task (local instance; --address for a cluster)
   slimbench replicate                     published claims beside our measurements -> results/replication.md
+  slimbench site results docs             the results as a static web site (open docs/index.html, no server)
 
 plugins: a package of yours registers methods, tasks or models through the `slimbench.plugins` entry-point
 group (loaded automatically), or name modules / .py files with --import or a suite's `imports:` list.
@@ -125,6 +127,21 @@ def _parser() -> argparse.ArgumentParser:
                           "e.g. from an older budget, stay on disk but out of the leaderboard); default: all records")
     _add_import(rep)
 
+    exp = sub.add_parser("export", help="every run record under RESULTS as one flat table: OUT/runs.parquet, "
+                                        "runs.csv and a dataset card (README.md)",
+                         description="One row per cell of every suite under RESULTS (results/<suite>/runs/*.json): "
+                                     "suite, run_id, status, task, model, method, seed, the method's parameters "
+                                     "(JSON and one param.<name> column each where scalar), every figure (accuracy, "
+                                     "sizes, MACs, latency and speedup bands per runtime, the reference baseline's "
+                                     "figures, robustness, the measured labels) and provenance (commit, package "
+                                     "versions, CPU, kernels). The card lists every column with its meaning and the "
+                                     "rows per suite; load it with datasets.load_dataset(\"parquet\", "
+                                     "data_files=\"OUT/runs.parquet\"). The same records give the same bytes.")
+    exp.add_argument("results", type=Path, metavar="RESULTS",
+                     help="a results root holding <suite>/runs folders (e.g. results), or one suite's folder")
+    exp.add_argument("out", type=Path, nargs="?", default=None, metavar="OUT",
+                     help="folder for runs.parquet, runs.csv and README.md (default: RESULTS/dataset)")
+
     cmp = sub.add_parser("compare", help="compare two result folders figure by figure, with tolerances and verdicts",
                          description="Check NEW against REFERENCE: exact figures (params, MACs, requested settings, "
                                      "achieved sparsity), small tolerances (non-zero params, stored bytes), accuracy "
@@ -162,6 +179,21 @@ def _parser() -> argparse.ArgumentParser:
     rpl.add_argument("--claims", type=Path, default=None,
                      help="claims file (default: the shipped configs/claims.yaml)")
     _add_import(rpl)
+
+    site = sub.add_parser("site", help="the results as a static web site: leaderboards, Pareto plots, replication "
+                                       "and reproduction pages, every figure linked to its run record",
+                          description="Reads every RESULTS/<suite>/runs folder (the leaderboard's own rows and noise "
+                                      "marks) and the claims file, and writes OUT/index.html (the headline: each "
+                                      "method family's best setting, and each task's Pareto plot), OUT/tasks, "
+                                      "methods and suites/<name>.html, replication.html, reproduction.html and a "
+                                      "copy of every record under OUT/records. Relative links only: it opens from "
+                                      "the file system. The same records give the same bytes; files an earlier "
+                                      "build left in OUT and this one did not write are removed.")
+    site.add_argument("results", type=Path, metavar="RESULTS", help="results root holding <suite>/runs folders")
+    site.add_argument("out", type=Path, metavar="OUT", help="the site's folder (new, empty, or an earlier build's)")
+    site.add_argument("--claims", type=Path, default=None,
+                      help="claims file for the replication page (default: the shipped configs/claims.yaml)")
+    _add_import(site)
 
     bfit = sub.add_parser("bench-fit", help="time the harness's Lightning training against a bare PyTorch loop "
                                             "doing the same work (the overhead Lightning adds)",
@@ -236,8 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             return commands.cmd_reproduce(args)
         if args.command == "replicate":
             return commands.cmd_replicate(args)
+        if args.command == "site":
+            return commands.cmd_site(args)
         if args.command == "report":
             return commands.cmd_report(args)
+        if args.command == "export":
+            return commands.cmd_export(args)
         return commands.cmd_run(args)
     except SlimbenchError as exc:
         print(f"slimbench: error: {exc}", file=sys.stderr)

@@ -134,6 +134,18 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    from slimbench.harness.run.suite import load_imports
+    from slimbench.harness.site.build import build_site
+
+    load_imports(args.imports, "--import", Path.cwd())
+    files = build_site(args.results, args.out, args.claims)
+    pages = sum(name.endswith(".html") for name in files)
+    size = sum(len(data) for data in files.values())
+    print(f"{pages} pages, {len(files)} files ({size / 2**20:.1f} MiB) -> {args.out / 'index.html'}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from slimbench.harness.run.plan import make_plan, plan_text
     from slimbench.harness.run.shards import parse_shard
@@ -158,6 +170,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_ids = {cell.run_id for cell in load_suite(args.suite).cells}
     rows = build_report(args.suite_dir, run_ids=run_ids)
     print(f"{len(rows)} leaderboard rows -> {args.suite_dir / 'leaderboard.md'}, leaderboard.csv")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from slimbench.harness.report.export import export
+
+    result = export(args.results, args.out or args.results / "dataset")
+    sizes = ", ".join(f"{p.name} ({p.stat().st_size / 1024:.0f} KiB)" for p in result.paths)
+    print(f"{result.rows} rows × {len(result.columns)} columns -> {result.out}: {sizes}")
     return 0
 
 

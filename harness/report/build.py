@@ -300,6 +300,13 @@ def _place_labels(ax: Any, points: list[tuple[float, float]], texts: list[str], 
 
 
 def plot_pareto(rows: list[LeaderboardRow], task: str, path: Path) -> None:
+    buf = io.BytesIO()
+    pareto_figure(rows, task, "png", buf, {"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pareto_figure(rows: list[LeaderboardRow], task: str, fmt: str, out: Any, metadata: dict[str, Any]) -> None:
+    """The Pareto plot of one task's rows written to `out` in `fmt` (the leaderboard's PNG, the site's SVG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -335,10 +342,8 @@ def plot_pareto(rows: list[LeaderboardRow], task: str, path: Path) -> None:
                     family="monospace")
     fig.suptitle(f"{task}: accuracy vs size and latency (from run records; orange = baselines)")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(out, format=fmt, dpi=110, metadata=metadata)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[LeaderboardRow]:

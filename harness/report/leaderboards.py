@@ -85,6 +85,11 @@ def by_method_markdown(rows: list[MethodRow], delta_cell: Any, speedup_cell: Any
     return "\n".join(lines)
 
 
+def best_setting_key(row: LeaderboardRow) -> tuple[float, float, float]:
+    """What "best setting" means in every view: the least accuracy lost, then more compression, then more speed."""
+    return round(row.delta_accuracy, 6), row.compression_x, row.speedup_bn_x
+
+
 def matrix_rows(rows: list[LeaderboardRow]) -> list[MatrixCell]:
     """Per method × task, the setting (model and params) that lost the least accuracy; ties go to more compression."""
     cells: dict[tuple[str, str], list[LeaderboardRow]] = {}
@@ -93,7 +98,7 @@ def matrix_rows(rows: list[LeaderboardRow]) -> list[MatrixCell]:
             cells.setdefault((row.method, row.task), []).append(row)
     out = []
     for (_method, _task), group in sorted(cells.items()):
-        best = max(group, key=lambda r: (round(r.delta_accuracy, 6), r.compression_x, r.speedup_bn_x))
+        best = max(group, key=best_setting_key)
         out.append(MatrixCell(best, len(group)))
     return out
 
