@@ -15,6 +15,7 @@ Tests of about ten seconds or more are marked `slow`, so that `pytest -m "not sl
 - test_pruning: MACs targets planned on MobileNetV2 by bisection (a global ranking, inside blocks alone).
 - test_text_models: every backbone trained on a synthetic text task.
 - test_static_checks: mypy over the whole package (the ruff check takes a second and is not slow).
+- test_site_figures: the committed site rebuilt from every record, to compare.
 - test_site_browser (whole module): the site built by `slimbench site` in a subprocess (replication included),
   then driven in headless Chromium.
 A new test joins them when `--durations` shows it at ten seconds or more, or when it uses a fixture that is.
