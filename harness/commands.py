@@ -42,7 +42,7 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from slimbench.harness.report.build import build_report
-    from slimbench.harness.run.records import has_record
+    from slimbench.harness.run.records import NOT_APPLICABLE, has_record, read_record, unmeasured_reason
     from slimbench.harness.run.runner import SuiteRunner
     from slimbench.harness.run.shards import parse_shard
     from slimbench.harness.run.suite import load_suite
@@ -54,8 +54,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                          allow_dirty=args.allow_dirty or None)
     if args.dry_run:
         for cell in suite.cells:
-            done = has_record(runner.paths.runs, cell.run_id)
-            print(f"{cell.run_id}  {'done   ' if done else 'pending'}  {cell.label}")
+            path = runner.paths.runs / f"{cell.run_id}.json"
+            rec = read_record(path) if has_record(runner.paths.runs, cell.run_id) else None
+            state = "pending" if rec is None else "done   " if rec.status == "ok" else "n/a    "
+            why = f": {unmeasured_reason(rec)}" if rec is not None and rec.status == NOT_APPLICABLE else ""
+            print(f"{cell.run_id}  {state}  {cell.label}{why}")
         return 0
     from slimbench.baselines.training import Devices, set_devices
     from slimbench.harness.run.executors import make_executor

@@ -116,6 +116,15 @@ class Method(abc.ABC):
     # whose defaults name layers of a particular architecture set their own.
     example: ClassVar[tuple[str, dict[str, Any]]] = ("tiny-cnn", {})
 
+    def not_applicable(self, model: nn.Module) -> str | None:
+        """Why this method cannot apply to `model`'s architecture at all, or None when it can.
+
+        The harness asks before it trains the cell's baseline, so a cell that could never work is recorded as n/a
+        with this reason instead of failing after the training it spent; a failed record then means something broke.
+        Override it only where the architecture alone decides, with the same rule `apply` refuses by.
+        """
+        return None
+
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         """Return the optimised model; `model` is a private copy the method may modify."""

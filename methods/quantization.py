@@ -60,6 +60,11 @@ OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod
              "entropy": CalibrationMethod.Entropy}
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 DYNAMIC_OPS = ("MatMul", "Gemm", "Gather", "Conv")
+# The torch layers whose weights the export turns into each op type's weight input: what quantize_dynamic can reach.
+DYNAMIC_LAYERS: dict[str, tuple[type[nn.Module], ...]] = {
+    "MatMul": (nn.Linear,), "Gemm": (nn.Linear,), "Gather": (nn.Embedding, nn.EmbeddingBag),
+    "Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+}
 INT8_DTYPES = (np.int8, np.uint8)
 MOSTLY_INT8 = 0.5        # below this share of int8 weights the model is mostly float: not labelled physical
 
@@ -401,7 +406,21 @@ class DynamicInt8(Method):
             raise ConfigError(f"quant.dynamic_int8: op_types {bad or '[]'} not supported; "
                               f"choose from {list(DYNAMIC_OPS)}")
 
+    def dynamic_layers(self, model: nn.Module) -> list[str]:
+        """The layers whose weights quantize_dynamic would make int8 for `op_types`."""
+        kinds = tuple(kind for op in self.op_types for kind in DYNAMIC_LAYERS[op])
+        return [name for name, module in model.named_modules() if isinstance(module, kinds)]
+
+    def not_applicable(self, model: nn.Module) -> str | None:
+        if self.dynamic_layers(model):
+            return None
+        return (f"{type(model).__name__} has no layer it quantizes for op_types {list(self.op_types)} "
+                f"({', '.join(sorted({k.__name__ for op in self.op_types for k in DYNAMIC_LAYERS[op]}))})")
+
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        reason = self.not_applicable(model)
+        if reason:
+            raise NotApplicableError(f"quant.dynamic_int8: {reason}")
         fp32 = export_onnx(model, ctx.task.example_input(2))
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)

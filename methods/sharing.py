@@ -266,16 +266,21 @@ class CrossLayerSharing(Method):
                               f"got {self.group_size}")
         self.uses_finetune = self.finetune
 
-    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+    def not_applicable(self, model: nn.Module) -> str | None:
         runs = repeated_runs(model)
         if not runs:
-            raise NotApplicableError(f"share.cross_layer: {type(model).__name__} has no consecutive blocks of "
-                                     "identical structure")
-        wanted = range(len(runs)) if self.stages is None else self.stages
-        missing = [s for s in wanted if s >= len(runs)]
+            return f"{type(model).__name__} has no consecutive blocks of identical structure to tie"
+        missing = [s for s in self.stages or () if s >= len(runs)]
         if missing:
-            raise NotApplicableError(f"share.cross_layer: stages {missing} do not exist; {type(model).__name__} has "
-                                     f"{len(runs)} runs of identical blocks: {runs}")
+            return f"stages {missing} do not exist; {type(model).__name__} has {len(runs)} runs of identical blocks"
+        return None
+
+    def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        reason = self.not_applicable(model)
+        if reason:
+            raise NotApplicableError(f"share.cross_layer: {reason}")
+        runs = repeated_runs(model)
+        wanted = range(len(runs)) if self.stages is None else self.stages
         before = sum(p.numel() for p in model.parameters())
         ties: list[list[str]] = []
         groups: list[list[str]] = []

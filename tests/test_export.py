@@ -1,4 +1,4 @@
-"""`slimbench export`: committed records of two suites (and one failed cell) as one table that `datasets` loads
+"""`slimbench export`: committed records of two suites (and one n/a cell) as one table that `datasets` loads
 offline, row for row equal to the records; the CSV holds the same table, a rerun gives the same bytes, the card
 lists every column and the rows per suite, and the committed results/dataset is the export of results/."""
 
@@ -21,7 +21,7 @@ from slimbench.harness.report.export import CARD, CSV, PARQUET, export
 from slimbench.harness.run.records import RunRecord, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
-FAILED = ROOT / "results/standard/runs/61ab916837e9.json"   # a committed failed cell
+UNMEASURED = ROOT / "results/standard/runs/cffc96d024ac.json"   # a committed n/a cell: no figures, a reason
 
 
 @pytest.fixture
@@ -30,9 +30,9 @@ def results(tmp_path: Path) -> Path:
     for suite in ("quick", "prune35"):
         shutil.copytree(ROOT / "results" / suite / "runs", root / suite / "runs")
     (root / "standard" / "runs").mkdir(parents=True)
-    shutil.copy(FAILED, root / "standard" / "runs")
+    shutil.copy(UNMEASURED, root / "standard" / "runs")
     (root / ".reproduce" / "runs").mkdir(parents=True)   # scratch space: never exported
-    shutil.copy(FAILED, root / ".reproduce" / "runs")
+    shutil.copy(UNMEASURED, root / ".reproduce" / "runs")
     return root
 
 
@@ -61,7 +61,7 @@ def test_the_table_loads_with_datasets_offline_row_for_row_equal_to_the_records(
                                                                              rec.seed)
         if rec.metrics is None:
             assert row["accuracy"] is row["params"] is row["reference.accuracy"] is None
-            assert row["error"] == rec.details["error"] and row["status"] == "failed"
+            assert row["error"] == rec.details["not_applicable"] and row["status"] == "n/a"
             continue
         assert rec.reference is not None and rec.compression is not None
         assert (row["accuracy"], row["params"], row["stored_bytes"], row["macs"]) == (

@@ -202,8 +202,11 @@ def test_model_without_quantizable_layers_is_refused(task):
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.ReLU()).eval()
     with pytest.raises(NotApplicableError, match="quantized no weights"):
         apply("quant.ptq_int8", model, task, calibration_samples=32)
-    with pytest.raises(NotApplicableError, match="quantized no weights"):
-        apply("quant.dynamic_int8", nn.Sequential(nn.Conv2d(1, 4, 3)).eval(), task)
+    convs = nn.Sequential(nn.Conv2d(1, 4, 3)).eval()   # dynamic int8 reaches MatMul/Gemm/Gather: declared n/a
+    reason = build_method("quant.dynamic_int8").not_applicable(convs)
+    assert reason is not None and "no layer it quantizes" in reason
+    with pytest.raises(NotApplicableError, match="no layer it quantizes"):
+        apply("quant.dynamic_int8", convs, task)
 
 
 def test_bf16_has_no_onnxruntime_path(trained, task):

@@ -30,8 +30,8 @@ from slimbench.harness.report.leaderboards import (
 )
 from slimbench.harness.report.rows import FailedRow, LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, delta_text, mean, short_params, std, widened
-from slimbench.harness.run.numerics import numerics_line
-from slimbench.harness.run.records import RunRecord, atomic_write_bytes, atomic_write_text, load_records
+from slimbench.harness.run.numerics import measured, numerics_line
+from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, atomic_write_bytes, atomic_write_text, load_records
 
 log = logging.getLogger("slimbench")
 
@@ -211,7 +211,7 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
                   failed: Sequence[FailedRow] = ()) -> str:
     lines = [f"# slimbench leaderboard — suite `{suite}`", ""]
     if records:
-        r0 = records[0]
+        r0 = (measured(records) or records)[0]   # the header describes the records with figures
         hw = r0.hardware
         lines += [
             f"{len(records)} run records; measured on {hw.cpu} ({hw.logical_cpus} logical CPUs), "
@@ -252,7 +252,13 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
         lines += robustness.markdown(rows, task)
-        task_failed = [f for f in failed if f.task == task]
+        task_na = [f for f in failed if f.task == task and f.status == NOT_APPLICABLE]
+        if task_na:
+            lines += ["Not applicable (the method cannot apply to the model's architecture):", "",
+                      tabulate([[f.model, f.method, short_params(f.params_given), f.seeds, f.error]
+                                for f in task_na], headers=["model", "method", "params", "seed", "why"],
+                               tablefmt="github"), ""]
+        task_failed = [f for f in failed if f.task == task and f.status != NOT_APPLICABLE]
         if task_failed:
             lines += ["Failed cells (rerun the suite to retry them):", "",
                       tabulate([[f.model, f.method, short_params(f.params_given), f.seeds, f.error]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slimbench.harness.run.records import RunRecord
+from slimbench.harness.run.records import RunRecord, unmeasured_reason
 
 STR, INT, FLOAT, BOOL = "string", "int64", "float64", "bool"
 
@@ -148,8 +148,10 @@ COLUMNS: tuple[Column | Family, ...] = (
     Column("suite", STR, "the suite the record belongs to", "suite"),
     Column("run_id", STR, "the cell's id (a hash of its resolved config and code versions); its record's file name",
            "run_id"),
-    Column("status", STR, "ok, or failed: the cell raised and has no figures", "status"),
-    Column("error", STR, "the error a failed cell ended with", lambda r: r.details.get("error")),
+    Column("status", STR, "ok; failed: the cell raised and has no figures; n/a: its method cannot apply to its model",
+           "status"),
+    Column("error", STR, "the error a failed cell ended with, or why an n/a cell's method cannot apply to its model",
+           lambda r: None if r.status == "ok" else unmeasured_reason(r)),
     Column("task", STR, "the registered task (dataset)", "task"),
     Column("model", STR, "the registered model architecture", "model"),
     Column("method", STR, "the registered compression method (baseline: the trained model itself)", "method"),

@@ -1,6 +1,6 @@
 """The two other views of the same leaderboard rows: per method (how one method fares on every task × model) and
 the method × task matrix (each method's best setting per task). Both come from `leaderboard_rows` only, so a figure
-here is always a figure of the per-task table, and failed cells are listed, never dropped."""
+here is always a figure of the per-task table, and failed or n/a cells are listed, never dropped."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from slimbench.harness.report.rows import FailedRow, LeaderboardRow, MatrixCell
 from slimbench.harness.report.stats import short_params
-from slimbench.harness.run.records import RunRecord
+from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, unmeasured_reason
 
 MethodRow: TypeAlias = "LeaderboardRow | FailedRow"   # a row of the per-method table: finished or failed
 
@@ -36,7 +36,7 @@ def failed_rows(records: list[RunRecord]) -> list[FailedRow]:
         out.append(FailedRow(task=rec.task, model=rec.model, method=rec.method, family=rec.family,
                              params_json=json.dumps(params, sort_keys=True), params_given=json.dumps(given),
                              seeds=str(rec.seed), status=rec.status,
-                             error=rec.details.get("error", "unknown error"), run_ids=rec.run_id))
+                             error=unmeasured_reason(rec), run_ids=rec.run_id))
     return sorted(out, key=lambda r: (r.task, r.model, r.method, r.params_json, r.seeds))
 
 
@@ -74,7 +74,7 @@ def by_method_markdown(rows: list[MethodRow], delta_cell: Any, speedup_cell: Any
         table = []
         for r in group:
             if isinstance(r, FailedRow):
-                table.append([r.task, r.model, r.seeds, "failed", "", "", "", "", r.error])
+                table.append([r.task, r.model, r.seeds, r.status, "", "", "", "", r.error])
                 continue
             table.append([r.task, r.model, r.seeds, f"{r.accuracy:.4f} ± {r.accuracy_std:.4f}",
                           delta_cell(r), f"{r.compression_x:.2f}×",
@@ -111,14 +111,22 @@ def matrix_markdown(matrix: list[MatrixCell], failed: list[FailedRow], delta_cel
     tasks = sorted({c.row.task for c in matrix} | {f.task for f in failed if f.family != "baseline"})
     methods = sorted({c.row.method for c in matrix} | {f.method for f in failed if f.family != "baseline"})
     by_key = {(c.row.method, c.row.task): c for c in matrix}
-    failed_keys = {(f.method, f.task) for f in failed}
+    failed_keys = {(f.method, f.task) for f in failed if f.status != NOT_APPLICABLE}
+    not_applicable: dict[tuple[str, str], dict[str, str]] = {}   # (method, task) -> model -> why it cannot apply
+    for f in failed:
+        if f.status == NOT_APPLICABLE:
+            not_applicable.setdefault((f.method, f.task), {})[f.model] = f.error
+
+    def why(key: tuple[str, str]) -> str:
+        return "; ".join(f"{model}: {reason}" for model, reason in sorted(not_applicable[key].items()))
     table = []
     for method in methods:
         line = [method]
         for task in tasks:
             cell = by_key.get((method, task))
             if cell is None:
-                line.append("failed" if (method, task) in failed_keys else "—")
+                line.append("failed" if (method, task) in failed_keys else
+                            f"n/a ({why((method, task))})" if (method, task) in not_applicable else "—")
                 continue
             r = cell.row
             given = short_params(r.params_given)
@@ -126,12 +134,14 @@ def matrix_markdown(matrix: list[MatrixCell], failed: list[FailedRow], delta_cel
                         f"{speedup_cell(r.speedup_bn_x, r.speedup_bn_low, r.speedup_bn_high)}<br>"
                         f"{r.model}" + (f", {given}" if given else "")
                         + (f" (best of {cell.settings_tried})" if cell.settings_tried > 1 else "")
-                        + ("<br>some cells failed" if (method, task) in failed_keys else ""))
+                        + ("<br>some cells failed" if (method, task) in failed_keys else "")
+                        + (f"<br>n/a on {why((method, task))}" if (method, task) in not_applicable else ""))
         table.append(line)
     return "\n".join([
         "# Method × task matrix", "",
         "Each cell: the method's setting that lost the least accuracy on that task (Δ acc in points against the same "
         "model's baseline, with its seed note), its compression and its batch speedup in the deployed runtime "
-        "(≈1.00× = inside the timing band), and which model and parameters that was. — = not run on that task.", "",
+        "(≈1.00× = inside the timing band), and which model and parameters that was. — = not run on that task; "
+        "n/a (why) = the method cannot apply to that model's architecture.", "",
         tabulate(table, headers=["method", *tasks], tablefmt="github"), "",
     ])

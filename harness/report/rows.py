@@ -82,7 +82,8 @@ class LeaderboardRow:
 
 @dataclass
 class FailedRow:
-    """A failed cell: it keeps its place in every table with the error it ended with."""
+    """A cell without a measurement: failed (the error it ended with) or n/a (why the method cannot apply to the
+    model); either keeps its place in every table."""
 
     task: str
     model: str
@@ -91,8 +92,8 @@ class FailedRow:
     params_json: str                     # the method's full parameters (JSON, sorted keys)
     params_given: str                    # the parameters the suite file set (JSON)
     seeds: str                           # the cell's seed
-    status: str                          # the record's status ("failed")
-    error: str                           # the error the cell ended with
+    status: str                          # the record's status ("failed" or "n/a")
+    error: str                           # the error the cell ended with, or why the method does not apply
     run_ids: str                         # the cell's record
 
     def columns(self) -> dict[str, Any]:

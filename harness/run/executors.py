@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from slimbench.baselines.training import Devices, current_devices, set_devices
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.run.plan import WallTimes
-from slimbench.harness.run.records import has_record
+from slimbench.harness.run.records import has_record, unmeasured_reason
 from slimbench.harness.run.suite import Cell, Suite, load_suite
 
 log = logging.getLogger("slimbench")
@@ -65,7 +65,9 @@ def run_one(runner: SuiteRunner, cell: Cell) -> CellResult:
         error = f"{exc.__class__.__name__}: {exc}"
     else:
         m = record.metrics
-        return CellResult(cell.run_id, cell.label, summary={} if m is None else {
+        if m is None:   # the method declared it cannot apply to the model
+            return CellResult(cell.run_id, cell.label, summary={"not_applicable": unmeasured_reason(record)})
+        return CellResult(cell.run_id, cell.label, summary={
             "accuracy": m.accuracy, "stored_bytes": m.stored_bytes, "latency_b1_ms": m.latency_b1_ms})
     runner.record_failure(cell, error)
     return CellResult(cell.run_id, cell.label, error=error)
@@ -77,6 +79,9 @@ def _count(outcome: SuiteOutcome, result: CellResult) -> None:
         return
     outcome.done.append(result.run_id)
     s = result.summary
+    if "not_applicable" in s:
+        log.info("%s: n/a (%s)", result.label, s["not_applicable"])
+        return
     log.info("%s: accuracy %.4f, stored %d B, %.2f ms (b1)", result.label, s["accuracy"], s["stored_bytes"],
              s["latency_b1_ms"])
 

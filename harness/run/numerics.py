@@ -31,9 +31,14 @@ def same_kernels(a: RunRecord, b: RunRecord) -> bool:
             == (hb.cpu, hb.instruction_sets, hb.torch_cpu_capability))
 
 
+def measured(records: list[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.metrics is not None]
+
+
 def mixed_numerics_note(records: list[RunRecord]) -> str | None:
-    """A warning line for a suite whose records were computed with different kernels (None when they agree)."""
-    kinds = Counter(numerics(r) for r in records)
+    """A warning line for a suite whose records were computed with different kernels (None when they agree); a
+    record without figures (failed or n/a) computed nothing, so its kernels do not count."""
+    kinds = Counter(numerics(r) for r in measured(records))
     if len(kinds) <= 1:
         return None
     parts = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
@@ -47,7 +52,7 @@ def numerics_line(records: list[RunRecord]) -> str:
     note = mixed_numerics_note(records)
     if note:
         return note
-    kind = numerics(records[0])
+    kind = numerics((measured(records) or records)[0])
     if kind.startswith("pinned"):
         return (f"Numerics: every figure but latency computed with kernels pinned to "
                 f"{kind.removeprefix('pinned-').upper()} (the same on any x86-64 CPU); latency timed with the "

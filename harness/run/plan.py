@@ -1,4 +1,4 @@
-"""`slimbench plan`: where a suite stands (done / pending / failed) and how long the rest should take, estimated
+"""`slimbench plan`: where a suite stands (done / n/a / pending / failed) and how long the rest should take, estimated
 from the wall times of finished cells of the same kind (never a guess when nothing comparable has run)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimbench.core.errors import CheckpointError
-from slimbench.harness.run.records import RunRecord, read_record
+from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, read_record, unmeasured_reason
 from slimbench.harness.run.shards import in_shard
 from slimbench.harness.run.suite import Cell, Suite
 
@@ -18,6 +18,7 @@ from slimbench.harness.run.suite import Cell, Suite
 class Plan:
     done: list[Cell] = field(default_factory=list)
     failed: list[Cell] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)   # run_id -> why the method cannot apply
     pending: list[Cell] = field(default_factory=list)
     estimate_seconds: float | None = None     # None: no finished cell to estimate from
     estimated_from: Counter = field(default_factory=Counter)   # how each pending cell was estimated
@@ -102,6 +103,8 @@ def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) ->
         elif rec.status == "ok":
             plan.done.append(cell)
             times.add(rec)
+        elif rec.status == NOT_APPLICABLE:
+            plan.not_applicable[cell.run_id] = unmeasured_reason(rec)
         else:
             plan.failed.append(cell)
     if not times:
@@ -118,8 +121,8 @@ def make_plan(suite: Suite, runs: Path, shard: tuple[int, int] | None = None) ->
 
 
 def plan_text(suite: Suite, plan: Plan) -> str:
-    lines = [f"suite {suite.name}: {len(suite.cells)} cells; {len(plan.done)} done, {len(plan.failed)} failed, "
-             f"{len(plan.pending)} pending"]
+    lines = [f"suite {suite.name}: {len(suite.cells)} cells; {len(plan.done)} done, {len(plan.not_applicable)} n/a, "
+             f"{len(plan.failed)} failed, {len(plan.pending)} pending"]
     if plan.pending or plan.failed:
         if plan.estimate_seconds is None:
             lines.append("remaining time: unknown (no finished cell to estimate from; run a few cells first)")
@@ -127,6 +130,9 @@ def plan_text(suite: Suite, plan: Plan) -> str:
             how = ", ".join(f"{n} by {kind}" for kind, n in plan.estimated_from.most_common())
             lines.append(f"remaining time: about {plan.estimate_seconds / 60:.1f} min on one worker like the one "
                          f"that ran the finished cells (median wall time of finished cells of the same kind: {how})")
+    labels = {cell.run_id: cell.label for cell in suite.cells}
+    for run_id, reason in plan.not_applicable.items():
+        lines.append(f"n/a      {run_id}  {labels[run_id]}: {reason}")
     for cell in plan.failed:
         lines.append(f"failed   {cell.run_id}  {cell.label}")
     for cell in plan.pending:

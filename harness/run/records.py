@@ -21,9 +21,13 @@ RECORD_VERSION = 2   # 2: the compression evidence stored once, provenance as on
 T = TypeVar("T")
 
 
+NOT_APPLICABLE = "n/a"    # the method declared it cannot apply to the cell's architecture (`Method.not_applicable`)
+FINAL = ("ok", NOT_APPLICABLE)   # statuses a rerun keeps; a "failed" cell is retried
+
+
 @dataclass
 class RunRecord:
-    """One cell's run. A part is None when the cell failed before it was measured (status "failed")."""
+    """One cell's run. A part is None when the cell was never measured (status "failed" or "n/a")."""
 
     run_id: str
     suite: str
@@ -114,6 +118,11 @@ def has_record(runs_dir: Path, run_id: str) -> bool:
     if not path.exists():
         return False
     try:
-        return read_record(path).status == "ok"
+        return read_record(path).status in FINAL
     except CheckpointError:
         return False
+
+
+def unmeasured_reason(rec: RunRecord) -> str:
+    """Why a record holds no measurement: the error a failed cell ended with, or why the method does not apply."""
+    return str(rec.details.get("error") or rec.details.get("not_applicable") or "unknown error")

@@ -42,7 +42,7 @@ from slimbench.harness.run.cache import ModelCache
 from slimbench.harness.run.environment import git_state, hardware, versions
 from slimbench.harness.run.executors import Executor, SerialExecutor, SuiteOutcome
 from slimbench.harness.run.record_parts import Artifact, BaselineTraining, GitState, Hardware, Provenance, WandbRun
-from slimbench.harness.run.records import RunRecord, atomic_write_bytes, load_records, write_record
+from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.harness.run.shards import in_shard
 from slimbench.harness.run.suite import Cell, Named, Suite
 from slimbench.harness.run.tracking import Tracker
@@ -225,14 +225,18 @@ class SuiteRunner:
 
     def record_failure(self, cell: Cell, error: str) -> None:
         """A failed cell stays visible in every table with its error; it is not "done", so a rerun retries it."""
+        self._record_unmeasured(cell, "failed", {"error": error})
+
+    def _record_unmeasured(self, cell: Cell, status: str, why: dict[str, str]) -> RunRecord:
         record = RunRecord(
-            run_id=cell.run_id, suite=cell.suite, status="failed", task=cell.task.name, model=cell.model.name,
+            run_id=cell.run_id, suite=cell.suite, status=status, task=cell.task.name, model=cell.model.name,
             method=cell.method.name, family=METHODS.get(cell.method.name).family, seed=cell.seed,
             config=cell.config(), metrics=None, reference=None, compression=None,
-            details={"error": error, "params_given": params_given(cell)}, provenance=self.provenance(cell),
+            details={**why, "params_given": params_given(cell)}, provenance=self.provenance(cell),
             hardware=self.hardware(),
         )
         write_record(self.paths.runs, record)
+        return record
 
     def provenance(self, cell: Cell) -> Provenance:
         """What every record says about the code and packages that produced it, and when."""
@@ -249,8 +253,12 @@ class SuiteRunner:
         t_start = time.perf_counter()
         task = self.task(cell.task)
         t_task = time.perf_counter()
-        base = self.trained(task, cell, cell.model, cell.train, "baseline")
         method = build_method(cell.method.name, cell.method.params)
+        # asked of an untrained model, before any training: the architecture alone decides
+        reason = method.not_applicable(build_model(cell.model.name, task.spec, task.num_classes, cell.model.params))
+        if reason:
+            return self._record_unmeasured(cell, NOT_APPLICABLE, {"not_applicable": reason})
+        base = self.trained(task, cell, cell.model, cell.train, "baseline")
         if method.uses_teacher:   # trained and evaluated on test here, out of the method's reach; ctx.teacher loads it
             self.trained(task, cell, cell.teacher, cell.teacher_train, "teacher")
         t_base = time.perf_counter()   # "baseline" time: the trained models the cell starts from (teacher included)

@@ -42,6 +42,8 @@ def _hardware_table(suite: SuiteView) -> tables.Table:
     """The machines and kernel pins the suite's records name, with how many records each."""
     seen: Counter[tuple[str, ...]] = Counter()
     for rec in suite.records.values():
+        if rec.metrics is None:   # a failed or n/a cell measured nothing there
+            continue
         hw = rec.hardware
         kernels = hw.kernels
         pins = ", ".join(f"{k}={v}" for k, v in sorted(kernels.pins.items())) if kernels else ""
@@ -100,7 +102,8 @@ def _pages(data: SiteData, out: Output) -> None:
                                          f"The leaderboard of suite {suite.name}", skip=("suite",))
         records = sorted(suite.records.values(), key=lambda r: r.run_id)
         page(f"suites/{suite.name}.html", "suite.html", title=f"Suite {suite.name}", suite=suite, table=table,
-             failed=tables.failed_table(suite.name, suite.failed, "failed") if suite.failed else None,
+             failed=tables.failed_table(suite.name, suite.broken, "failed") if suite.broken else None,
+             not_applicable=tables.not_applicable_table(suite.not_applicable) if suite.not_applicable else None,
              hardware=_hardware_table(suite), numerics=numerics_line(records) if records else "")
     from slimbench.harness.replicate.evaluation import summary_sentence
 
@@ -124,7 +127,8 @@ def build_site(results: Path, out_dir: Path, claims_path: Path | None = None) ->
     if not data.suites:
         raise SlimbenchError(f"no <suite>/runs folders of records under {results}")
     out = Output()
-    out.add(MARKER, "written by `slimbench site`; the next build replaces every file here but screenshots/\n")
+    out.add(MARKER, "written by `slimbench site`; the next build replaces every file here but "
+                    "screenshots/ and studies/\n")
     assets = resources.files("slimbench.harness.site") / "static"
     for name in ASSETS:
         out.add(f"assets/{name}", assets.joinpath(name).read_bytes())
@@ -137,8 +141,8 @@ def build_site(results: Path, out_dir: Path, claims_path: Path | None = None) ->
     return out.files
 
 
-# written beside the site by the browser test (`python -m tests.test_site_browser`), not by the generator
-KEPT = ("screenshots",)
+# beside the site, not written by the generator: the browser test's screenshots and the studies in Markdown
+KEPT = ("screenshots", "studies")
 
 
 def _write(out_dir: Path, files: dict[str, bytes]) -> None:

@@ -11,20 +11,30 @@ from pathlib import Path
 
 from slimbench.harness.replicate.evaluation import Line
 from slimbench.harness.report.rows import FailedRow, LeaderboardRow
-from slimbench.harness.run.records import RunRecord
+from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord
 
 COMPRESSES = 1.001   # a compression ratio above this is a setting that stores less than its reference
 
 
 @dataclass
 class SuiteView:
-    """One results/<suite> folder: its records (by run_id), its rows, its failed cells and reproduction.md."""
+    """One results/<suite> folder: its records (by run_id), its rows, its failed and n/a cells and reproduction.md."""
 
     name: str
     records: dict[str, RunRecord]
     rows: list[LeaderboardRow]
-    failed: list[FailedRow]
+    failed: list[FailedRow]             # status "failed" or "n/a" (the method cannot apply to the model)
     reproduction: str | None            # results/<suite>/reproduction.md, when a reproduction was run
+
+    @property
+    def broken(self) -> list[FailedRow]:
+        """Cells that failed: a rerun retries them."""
+        return [f for f in self.failed if f.status != NOT_APPLICABLE]
+
+    @property
+    def not_applicable(self) -> list[FailedRow]:
+        """Cells whose method declared it cannot apply to the model: a rerun keeps them."""
+        return [f for f in self.failed if f.status == NOT_APPLICABLE]
 
 
 @dataclass

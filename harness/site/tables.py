@@ -71,6 +71,7 @@ COLUMNS = {
                                          "measured; ⚠ = the method's claim is contradicted"),
     "rerun": Column("how to reproduce this row", "the command that reruns this row's cells"),
     "error": Column("error", "what the failed cell ended with"),
+    "why": Column("why", "why the method cannot apply to the model's architecture"),
 }
 
 
@@ -133,6 +134,16 @@ def failed_table(suite: str, failed: list[FailedRow], table_id: str) -> Table:
                  Cell(f.method, page=f"methods/{f.method}.html"), Cell(short_params(f.params_given)),
                  Cell(f.seeds), Cell(f.error), Cell(run_command(suite, f), code=True)]) for f in failed]
     return Table(table_id, "Failed cells (rerunning the suite retries them)", [COLUMNS[k] for k in keys], rows)
+
+
+def not_applicable_table(cells: list[FailedRow]) -> Table:
+    """Cells whose method cannot apply to the model's architecture, with the reason the method gave."""
+    keys = ["task", "model", "method", "params", "seeds", "why"]
+    rows = [Row([Cell(f.task, page=f"tasks/{f.task}.html"), Cell(f.model),
+                 Cell(f.method, page=f"methods/{f.method}.html"), Cell(short_params(f.params_given)), Cell(f.seeds),
+                 Cell(f.error)]) for f in cells]
+    return Table("not-applicable", "Cells whose method cannot apply to the model's architecture",
+                 [COLUMNS[k] for k in keys], rows)
 
 
 def claim_family(line: Line) -> str:
