@@ -1,63 +1,27 @@
 """The committed site (docs/) shows only figures the records yield, and is what `slimbench site` builds today.
 
-A figure is a decimal number or a ratio with `×` in a page's visible text (markup, scripts, styles, links and
-sort keys left out). It is traced when the same text appears in a file the report generated from the records
-(results/**/*.md, *.csv) or when a number in a run record rounds to it at the figure's own decimals.
+A figure on a page is what tests/figure_trace.py counts as one in the page's visible text, traced by the same rule
+as the README's figures.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.figure_trace import RESULTS, ROOT, figures_in, generated_figures, page_text, traced
+
 SITE = ROOT / "docs"
-RESULTS = ROOT / "results"
-FIGURE = re.compile(r"[-+−]?\d+\.\d+×?|\d+×")
-HIDDEN = re.compile(r"<script.*?</script>|<style.*?</style>", re.S)
-ATTRIBUTES = re.compile(r'\s(?:href|src|data-sort|title|alt|id|class)="[^"]*"')
 
 
-def _numbers(value: object) -> Iterator[float]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _numbers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _numbers(item)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield float(value)
-
-
-def traced_figures(results: Path) -> set[str]:
-    """Every figure text the generated tables hold, and every record number at 1 to 4 decimals."""
-    found: set[str] = set()
-    for path in [*results.rglob("*.md"), *results.rglob("*.csv")]:
-        found |= {f.lstrip("+-−") for f in FIGURE.findall(path.read_text(errors="ignore"))}
-    for path in results.glob("*/runs/*.json"):
-        for number in _numbers(json.loads(path.read_text())):
-            found |= {f"{abs(number):.{d}f}" for d in range(1, 5)}
-    return found
-
-
-def visible_figures(page: str) -> list[str]:
-    text = html.unescape(re.sub(r"<[^>]+>", " ", ATTRIBUTES.sub("", HIDDEN.sub("", page))))
-    return FIGURE.findall(text)
-
-
-def untraced(site: Path, results: Path) -> dict[str, list[str]]:
-    known = traced_figures(results)
+def untraced_pages(site: Path, results: Path) -> dict[str, list[str]]:
+    tokens = generated_figures(results)
     missing: dict[str, list[str]] = {}
     for path in sorted(site.rglob("*.html")):
-        bad = [f for f in visible_figures(path.read_text()) if f.lstrip("+-−").rstrip("×") not in known
-               and f.lstrip("+-−") not in known]
+        bad = [f for _, f in figures_in(page_text(path.read_text())) if not traced(f, tokens)]
         if bad:
             missing[str(path.relative_to(site))] = bad
     return missing
@@ -66,9 +30,9 @@ def untraced(site: Path, results: Path) -> dict[str, list[str]]:
 def test_every_figure_on_the_committed_site_comes_from_a_record():
     pages = sorted(SITE.rglob("*.html"))
     assert len(pages) > 10, "the committed site is missing: build it with `slimbench site results docs`"
-    shown = sum(len(visible_figures(p.read_text())) for p in pages)
+    shown = sum(len(figures_in(page_text(p.read_text()))) for p in pages)
     assert shown > 1000   # the check is about the tables' figures, so it must see them
-    missing = untraced(SITE, RESULTS)
+    missing = untraced_pages(SITE, RESULTS)
     assert not missing, f"figures no record yields: {missing}"
 
 
@@ -79,7 +43,7 @@ def test_an_invented_figure_is_reported(tmp_path):
     results = tmp_path / "results"
     (results / "s").mkdir(parents=True)
     (results / "s" / "leaderboard.md").write_text("| 0.8215 | 3.97× |\n")
-    assert untraced(site, results) == {"page.html": ["0.123456"]}
+    assert untraced_pages(site, results) == {"page.html": ["0.123456"]}
 
 
 @pytest.mark.slow
