@@ -46,7 +46,7 @@ from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, atomic_writ
 from slimbench.harness.run.shards import in_shard
 from slimbench.harness.run.suite import Cell, Named, Suite
 from slimbench.harness.run.tracking import Tracker
-from slimbench.methods import METHODS, MethodContext, Outcome, Stage, build_method
+from slimbench.methods import METHODS, Method, MethodContext, Outcome, Stage, build_method
 from slimbench.tasks import Task, build_task
 from slimbench.tasks.base import MethodView
 
@@ -254,8 +254,11 @@ class SuiteRunner:
         task = self.task(cell.task)
         t_task = time.perf_counter()
         method = build_method(cell.method.name, cell.method.params)
-        # asked of an untrained model, before any training: the architecture alone decides
-        reason = method.not_applicable(build_model(cell.model.name, task.spec, task.num_classes, cell.model.params))
+        # asked of an untrained model, before any training: the architecture alone decides; a method that keeps the
+        # default answer (it applies everywhere) costs no model build
+        reason = None
+        if type(method).not_applicable is not Method.not_applicable:
+            reason = method.not_applicable(build_model(cell.model.name, task.spec, task.num_classes, cell.model.params))
         if reason:
             return self._record_unmeasured(cell, NOT_APPLICABLE, {"not_applicable": reason})
         base = self.trained(task, cell, cell.model, cell.train, "baseline")
