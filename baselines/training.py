@@ -63,6 +63,8 @@ class FitResult:
     val_acc: float
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    epoch_seconds: list[float] = field(default_factory=list)   # training alone, per epoch (EpochTimer)
+    train_batches: int = 0         # batches per training epoch (the budget's cap, or the whole split)
 
 
 @dataclass
@@ -112,6 +114,28 @@ class KeepBestWeights(Callback):
             self.best_state = copy.deepcopy(pl_module.model.state_dict())  # type: ignore[union-attr]
 
 
+class EpochTimer(Callback):
+    """Wall seconds of each training epoch, validation left out: it costs the same for every model of a task, so it
+    would only dilute what the model's size does to training time."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = self._validation_start = self._validation = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._validation = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validation += time.perf_counter() - self._validation_start
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds.append(round(time.perf_counter() - self._start - self._validation, 3))
+
+
 def fit(
     model: nn.Module,
     task: Task,
@@ -125,7 +149,7 @@ def fit(
     """Train `model` (in place) for `cfg.epochs`; return it loaded with its best-validation weights."""
     L.seed_everything(seed, workers=True, verbose=False)
     module = module or ClassifierModule(model, task.num_classes, cfg)
-    keep = KeepBestWeights()
+    keep, timer = KeepBestWeights(), EpochTimer()
     if progress is None:  # bars on a terminal, quiet in logs; SLIMBENCH_PROGRESS=0/1 forces either
         progress = os.environ.get("SLIMBENCH_PROGRESS", "1" if sys.stderr.isatty() else "0") != "0"
     model.train()
@@ -134,7 +158,7 @@ def fit(
         accelerator="auto",
         **_DEVICES.trainer_kwargs(),
         logger=logger,
-        callbacks=[keep],
+        callbacks=[keep, timer],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
@@ -149,7 +173,8 @@ def fit(
     if keep.best_state is not None:
         model.load_state_dict(keep.best_state)
     model.eval()
-    return FitResult(model, keep.best_epoch, keep.best_acc, keep.history, time.perf_counter() - start)
+    return FitResult(model, keep.best_epoch, keep.best_acc, keep.history, time.perf_counter() - start,
+                     timer.seconds, int(trainer.num_training_batches))
 
 
 torch.set_float32_matmul_precision("high")

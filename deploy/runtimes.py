@@ -1,20 +1,22 @@
-"""Runtimes a model is measured in: PyTorch eager, ONNX Runtime and torch.compile; its stored form and artifact.
+"""Runtimes a model is measured in, its stored form and its artifact.
 
-The runtime a method deploys its model in (`Outcome.runtime`) gives the headline latency and is where accuracy is
-measured. Timing a model in every runtime beside the baseline is `slimbench.deploy.latency`'s job.
+The built-in runtimes register here: PyTorch eager, ONNX Runtime and torch.compile, and (their own modules)
+OpenVINO and ExecuTorch. The runtime a method deploys its model in (`Outcome.runtime`) gives the headline latency
+and is where accuracy is measured. Timing a model in every runtime beside the baseline is
+`slimbench.deploy.latency`'s job.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from slimbench.core.errors import NotApplicableError, StoredFormError, UnknownNameError
+from slimbench.core.errors import NotApplicableError, StoredFormError
 from slimbench.deploy.onnx_export import (
     ONNX_PAYLOAD_KEY,
     OnnxModel,
@@ -24,33 +26,62 @@ from slimbench.deploy.onnx_export import (
     optimized_graph,
 )
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
+from slimbench.deploy.runtime_registry import Runtime, get_runtime, register_runtime
 from slimbench.deploy.structure import load_into
 
-RUNTIMES = ("eager", "onnxruntime", "compile")
+
+@register_runtime("eager")
+class Eager(Runtime):
+    """PyTorch eager execution of the torch module itself."""
+
+    def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
+        if isinstance(model, OnnxModel):
+            raise NotApplicableError(f"this {model.precision} ONNX Runtime graph has no eager form")
+        return model
+
+
+@register_runtime("onnxruntime")
+class OnnxRuntime(Runtime):
+    """ONNX Runtime's CPU provider on the model's ONNX export (or the graph a method produced), all optimisations."""
+
+    def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
+        if isinstance(model, OnnxModel):
+            return model.with_threads(threads)
+        return OnnxModel(export_onnx(model, example), float_model=model, threads=threads)
+
+    def file_bytes(self, deployed: nn.Module) -> int | None:
+        return len(deployed.onnx_bytes) if isinstance(deployed, OnnxModel) else None
+
+    def describe(self, deployed: nn.Module) -> dict[str, Any]:
+        return {"precision": deployed.precision} if isinstance(deployed, OnnxModel) else {}
+
+
+@register_runtime("compile")
+class Compile(Runtime):
+    """torch.compile (Inductor) of the torch module; compiled on first call, so only where a method deploys there."""
+
+    def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
+        if isinstance(model, OnnxModel):
+            raise NotApplicableError(f"this {model.precision} ONNX Runtime graph has no compile form")
+        return cast(nn.Module, torch.compile(model))   # a module compiles to a module (OptimizedModule)
 
 
 def check_runtime(name: str) -> str:
-    if name not in RUNTIMES:
-        raise UnknownNameError("runtime", name, RUNTIMES)
+    get_runtime(name)   # the unknown-name error lists the registered runtimes
     return name
 
 
 def deploy(model: nn.Module, runtime: str, example: torch.Tensor, threads: int | None) -> nn.Module:
     """`model` as it runs in `runtime` (checked on `example`); NotApplicableError says why it cannot run there."""
-    check_runtime(runtime)
-    if isinstance(model, OnnxModel):
-        if runtime != "onnxruntime":
-            raise NotApplicableError(f"this {model.precision} ONNX Runtime graph has no {runtime} form")
-        deployed: nn.Module = model.with_threads(threads)
-    elif runtime == "eager":
+    target = get_runtime(runtime)
+    deployed = target.deploy(model, example, threads)
+    if deployed is model:
         return model
-    elif runtime == "onnxruntime":
-        deployed = OnnxModel(export_onnx(model, example), float_model=model, threads=threads)
-    else:
-        deployed = cast(nn.Module, torch.compile(model))   # a module compiles to a module (OptimizedModule)
     try:
         with torch.inference_mode():
             deployed(example[:1])   # builds the session / compiles now, so failures surface here with a reason
+    except NotApplicableError:
+        raise
     except Exception as exc:
         raise NotApplicableError(
             f"{runtime} cannot run {type(model).__name__}: {exc.__class__.__name__}: {str(exc).strip()[:300]}"
@@ -191,11 +222,10 @@ def _check_decoded(name: str, fmt: str, got: torch.Tensor, want: torch.Tensor) -
     fail(problem)
 
 
-def reference_stored_like(reference: nn.Module, runtime: str, example: torch.Tensor) -> Packed:
-    """The fp32 reference in the stored form of a runtime graph: exported the same way and optimised by ONNX
-    Runtime's basic level (constant folding, BatchNorm folded into convolutions), as an int8 graph is."""
-    if runtime != "onnxruntime":
-        return pack_state_dict(reference.state_dict())
+def reference_stored_like(reference: nn.Module, example: torch.Tensor) -> Packed:
+    """The fp32 reference in the stored form of an ONNX graph (whichever runtime reads it): exported the same way
+    and optimised by ONNX Runtime's basic level (constant folding, BatchNorm folded into convolutions), as an int8
+    graph is."""
     return onnx_packed(optimized_graph(export_onnx(reference, example), level="basic").SerializeToString())
 
 
@@ -210,3 +240,7 @@ def load_artifact(data: bytes, fresh_model: Callable[[], nn.Module]) -> nn.Modul
         return load_into(model, payload["structure"], state).eval()
     model.load_state_dict(state)
     return model.eval()
+
+
+# the runtimes in their own modules register on import (they import their libraries only when they deploy)
+from slimbench.deploy import executorch_runtime, openvino_runtime  # noqa: E402, F401

@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slimbench.core.errors import ConfigError, NotApplicableError
-from slimbench.core.params import bounded, check_ranges
+from slimbench.core.params import added, bounded, check_ranges
 from slimbench.deploy.casting import CastBoundary
 from slimbench.deploy.onnx_export import (
     OnnxModel,
@@ -54,6 +54,7 @@ from slimbench.deploy.onnx_export import (
     optimized_op_counts,
 )
 from slimbench.methods.base import Compute, Method, MethodContext, Outcome, register_method
+from slimbench.methods.int8_recipe import choose_weights
 from slimbench.tasks.base import MethodView, Task
 
 OBSERVERS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
@@ -185,9 +186,19 @@ class StaticInt8Params:
     # 7-bit weights. Not needed for exact results on CPUs without VNNI: every session gets ONNX Runtime's exact
     # U8U8 kernels where its U8S8 kernel saturates (deploy/ort_int8.py), with the full 8-bit weights
     reduce_range: bool = False
+    # int8 weight scales: one per output channel, one per tensor (fewer scale multiplies, faster on some CPUs, more
+    # rounding error), or "auto" (quant.ptq_int8): the faster of the two unless it costs validation accuracy
+    weights: Literal["per_channel", "per_tensor", "auto"] = added("per_channel")
 
     def __post_init__(self) -> None:
-        check_ranges(self, getattr(self, "name", type(self).__name__))
+        name = getattr(self, "name", type(self).__name__)
+        check_ranges(self, name)
+        if self.weights == "auto" and name != "quant.ptq_int8":
+            raise ConfigError(f"{name}: weights: auto is quant.ptq_int8's (it measures both granularities after "
+                              f"calibration); choose per_channel or per_tensor")
+        if self.weights != "per_channel" and name == "quant.qat_int8":
+            raise ConfigError(f"{name}: weights must be per_channel, the granularity its fake-quant training "
+                              f"learns under (torchao's X86InductorQuantizer); got {self.weights!r}")
 
 
 class StaticInt8Graph:
@@ -212,14 +223,17 @@ class StaticInt8Graph:
         """The float graph every quantization starts from (after pre-processing, e.g. BatchNorm folded)."""
         return Path(self.source).read_bytes()
 
-    def quantize(self, nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None) -> bytes:
-        """QDQ int8 graph; only `nodes_to_quantize` (None = every node ONNX Runtime can) minus `nodes_to_exclude`."""
+    def quantize(self, nodes_to_quantize: list[str] | None = None, nodes_to_exclude: list[str] | None = None,
+                 per_channel: bool | None = None) -> bytes:
+        """QDQ int8 graph; only `nodes_to_quantize` (None = every node ONNX Runtime can) minus `nodes_to_exclude`;
+        weight scales per channel unless the settings (or `per_channel`) say per tensor."""
         p = self.p
+        per_channel = p.weights != "per_tensor" if per_channel is None else per_channel
         out = self.tmp / f"int8_{self.quantizations}.onnx"
         self.quantizations += 1
         with quiet_quantizer():
             quantize_static(
-                self.source, out, self.reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                self.source, out, self.reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=p.reduce_range, activation_type=ACTIVATION_TYPES[p.activations],
                 weight_type=QuantType.QInt8, calibrate_method=OBSERVERS[p.observer],
                 nodes_to_quantize=nodes_to_quantize, nodes_to_exclude=nodes_to_exclude,
@@ -241,7 +255,7 @@ class StaticInt8Graph:
             "calibration": {"split": "train", "samples": len(cast(Sized, self.loader.dataset)), "observer": p.observer,
                             **({"percentile": p.percentile} if p.observer == "percentile" else {})},
             "preprocess": self.preprocess, "format": "QDQ", "activations": p.activations,
-            "reduce_range": p.reduce_range,
+            "reduce_range": p.reduce_range, **({"weights": p.weights} if p.weights != "per_channel" else {}),
         }
 
 
@@ -280,31 +294,35 @@ def int8_outcome_parts(int8: bytes, float_model: nn.Module, name: str, details: 
     }
 
 
-def int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[str, Any]) -> Outcome:
-    """`physical` only when int8 kernels run and hold most weights; otherwise the label says what really runs."""
+def int8_outcome(onnx_model: OnnxModel, info: dict[str, Any], requested: dict[str, Any],
+                 runtime: str = "onnxruntime", runtime_label: str = "ONNX Runtime") -> Outcome:
+    """`physical` only when int8 kernels run and hold most weights; otherwise the label says what really runs.
+
+    `info["int8_kernels"]` counts the int8 kernels `runtime` executes for this graph (read from that runtime)."""
     summary: WeightSummary = info.pop("summary")
     fraction = summary.int8_fraction
     compute: Compute
     if info["int8_kernels"] == 0:
         compute = "simulated"
-        deployed = "ONNX Runtime QDQ graph without fused int8 kernels (dequantize + float compute)"
+        deployed = f"{runtime_label} QDQ graph without fused int8 kernels (dequantize + float compute)"
     elif fraction < MOSTLY_INT8:
         compute = "dense"
-        deployed = f"ONNX Runtime: int8 kernels for {fraction:.1%} of weights, float kernels for the rest"
+        deployed = f"{runtime_label}: int8 kernels for {fraction:.1%} of weights, float kernels for the rest"
     else:
         compute = "physical"
-        deployed = f"ONNX Runtime int8 kernels ({fraction:.1%} of weights int8)"
+        deployed = f"{runtime_label} int8 kernels ({fraction:.1%} of weights int8)"
     bits = round(8 * fraction + 32 * (1 - fraction), 3)   # per stored weight: int8 share and float32 rest
+    arithmetic = {"int8_arithmetic": onnx_model.int8_arithmetic()} if runtime == "onnxruntime" else {}
     return Outcome(
         onnx_model,
         compute=compute,
-        runtime="onnxruntime",
+        runtime=runtime,
         requested=requested,
         achieved={"weight_bits": bits, "int8_weight_fraction": round(fraction, 6),
                   "per_channel_weight_tensors": summary.per_channel_weights, "symmetric_weights": summary.symmetric,
                   "int8_kernels": info["int8_kernels"]},
-        details={**info, "float_weights": summary.float_weight_names, "runtime": "onnxruntime", "deployed": deployed,
-                 "int8_arithmetic": onnx_model.int8_arithmetic()},
+        details={**info, "float_weights": summary.float_weight_names, "runtime": runtime, "deployed": deployed,
+                 **arithmetic},
     )
 
 
@@ -319,10 +337,23 @@ class PtqInt8(StaticInt8Params, Method):
     uses_finetune = False
     produces = "onnx-int8"
 
+    # weights: auto keeps per-tensor only if it loses at most this much validation accuracy (a fraction)
+    auto_max_accuracy_drop: float = added(0.002, ge=0.0, le=1.0)
+    auto_validation_samples: int = added(3000, ge=1)
+
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        onnx_model, info = static_int8(model, ctx.task, self, self.name)
-        return int8_outcome(onnx_model, info, {"weight_bits": 8, "observer": self.observer,
-                                                "calibration_samples": self.calibration_samples})
+        requested = {"weight_bits": 8, "observer": self.observer, "calibration_samples": self.calibration_samples}
+        if self.weights != "auto":
+            onnx_model, info = static_int8(model, ctx.task, self, self.name)
+            return int8_outcome(onnx_model, info, requested)
+        with static_int8_graph(model, ctx.task, self) as graph:
+            graphs = {"per_channel": graph.quantize(per_channel=True), "per_tensor": graph.quantize(per_channel=False)}
+            details = graph.details()
+        n = self.auto_validation_samples
+        chosen, recipe = choose_weights(graphs, ctx.task.val.x[:n], ctx.task.val.y[:n], ctx.task.example_input(1),
+                                        self.auto_max_accuracy_drop)
+        onnx_model, info = int8_outcome_parts(graphs[chosen], model, self.name, {**details, "recipe": recipe})
+        return int8_outcome(onnx_model, info, {**requested, "weights": "auto"})
 
 
 def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:

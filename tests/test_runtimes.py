@@ -109,7 +109,7 @@ def test_a_deployed_runtime_that_cannot_run_the_model_is_an_error(model, task):
     onnx_model = OnnxModel(export_onnx(model, task.example_input(2)), float_model=model)
     with pytest.raises(NotApplicableError, match="deployed runtime 'eager'"):
         latency_by_runtime(onnx_model, model, "eager", {"b1": task.example_input(1)}, FAST)
-    with pytest.raises(UnknownNameError, match="valid runtimes: compile, eager, onnxruntime"):
+    with pytest.raises(UnknownNameError, match="valid runtimes: compile, eager, executorch, onnxruntime, openvino"):
         deploy(model, "tensorrt", task.example_input(1), threads=1)
 
 

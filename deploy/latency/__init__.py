@@ -5,9 +5,9 @@ child process with the machine's native kernels when this process computes with 
 slimbench.deploy.latency` is that child). Records keep the field names these produce.
 """
 
-from slimbench.deploy.latency.by_runtime import ALWAYS_MEASURED, latency_by_runtime, speedup_bands
+from slimbench.deploy.latency.by_runtime import latency_by_runtime, speedup_bands
 from slimbench.deploy.latency.native import Latency, LatencyKernels, measure_latency, probe
 from slimbench.deploy.latency.timing import MeasureConfig, latency_rounds_ms
 
-__all__ = ["ALWAYS_MEASURED", "Latency", "LatencyKernels", "MeasureConfig", "latency_by_runtime",
+__all__ = ["Latency", "LatencyKernels", "MeasureConfig", "latency_by_runtime",
            "latency_rounds_ms", "measure_latency", "probe", "speedup_bands"]

@@ -18,8 +18,6 @@ from slimbench.core.errors import NotApplicableError
 from slimbench.deploy.latency.timing import MeasureConfig, latency_rounds_ms
 from slimbench.deploy.runtimes import deploy
 
-ALWAYS_MEASURED = ("eager", "onnxruntime")   # torch.compile only where a method deploys there (compiling is slow)
-
 
 def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: str,
                        examples: dict[str, torch.Tensor], cfg: MeasureConfig) -> dict[str, dict[str, dict[str, Any]]]:
@@ -30,7 +28,7 @@ def latency_by_runtime(model: nn.Module, reference: nn.Module | None, deployed: 
     `reference=None` says the model is the reference (the baseline cell): it is timed once and both roles
     hold those timings, rather than timing two copies of the same weights.
     """
-    runtimes = list(ALWAYS_MEASURED) + ([deployed] if deployed not in ALWAYS_MEASURED else [])
+    runtimes = list(cfg.runtimes) + ([deployed] if deployed not in cfg.runtimes else [])
     roles = (("model", model),) if reference is None else (("model", model), ("reference", reference))
     probe = next(iter(examples.values()))
     callables: dict[str, nn.Module] = {}

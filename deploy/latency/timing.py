@@ -16,7 +16,7 @@ import torch
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
-from slimbench.core.params import bounded  # noqa: E402
+from slimbench.core.params import added, bounded  # noqa: E402
 
 
 @dataclass
@@ -29,6 +29,18 @@ class MeasureConfig:
     peak_memory: bool = True
     robustness: bool = True                     # corrupted test copies and per-class accuracy (tasks/corruptions.py)
     corrupted_examples: int = bounded(500, ge=1)   # stratified test subset each corruption × severity is drawn from
+    # where every model and its reference are timed (a method's own runtime is always added); registered runtimes
+    runtimes: tuple[str, ...] = added(("eager", "onnxruntime"))
+    # also evaluate test accuracy in each of those runtimes, with the size of its own file and the precision it ran
+    runtime_accuracy: bool = added(False)
+    # attributions of the model and its baseline, their faithfulness and agreement (harness/measure/explanations.py)
+    explanations: bool = added(False)
+    explanation_examples: int = added(32, ge=2)   # the stratified test subset they explain
+
+    def __post_init__(self) -> None:
+        from slimbench.deploy.runtime_registry import check_runtimes
+
+        self.runtimes = check_runtimes(list(self.runtimes), "measure.runtimes")
 
 
 def latency_rounds_ms(models: Mapping[str, Callable[[torch.Tensor], Any]], example: torch.Tensor,

@@ -6,7 +6,7 @@ are kept as the claim. The figures and the two labels come from here:
   / bf16, and tied tensors stored once), read from the packed form's encodings;
 - compute: what kernels the deployed runtime executes (dense fp32 / masked — zeros in dense kernels / smaller
   dense — fewer multiply-adds than the reference / int8 / fp16 / bf16), read from the ONNX Runtime graph it
-  really runs or from the torch model's layers.
+  really runs, from the layers OpenVINO compiled, or from the torch model's layers.
 A claim the measurement contradicts is recorded and shown as "claim not verified".
 """
 
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from slimbench.deploy.onnx_export import OnnxModel, kernel_precisions
+from slimbench.deploy.openvino_runtime import OpenVinoModel
 from slimbench.deploy.packing import Packed, unpack_state_dict
 from slimbench.harness.measure.evidence_data import Claimed, ComputeEvidence, Evidence, StorageEvidence
 
@@ -94,6 +95,8 @@ def compute_evidence(deployed: nn.Module, counted: nn.Module, macs: int, referen
     """The arithmetic of the kernels that run: the optimised ONNX Runtime graph, or the torch layers' dtypes."""
     if isinstance(deployed, OnnxModel):
         kernels = kernel_precisions(deployed.onnx_bytes)
+    elif isinstance(deployed, OpenVinoModel):
+        kernels = deployed.kernel_precisions()
     else:
         kernels = dict(Counter(str(m.weight.dtype).removeprefix("torch.") for m in counted.modules()
                                if isinstance(m, _LAYER_KINDS) and isinstance(getattr(m, "weight", None), torch.Tensor)))

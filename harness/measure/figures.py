@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from slimbench.harness.measure.explanation_data import Explanations
+
 
 def unpack_bits(text: str, n: int) -> np.ndarray:
     """Per-example right/wrong flags from the base64 bits `quality.pack_bits` wrote."""
@@ -54,6 +56,27 @@ class Robustness:
 
 
 @dataclass
+class RuntimeQuality:
+    """The deployed model evaluated in one more runtime: what that runtime does to its accuracy, its own file."""
+
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    agreement: float | None = None     # share of test predictions equal to those of the runtime it is deployed in
+    file_bytes: int | None = None      # the file this runtime loads (ONNX, OpenVINO IR, .pte); None: none of its own
+    ran: dict[str, Any] = field(default_factory=dict)   # what the runtime says ran (e.g. OpenVINO's precision)
+    unavailable: str | None = None     # why the model cannot run there (then nothing else is set)
+
+
+# Metrics fields added after records exist: left out of a record when not measured, so older records (and records
+# of suites that do not ask for them) keep their exact bytes
+OMITTED_WHEN_EMPTY = ("by_runtime", "explanations")
+
+
+def without_unmeasured(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if not (k in OMITTED_WHEN_EMPTY and v in (None, {}, []))}
+
+
+@dataclass
 class Metrics:
     """The deployed (optimised) model, measured by the harness."""
 
@@ -78,20 +101,27 @@ class Metrics:
     mean_corrupted_accuracy: float | None = None    # over every corruption × severity of the task (None: none declared)
     robustness: Robustness | None = None            # None: not measured (the suite's `measure.robustness` is off)
     latency_kernels: dict[str, str] = field(default_factory=dict)      # which kernels and process timed `latency`
+    # accuracy and file size in each runtime the suite lists (`measure.runtime_accuracy`); empty: not measured
+    by_runtime: dict[str, RuntimeQuality] = field(default_factory=dict)
+    explanations: Explanations | None = None        # None: not measured (the suite's `measure.explanations` is off)
 
     def band(self, example: str) -> SpeedupBand | None:
         """The deployed runtime's speedup band for `example` ("b1", "bn"), None when it was not timed."""
         return self.speedup.get(self.runtime, {}).get(example)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return without_unmeasured(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
         speedup = {runtime: {example: SpeedupBand(**band) for example, band in by_example.items()}
                    for runtime, by_example in data.get("speedup", {}).items()}
         robust = data.get("robustness")
-        return cls(**{**data, "speedup": speedup, "robustness": Robustness(**robust) if robust else None})
+        by_runtime = {runtime: RuntimeQuality(**q) for runtime, q in data.get("by_runtime", {}).items()}
+        explained = data.get("explanations")
+        return cls(**{**data, "speedup": speedup, "robustness": Robustness(**robust) if robust else None,
+                      "by_runtime": by_runtime,
+                      "explanations": Explanations.from_dict(explained) if explained else None})
 
 
 @dataclass

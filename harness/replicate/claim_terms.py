@@ -21,10 +21,12 @@ AT_LEAST_CAP = 0.10                    # at_least: the allowance is at most 10 %
 
 # values a records claim can measure; per-record ones can also be paired (A − B, seed by seed)
 PER_RECORD = ("compression_x", "gzip_x", "macs_x", "connections_x", "accuracy_pts", "delta_accuracy_pts",
-              "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts", "corrupted_minus_clean_pts")
+              "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts", "corrupted_minus_clean_pts",
+              "faithfulness_pts", "train_speedup_x")
 # paired only, and only against a baseline: the worst class's Δ beyond the overall Δ, less the same figure between
-# two baseline seeds (Hooker et al.'s "the damage is concentrated in a few classes", net of retraining's churn)
-PAIRED_ONLY = ("worst_class_excess_pts",)
+# two baseline seeds (Hooker et al.'s "the damage is concentrated in a few classes", net of retraining's churn); the
+# attributions' agreement with the same-seed baseline, less the same agreement between two baseline seeds
+PAIRED_ONLY = ("worst_class_excess_pts", "agreement_minus_floor_pts")
 ROW_VALUES = ("speedup_b1_x", "macs_x_over_speedup_b1")
 NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts",
          "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread

@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from slimbench.core.errors import SlimbenchError
+from slimbench.harness.measure.explanation_data import INTEGRATED_GRADIENTS, Explanations, seed_agreements
 from slimbench.harness.measure.figures import Metrics, Reference
 from slimbench.harness.replicate.claim_schema import Claim
 from slimbench.harness.replicate.claim_terms import DELTA_VS_BASELINE, NOISY, PAIRED_ONLY
 from slimbench.harness.replicate.claims import Judgement
+from slimbench.harness.report.explanations import explained
 from slimbench.harness.report.robustness import per_class
 from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
@@ -94,7 +96,38 @@ def per_record(name: str, rec: RunRecord) -> float:
         return 100 * (corrupted - (m.accuracy if name == "corrupted_minus_clean_pts" else 0.0))
     if name == "delta_vs_teacher_pts":
         return 100 * (m.accuracy - teacher_accuracy(rec))
+    if name == "faithfulness_pts":   # insertion AUC − deletion AUC: both curves move with the model's confidence
+        ig = _explained(rec).faithfulness[INTEGRATED_GRADIENTS]
+        return 100 * (ig.insertion_auc - ig.deletion_auc)
+    if name == "train_speedup_x":
+        return training_speedup(rec)
     raise ValueError(name)
+
+
+def _explained(rec: RunRecord) -> Explanations:
+    e = explained(rec)
+    if e is None:
+        raise SlimbenchError(f"run record {rec.run_id} has no explanations (its suite does not set "
+                             f"measure.explanations, or the model had no gradients)")
+    return e
+
+
+def training_speedup(rec: RunRecord) -> float:
+    """The baseline's training seconds per example ÷ this cell's own training (its fine-tunes or its student's fit),
+    each over every epoch it ran: what the method's model costs to train beside the model it came from."""
+    base, fits = rec.baseline_training, rec.fits
+    if base is None or not base.epoch_seconds or not base.train_batches or not fits:
+        raise SlimbenchError(f"run record {rec.run_id} has no timed training beside a timed baseline")
+    base_examples = base.train_batches * int(base.train["batch_size"]) * len(base.epoch_seconds)
+    examples = sum(f.train_batches * f.batch_size * len(f.epoch_seconds) for f in fits)
+    return (sum(base.epoch_seconds) / base_examples) / (sum(sum(f.epoch_seconds) for f in fits) / examples)
+
+
+def timed(rec: RunRecord) -> bool:
+    """A record whose cell trained (timed per epoch) beside a baseline whose epochs were timed too."""
+    base = rec.baseline_training
+    return bool(rec.fits and all(f.epoch_seconds for f in rec.fits) and base is not None and base.epoch_seconds
+                and base.train_batches)
 
 
 def record_figures(rec: RunRecord) -> tuple[Metrics, Reference]:
@@ -238,6 +271,8 @@ def pair(claim: Claim, a: LeaderboardRow, b: LeaderboardRow, suite: SuiteData) -
     seeds = sorted(set(ra) & set(rb))
     if not seeds:
         return None
+    if spec.value == "agreement_minus_floor_pts":
+        return _agreement_excess(a, ra, rb, seeds, suite)
     if spec.value in PAIRED_ONLY:
         return _worst_class_excess(a, ra, rb, seeds, suite)
     fa = [per_record(spec.value, ra[s]) for s in seeds]
@@ -277,15 +312,42 @@ def _worst_class_excess(a: LeaderboardRow, ra: dict[int, RunRecord], rb: dict[in
     return Measurement(value, value - spread, value + spread, how, where, sigma=spread, seeds=max(len(seeds), 2))
 
 
+def _agreement_excess(a: LeaderboardRow, ra: dict[int, RunRecord], rb: dict[int, RunRecord], seeds: list[int],
+                      suite: SuiteData) -> Measurement | None:
+    """The model's attribution agreement with its same-seed baseline (Spearman ρ, in points) less the baseline's own
+    agreement between two of its seeds: below 0, compression moved the attributions beyond what retraining moves
+    them."""
+    agreed = [e.agreement[INTEGRATED_GRADIENTS].spearman for s in seeds
+              if (e := explained(ra[s])) is not None and e.agreement and INTEGRATED_GRADIENTS in e.agreement]
+    bases = {s: explained(r) for s, r in rb.items()}
+    floor = [p.spearman for p in seed_agreements({s: e for s, e in bases.items() if e is not None})]
+    if len(agreed) < len(seeds) or not floor:
+        return None
+    value = 100 * (mean(agreed) - mean(floor))
+    spread = 100 * max(std(agreed), std(floor))
+    how = (f"± {spread:.2f} (ρ {mean(agreed):.3f} with the same-seed baseline over {seeds_text(len(seeds))}, less "
+           f"{mean(floor):.3f} between baseline seeds, {len(floor)} pair{'s' * (len(floor) > 1)})")
+    where = (_where(suite, a, [ra[s] for s in seeds]) + " vs baseline · runs "
+             + " ".join(rb[s].run_id for s in sorted(rb)))
+    return Measurement(value, value - spread, value + spread, how, where, sigma=spread, seeds=max(len(seeds), 2))
+
+
 ROBUSTNESS_VALUES = ("corrupted_accuracy_pts", "corrupted_minus_clean_pts", "worst_class_excess_pts")
+EXPLANATION_VALUES = ("faithfulness_pts", "agreement_minus_floor_pts")
 
 
 def measured_by(name: str, row: LeaderboardRow, suite: SuiteData) -> bool:
-    """Records measured before robustness was (or on a task without corruptions) cannot answer a robustness claim:
-    their rows are left out, not failed."""
+    """Records measured before robustness or explanations were (or on a task without corruptions), and cells that
+    did not train or whose baseline's epochs were never timed, cannot answer such a claim: their rows are left out,
+    not failed."""
+    recs = row_records(row, suite)
+    if name in EXPLANATION_VALUES:
+        return all(explained(r) is not None for r in recs)
+    if name == "train_speedup_x":
+        return all(timed(r) for r in recs)
     if name not in ROBUSTNESS_VALUES:
         return True
-    return all(record_figures(r)[0].mean_corrupted_accuracy is not None for r in row_records(row, suite))
+    return all(record_figures(r)[0].mean_corrupted_accuracy is not None for r in recs)
 
 
 MANY_SEEDS = 100

@@ -130,6 +130,12 @@ def judge_conditions(claim: Claim, m: Measurement, a: LeaderboardRow, suite: Sui
     spec = claim.records
     assert spec is not None
     recs = row_records(a, suite)
+    agreed = a.explanations
+    if spec.value == "faithfulness_pts" and agreed.agreement_spearman is not None:   # how far they moved: shown
+        floor = ("no floor (under two baseline seeds)" if agreed.floor_spearman is None else
+                 f"floor {agreed.floor_spearman:.3f} between baseline seeds: "
+                 + ("inside it, noise" if agreed.inside_floor else "below it"))
+        m.beside.append(f"agreement with the baseline ρ {agreed.agreement_spearman:.3f}, {floor} (not judged)")
     if spec.value == "connections_x":   # the stored size beside the paper's measure: shown, never judged
         m.beside.append(f"stored {mean([per_record('compression_x', r) for r in recs]):.2f}× smaller (not the "
                         f"paper's measure, not judged)")

@@ -17,7 +17,7 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference
-from slimbench.harness.report import layer_tables, robustness, sweep
+from slimbench.harness.report import explanations, layer_tables, robustness, sweep
 from slimbench.harness.report.distillation import distillation_markdown
 from slimbench.harness.report.leaderboards import (
     by_method_csv,
@@ -94,6 +94,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[LeaderboardRow]:
         groups[key].append(rec)
         families[key] = rec.family
     pairing = robustness.Pairing(records)
+    explained = explanations.Pairing(records)
     rows = []
     for key, recs in groups.items():
         recs.sort(key=lambda r: r.seed)
@@ -138,6 +139,7 @@ def leaderboard_rows(records: list[RunRecord]) -> list[LeaderboardRow]:
             delta_accuracy=mean(deltas),
             latency_batch=m[0].latency_batch,
             robustness=pairing.figures(recs, families[key]),
+            explanations=explained.figures(recs, families[key]),
         ))
     rows = with_baseline_spread(rows)
     from slimbench.methods import family_rank
@@ -165,7 +167,9 @@ def with_baseline_spread(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
 
 def csv_text(rows: list[LeaderboardRow]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    # explanation columns only where a record has them: other suites' files stay as they were
+    columns = COLUMNS + (explanations.COLUMNS if explanations.measured(rows) else [])
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v))
@@ -252,6 +256,7 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
                    "requested→measured"]
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
         lines += robustness.markdown(rows, task)
+        lines += explanations.markdown(rows, task)
         task_na = [f for f in failed if f.task == task and f.status == NOT_APPLICABLE]
         if task_na:
             lines += ["Not applicable (the method cannot apply to the model's architecture):", "",
@@ -382,5 +387,6 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[Leade
     for task in sorted({r.task for r in rows}):
         plot_pareto(rows, task, suite_dir / f"pareto_{task}.png")
         robustness.plot(rows, task, suite_dir / f"robustness_{task}.png")
+        explanations.plot(rows, task, suite_dir / f"explanations_{task}.png")
         sweep.plot(rows, task, suite_dir / f"sweep_{task}.png")
     return rows

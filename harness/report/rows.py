@@ -25,6 +25,37 @@ class RobustnessFigures:
 
 
 @dataclass
+class ExplanationFigures:
+    """A row's explanation columns (Integrated Gradients), faithfulness paired seed by seed with the same-seed baseline
+    and agreement set beside the baseline's own seed-to-seed agreement (None where a record or its baseline lacks
+    them)."""
+
+    attributed: str | None = None                    # which model was attributed ("/" joined when seeds differ)
+    deletion_auc: float | None = None                # mean over seeds; lower = more faithful
+    insertion_auc: float | None = None               # mean over seeds; higher = more faithful
+    random_deletion_auc: float | None = None         # the same inputs removed in a random order, mean over seeds
+    delta_deletion_auc: float | None = None          # deletion AUC − the same-seed baseline's, mean over seeds
+    delta_deletion_auc_std: float | None = None      # the paired Δ's spread over seeds
+    delta_deletion_significant: bool | None = None   # beyond the paired spread and the baseline's own
+    delta_insertion_auc: float | None = None
+    delta_insertion_auc_std: float | None = None
+    delta_insertion_significant: bool | None = None
+    baseline_deletion_auc_std: float | None = None   # the baseline's seed spread (≥ 2 seeds)
+    baseline_insertion_auc_std: float | None = None
+    agreement_spearman: float | None = None          # rank correlation with the same-seed baseline, mean over seeds
+    agreement_spearman_std: float | None = None
+    agreement_top_k: float | None = None             # shared top-10 % features with the baseline, mean over seeds
+    floor_spearman: float | None = None              # the same between two baseline seeds, mean over seed pairs
+    floor_spearman_std: float | None = None
+    floor_top_k: float | None = None
+    inside_floor: bool | None = None                 # agreement not below the floor beyond either's spread: noise
+
+    @property
+    def measured(self) -> bool:
+        return self.deletion_auc is not None
+
+
+@dataclass
 class LeaderboardRow:
     """One task × model × method × params × code versions: the mean and spread of its records."""
 
@@ -69,15 +100,17 @@ class LeaderboardRow:
     baseline_accuracy_std: float | None = None   # the same task × model baseline's seed std (None under 2 seeds)
     baseline_seeds: int = 0              # how many seeds that baseline has
     robustness: RobustnessFigures = field(default_factory=RobustnessFigures)
+    explanations: ExplanationFigures = field(default_factory=ExplanationFigures)
 
     status = "ok"                        # beside failed cells in the per-method table
     error = ""
 
     def columns(self) -> dict[str, Any]:
         """Every CSV column's value (the per-method table's status and error included)."""
-        skip = {"family", "params_given", "latency_batch", "robustness"}
+        skip = {"family", "params_given", "latency_batch", "robustness", "explanations"}
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
-        return {**out, **asdict(self.robustness), "status": self.status, "error": self.error}
+        explained = {f"explanations_{k}": v for k, v in asdict(self.explanations).items()}
+        return {**out, **asdict(self.robustness), **explained, "status": self.status, "error": self.error}
 
 
 @dataclass

@@ -92,7 +92,7 @@ class ModelCache:
             "task": task_cfg.to_dict(), "model": model_cfg.to_dict(), "train": asdict(train), "seed": seed,
             "selected_epoch": result.selected_epoch, "epochs": train.epochs, "val_acc": result.val_acc,
             "test_accuracy": accuracy, "test_macro_f1": macro_f1, "train_seconds": round(result.seconds, 2),
-            "history": result.history,
+            "history": result.history, "epoch_seconds": result.epoch_seconds, "train_batches": result.train_batches,
         }
         buf = io.BytesIO()
         torch.save({"state_dict": result.model.state_dict(), "meta_json": json.dumps(meta)}, buf)

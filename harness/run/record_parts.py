@@ -81,6 +81,28 @@ class BaselineTraining:
     train_seconds: float
     checkpoint: str                  # the cache file
     sha256: str
+    # wall seconds of each training epoch, validation left out, and the batches each epoch draws; None: trained
+    # before the cache kept them
+    epoch_seconds: list[float] | None = None
+    train_batches: int | None = None
+
+    @staticmethod
+    def without_untimed(data: dict[str, Any]) -> dict[str, Any]:
+        """The part as a record writes it: the timings left out while unknown, so older records keep their bytes."""
+        return {k: v for k, v in data.items() if not (k in ("epoch_seconds", "train_batches") and v is None)}
+
+
+@dataclass
+class Fit:
+    """One training run inside a cell (a fine-tune, a distilled student trained from scratch), timed per epoch on the
+    cell's threads: what the method's model costs to train, beside its baseline's `BaselineTraining`."""
+
+    epoch_seconds: list[float]       # wall seconds of each training epoch, validation left out
+    train_batches: int               # batches per epoch
+    batch_size: int
+    val_acc: list[float]             # validation accuracy after each epoch (when it reached the baseline's)
+    selected_epoch: int              # the epoch whose weights were kept
+    seconds: float                   # the whole fit, validation included
 
 
 @dataclass

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 from slimbench.core.errors import CheckpointError
 from slimbench.harness.measure.evidence_data import Compression
-from slimbench.harness.measure.figures import Metrics, Reference
+from slimbench.harness.measure.figures import Metrics, Reference, without_unmeasured
 from slimbench.harness.run import record_v1
-from slimbench.harness.run.record_parts import Artifact, BaselineTraining, Hardware, Provenance, WandbRun
+from slimbench.harness.run.record_parts import Artifact, BaselineTraining, Fit, Hardware, Provenance, WandbRun
 
 RECORD_VERSION = 2   # 2: the compression evidence stored once, provenance as one part (version 1: record_v1)
 
@@ -45,6 +45,7 @@ class RunRecord:
     # what the method reports about itself (each method its own keys), plus the task, stages and given params
     details: dict[str, Any] = field(default_factory=dict)
     baseline_training: BaselineTraining | None = None
+    fits: list[Fit] = field(default_factory=list)   # the cell's own training runs (fine-tunes, students), timed
     artifact: Artifact | None = None
     provenance: Provenance = field(default_factory=Provenance)
     hardware: Hardware = field(default_factory=Hardware)
@@ -53,7 +54,14 @@ class RunRecord:
     record_version: int = RECORD_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["metrics"] is not None:
+            data["metrics"] = without_unmeasured(data["metrics"])
+        if data["baseline_training"] is not None:
+            data["baseline_training"] = BaselineTraining.without_untimed(data["baseline_training"])
+        if not data["fits"]:   # parts added after records exist stay out when empty: older records keep their bytes
+            del data["fits"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -66,6 +74,7 @@ class RunRecord:
                       "reference": _optional(lambda d: Reference(**d), data["reference"]),
                       "compression": _optional(Compression.from_dict, data["compression"]),
                       "baseline_training": _optional(lambda d: BaselineTraining(**d), data.get("baseline_training")),
+                      "fits": [Fit(**f) for f in data.get("fits", [])],
                       "artifact": _optional(lambda d: Artifact(**d), data.get("artifact")),
                       "provenance": Provenance.from_dict(data.get("provenance") or {}),
                       "hardware": Hardware.from_dict(data.get("hardware") or {}),

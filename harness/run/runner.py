@@ -36,12 +36,22 @@ from slimbench.deploy.runtimes import (
 from slimbench.deploy.structure import describe
 from slimbench.harness.measure.evidence import Evidence, gather
 from slimbench.harness.measure.evidence_data import Compression
+from slimbench.harness.measure.explanations import ExplainConfig, explain_deployed
 from slimbench.harness.measure.figures import Metrics, Reference, SpeedupBand
 from slimbench.harness.measure.quality import evaluate_test, robustness
+from slimbench.harness.measure.runtime_quality import quality_by_runtime
 from slimbench.harness.run.cache import ModelCache
 from slimbench.harness.run.environment import git_state, hardware, versions
 from slimbench.harness.run.executors import Executor, SerialExecutor, SuiteOutcome
-from slimbench.harness.run.record_parts import Artifact, BaselineTraining, GitState, Hardware, Provenance, WandbRun
+from slimbench.harness.run.record_parts import (
+    Artifact,
+    BaselineTraining,
+    Fit,
+    GitState,
+    Hardware,
+    Provenance,
+    WandbRun,
+)
 from slimbench.harness.run.records import NOT_APPLICABLE, RunRecord, atomic_write_bytes, load_records, write_record
 from slimbench.harness.run.shards import in_shard
 from slimbench.harness.run.suite import Cell, Named, Suite
@@ -104,7 +114,8 @@ def params_given(cell: Cell) -> dict[str, Any]:
 
 
 def method_context(task: Task, cell: Cell, baseline: TrainedModel, cache: ModelCache, logger: Any = False,
-                   log: Callable[[dict[str, Any]], None] | None = None) -> MethodContext:
+                   log: Callable[[dict[str, Any]], None] | None = None, fits: list[Fit] | None = None
+                   ) -> MethodContext:
     """What a method is handed for `cell`, built so that nothing reachable from it holds the test split.
 
     Hiding `test` by name is not enough when a method can follow a closure, a bound method's `__self__` or a
@@ -116,7 +127,13 @@ def method_context(task: Task, cell: Cell, baseline: TrainedModel, cache: ModelC
     seen = task.without_test()
 
     def finetune(model: nn.Module, module: Any = None, cfg: TrainConfig | None = None) -> nn.Module:
-        return fit(model, seen, cfg or cell.finetune, seed=cell.seed, logger=logger, module=module).model
+        budget = cfg or cell.finetune
+        result = fit(model, seen, budget, seed=cell.seed, logger=logger, module=module)
+        if fits is not None:   # every training run a method asks for is timed into the record
+            fits.append(Fit(result.epoch_seconds, result.train_batches, budget.batch_size,
+                            [h.get("val_acc", float("nan")) for h in result.history], result.selected_epoch,
+                            round(result.seconds, 2)))
+        return result.model
 
     def teacher() -> TrainedModel:
         trained = cache.load(seen, cell.task, cell.teacher, cell.teacher_train, cell.seed)
@@ -200,7 +217,7 @@ class SuiteRunner:
                      "leaderboard_by_method": table(BY_METHOD_COLUMNS, by_method_rows(rows, failed)),
                      "matrix": table(MATRIX_COLUMNS, matrix_rows(rows)),
                      **{f"{kind}/{p.stem.removeprefix(kind + '_')}": wandb.Image(str(p))
-                        for kind in ("pareto", "robustness", "sweep")
+                        for kind in ("pareto", "robustness", "explanations", "sweep")
                         for p in sorted(self.paths.root.glob(f"{kind}_*.png"))}})
 
     # -- the suite ----------------------------------------------------------------------------------------
@@ -270,7 +287,9 @@ class SuiteRunner:
         with self.tracker.run(cell.label, "cell", {"run_id": cell.run_id, **config},
                               [task.name, cell.model.name, cell.method.name, family]) as run:
             logger = self.tracker.lightning_logger(run)
-            ctx = method_context(task, cell, base, self.cache, logger=logger, log=lambda metrics: run.log(metrics))
+            fits: list[Fit] = []
+            ctx = method_context(task, cell, base, self.cache, logger=logger, log=lambda metrics: run.log(metrics),
+                                 fits=fits)
             L.seed_everything(cell.seed, verbose=False)
             t_apply = time.perf_counter()
             result: Outcome = method.apply(copy.deepcopy(base.model), ctx)
@@ -293,6 +312,7 @@ class SuiteRunner:
                 details={**result.details, "task": task.describe(), "stages": stages,
                          "params_given": params_given(cell)},
                 baseline_training=BaselineTraining(**{k: v for k, v in base.meta.items() if k != "history"}),
+                fits=fits,
                 artifact=artifact,
                 wall_seconds={"task": round(t_task - t_start, 2), "baseline": round(t_base - t_task, 2),
                               "apply": round(apply_seconds, 2), "measure": round(measure_seconds, 2),
@@ -302,7 +322,7 @@ class SuiteRunner:
             )
             robust = measured.metrics.robustness
             run.summary.update({**{f"metrics/{k}": v for k, v in measured.metrics.to_dict().items()
-                                   if k != "robustness"},
+                                   if k not in ("robustness", "explanations")},
                                 **({f"robustness/{k}": v for k, v in (("corrupted_accuracy", robust.corrupted_accuracy),
                                     ("per_class_accuracy", robust.per_class_accuracy)) if v} if robust else {}),
                                 "label": compression.label, "run_id": cell.run_id})
@@ -328,10 +348,19 @@ class SuiteRunner:
         lap("evaluate")
         robust = robustness(deployed, task, evaluation.predictions, cfg.corrupted_examples) if cfg.robustness else None
         lap("robustness")
+        explained = None
+        if cfg.explanations:   # the baseline's own cell keeps its attributions instead of comparing with itself
+            explained = explain_deployed(model, deployed, task, None if model_is_reference else reference_model,
+                                         ExplainConfig(examples=cfg.explanation_examples))
+            lap("explanations")
+        by_runtime = {}
+        if cfg.runtime_accuracy:
+            by_runtime = quality_by_runtime(model, cfg.runtimes, runtime, deployed, evaluation, task, xn)
+            lap("runtimes")
         data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed, structure=describe(reference_model))
-        like = reference_stored_like(reference_model, runtime, xn) if isinstance(model, OnnxModel) else None
+        like = reference_stored_like(reference_model, xn) if isinstance(model, OnnxModel) else None
         lap("sizes")
         latency, latency_kernels = measure_latency(model, None if model_is_reference else reference_model, runtime,
                                                    {"b1": x1, "bn": xn}, cfg)
@@ -349,7 +378,7 @@ class SuiteRunner:
             eval_seconds=round(lap.seconds["deploy"] + lap.seconds["evaluate"], 2), runtime=runtime,
             latency=latency["model"],
             mean_corrupted_accuracy=robust.mean_corrupted() if robust else None, robustness=robust,
-            latency_kernels=latency_kernels.to_dict(),
+            latency_kernels=latency_kernels.to_dict(), by_runtime=by_runtime, explanations=explained,
         )
         reference = Reference(
             accuracy=base.meta["test_accuracy"], macro_f1=base.meta["test_macro_f1"],

@@ -19,6 +19,7 @@ from slimbench.core.errors import ConfigError
 from slimbench.core.params import bounded, build_dataclass, resolved_params
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.latency import MeasureConfig
+from slimbench.harness.measure.explanation_data import EXPLANATIONS_VERSION
 from slimbench.harness.measure.quality import MEASURE_VERSION
 from slimbench.harness.run.suite_files import (
     is_base,
@@ -108,7 +109,9 @@ class Cell:
         if method.uses_teacher:
             config["teacher"] = {**self.teacher.to_dict(), "train": dataclasses.asdict(self.teacher_train)}
             versions["teacher"] = entry_version(MODELS, self.teacher.name)
-        config["measure"] = dataclasses.asdict(self.measure)
+        config["measure"] = resolved_params(self.measure)   # a measure setting `added` later hashes only when set
+        if self.measure.explanations:
+            versions["explanations"] = EXPLANATIONS_VERSION
         stage_versions = getattr(method, "stage_versions", None)
         if stage_versions:   # a chain expires when any of its stages changes
             versions["stages"] = stage_versions

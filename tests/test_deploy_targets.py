@@ -1,0 +1,165 @@
+"""Deployment targets (OpenVINO, ExecuTorch beside eager and ONNX Runtime) and the peers' own int8 quantizers.
+
+Each runtime runs a tiny model and matches eager within its precision; a model a runtime cannot take is a clear
+reason, never a crash; the peers' int8 really is int8 in storage and in the kernels their runtime executes, and a
+suite that asks for it records accuracy and file size in every runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from slimbench.baselines import build_model
+from slimbench.core.errors import ConfigError, NotApplicableError
+from slimbench.deploy.executorch_runtime import ExecutorchModel
+from slimbench.deploy.latency import MeasureConfig
+from slimbench.deploy.onnx_export import OnnxModel, export_onnx
+from slimbench.deploy.openvino_runtime import ISA_CAP, OpenVinoModel
+from slimbench.deploy.runtime_registry import get_runtime, runtime_names
+from slimbench.deploy.runtimes import deploy
+from slimbench.harness.measure.quality import evaluate_test
+from slimbench.harness.measure.runtime_quality import quality_by_runtime
+from slimbench.methods import build_method
+from slimbench.methods.int8_recipe import choose_weights
+from slimbench.methods.quantization import static_int8_graph
+from tests.conftest import method_context
+
+# the largest |difference| from eager each float runtime may show on the tiny model's logits (float32 reordering)
+FLOAT_TOLERANCE = {"onnxruntime": 1e-5, "openvino": 1e-4, "executorch": 1e-5}
+TRAINED = {"width": 16, "epochs": 4}   # the `trained` fixture's tiny-cnn
+
+
+@pytest.fixture(scope="module")
+def model(task):
+    torch.manual_seed(0)
+    return build_model("tiny-cnn", task.spec, task.num_classes).eval()
+
+
+@pytest.fixture(scope="module")
+def ctx(task, trained):
+    return method_context(task, trained)
+
+
+def test_the_registry_lists_every_deployment_target():
+    assert {"eager", "onnxruntime", "compile", "openvino", "openvino-default", "executorch"} <= set(runtime_names())
+
+
+@pytest.mark.parametrize("runtime", sorted(FLOAT_TOLERANCE))
+def test_a_float_runtime_matches_eager_within_its_precision(runtime, model, task):
+    x = task.example_input(16)
+    deployed = deploy(model, runtime, x, threads=1)
+    assert deployed is not model
+    with torch.inference_mode():
+        want, got = model(x), deployed(x)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= FLOAT_TOLERANCE[runtime]
+    # a batch larger than the one it was deployed with (ExecuTorch runs it in chunks)
+    big = task.example_input(150)
+    with torch.inference_mode():
+        assert torch.allclose(deployed(big), model(big), atol=FLOAT_TOLERANCE[runtime])
+
+
+def test_each_runtime_reports_its_own_file_and_what_ran(model, task):
+    x = task.example_input(4)
+    ov = get_runtime("openvino")
+    deployed = deploy(model, "openvino", x, threads=1)
+    assert ov.describe(deployed)["inference_precision"] == "float32"
+    assert set(ov.describe(deployed)["layer_precisions"]) == {"f32"}
+    assert ov.file_bytes(deployed) > 4 * sum(p.numel() for p in model.parameters())   # IR holds the fp32 weights
+    et = deploy(model, "executorch", x, threads=1)
+    assert get_runtime("executorch").file_bytes(et) == len(et.pte) > 4 * sum(p.numel() for p in model.parameters())
+    assert get_runtime("onnxruntime").file_bytes(deploy(model, "onnxruntime", x, 1)) == len(export_onnx(model, x))
+
+
+def test_openvino_default_precision_runs_or_says_why_it_cannot(model, task):
+    """bf16 where the CPU has it; under slimbench's pinned kernels OpenVINO's oneDNN is capped to AVX2 and cannot
+    run bf16, which must be a reason, not a crash."""
+    x = task.example_input(8)
+    try:
+        deployed = deploy(model, "openvino-default", x, threads=1)
+    except NotApplicableError as exc:
+        assert os.environ.get(ISA_CAP) and ISA_CAP in str(exc)
+        return
+    precision = get_runtime("openvino-default").describe(deployed)["inference_precision"]
+    with torch.inference_mode():
+        diff = float((deployed(x) - model(x)).abs().max())
+    assert diff <= (1e-4 if precision == "float32" else 0.1 * float(model(x).abs().max()))
+
+
+def test_a_model_a_runtime_cannot_take_gets_a_reason(model, task):
+    x = task.example_input(4)
+    graph = OnnxModel(export_onnx(model, x), float_model=model)
+    with pytest.raises(NotApplicableError, match="no torch program for ExecuTorch"):
+        deploy(graph, "executorch", x, threads=1)
+    with pytest.raises(NotApplicableError, match="no eager form"):
+        deploy(graph, "eager", x, threads=1)
+    assert isinstance(deploy(graph, "openvino", x, threads=1), OpenVinoModel)   # OpenVINO reads the same graph
+
+
+def test_deployed_models_travel_to_the_latency_process(model, task):
+    x = task.example_input(4)
+    for runtime in ("openvino", "executorch"):
+        deployed = deploy(model, runtime, x, threads=1)
+        back = pickle.loads(pickle.dumps(deployed))
+        with torch.inference_mode():
+            assert torch.allclose(back(x), deployed(x))
+    assert isinstance(back, ExecutorchModel)
+
+
+def test_a_suite_names_only_registered_runtimes():
+    with pytest.raises(ConfigError, match="unknown runtime 'tflite'.*openvino"):
+        MeasureConfig(runtimes=("eager", "tflite"))   # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="listed twice"):
+        MeasureConfig(runtimes=("eager", "eager"))   # type: ignore[arg-type]
+
+
+def test_quality_by_runtime_evaluates_each_and_keeps_the_reasons(model, task):
+    x = task.example_input(8)
+    graph = OnnxModel(export_onnx(model, x), float_model=model)
+    evaluation = evaluate_test(graph, task)
+    out = quality_by_runtime(graph, ("eager", "onnxruntime", "openvino", "executorch"), "onnxruntime", graph,
+                             evaluation, task, x)
+    assert out["onnxruntime"].agreement == 1.0 and out["onnxruntime"].accuracy == evaluation.accuracy
+    assert out["openvino"].agreement >= 0.99 and out["openvino"].file_bytes
+    assert "no eager form" in out["eager"].unavailable and out["eager"].accuracy is None
+    assert "ExecuTorch" in out["executorch"].unavailable
+
+
+@pytest.mark.parametrize("name,runtime", [("peer.ort_quantize_static", "onnxruntime"), ("peer.nncf_int8", "openvino")])
+def test_a_peer_quantizer_is_int8_in_its_own_runtime(name, runtime, trained, task, ctx):
+    outcome = build_method(name, {"calibration_samples": 64}).apply(trained, ctx)
+    assert outcome.runtime == runtime and isinstance(outcome.model, OnnxModel)
+    assert outcome.compute == "physical" and outcome.achieved["int8_weight_fraction"] > 0.5
+    deployed = deploy(outcome.model, runtime, task.example_input(8), threads=1)
+    float_acc = evaluate_test(trained, task).accuracy
+    assert abs(evaluate_test(deployed, task).accuracy - float_acc) < 0.05   # int8 keeps the tiny model's accuracy
+    if runtime == "openvino":
+        precisions = get_runtime("openvino").describe(deployed)["layer_precisions"]
+        assert precisions.get("u8", 0) + precisions.get("i8", 0) >= sum(precisions.values()) / 2
+
+
+def test_auto_weights_choose_by_validation_accuracy_and_measured_speed(trained, task, ctx):
+    p = build_method("quant.ptq_int8", {"calibration_samples": 64})
+    with static_int8_graph(trained, ctx.task, p) as graph:
+        graphs = {"per_channel": graph.quantize(per_channel=True), "per_tensor": graph.quantize(per_channel=False)}
+    x, y = ctx.task.val.x[:256], ctx.task.val.y[:256]
+    chosen, recipe = choose_weights(graphs, x, y, task.example_input(1), max_accuracy_drop=0.0)
+    per_channel, per_tensor = recipe["candidates"]["per_channel"], recipe["candidates"]["per_tensor"]
+    cost = per_channel["val_accuracy"] - per_tensor["val_accuracy"]
+    faster = min(recipe["b1_speedup_rounds"]) > 1
+    assert chosen == ("per_tensor" if faster and cost <= 0 else "per_channel")
+    # an unreachable budget (per-tensor would have to gain 100 points) always keeps per-channel
+    assert choose_weights(graphs, x, y, task.example_input(1), max_accuracy_drop=-1.0)[0] == "per_channel"
+    assert np.isfinite(per_tensor["b1_ms"]) and per_tensor["b1_ms"] > 0
+
+
+def test_weights_auto_is_ptq_only():
+    with pytest.raises(ConfigError, match="quant.ptq_int8's"):
+        build_method("quant.mixed", {"weights": "auto"})
+    with pytest.raises(ConfigError, match="per_channel"):
+        build_method("quant.qat_int8", {"weights": "per_tensor"})
