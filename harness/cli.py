@@ -224,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     blat.add_argument("--name", default=None, help="output name (default: the method, dots as underscores)")
 
     lst = sub.add_parser("list", help="list registered models, tasks or methods with a one-line description")
-    lst.add_argument("kind", choices=["models", "tasks", "methods"])
+    lst.add_argument("kind", choices=["models", "tasks", "methods", "runtimes"])
     lst.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'quant.*'")
     _add_import(lst)
     return p

@@ -163,3 +163,40 @@ def test_weights_auto_is_ptq_only():
         build_method("quant.mixed", {"weights": "auto"})
     with pytest.raises(ConfigError, match="per_channel"):
         build_method("quant.qat_int8", {"weights": "per_tensor"})
+
+
+def test_a_runtimes_suite_reports_every_model_in_every_runtime_from_its_records(smoke_config, tmp_path):
+    """Two seeds of baseline, slimbench's int8 and ONNX Runtime's own quantizer, measured in three runtimes: every
+    figure of runtimes.md comes from the records (accuracy in each runtime, Δ paired with the baseline there)."""
+    from slimbench.harness.report.build import build_report
+    from slimbench.harness.report.runtimes import runtime_rows
+    from slimbench.harness.run.records import load_records
+    from slimbench.harness.run.runner import SuiteRunner
+    from slimbench.harness.run.suite import parse_suite
+
+    calibration = {"calibration_samples": 64}
+    smoke_config.update(seeds=[0, 1], methods=["baseline", {"name": "quant.ptq_int8", "params": calibration},
+                                              {"name": "peer.ort_quantize_static", "params": calibration}])
+    smoke_config["measure"].update(runtimes=["eager", "onnxruntime", "openvino"], runtime_accuracy=True,
+                                   peak_memory=False, robustness=False)
+    runner = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False)
+    runner.run()
+    records = load_records(tmp_path / "smoke" / "runs")
+    assert len(records) == 6 and all(r.status == "ok" for r in records)
+    int8 = next(r for r in records if r.method == "quant.ptq_int8" and r.seed == 0)
+    assert int8.metrics is not None and set(int8.metrics.by_runtime) == {"eager", "onnxruntime", "openvino"}
+    assert int8.metrics.by_runtime["onnxruntime"].accuracy == int8.metrics.accuracy
+    assert "no eager form" in (int8.metrics.by_runtime["eager"].unavailable or "")
+    build_report(tmp_path / "smoke")
+    text = (tmp_path / "smoke" / "runtimes.md").read_text()
+    assert "peer.ort_quantize_static" in text and "## slimbench's int8 beside the peers'" in text
+    rows = {(r.method, r.runtime): r for r in runtime_rows(records)}
+    row = rows[("quant.ptq_int8", "openvino")]
+    bases = {r.seed: r for r in records if r.method == "baseline"}
+    def in_openvino(rec):
+        return rec.metrics.by_runtime["openvino"].accuracy
+
+    want = [100 * (in_openvino(r) - in_openvino(bases[r.seed])) for r in records if r.method == "quant.ptq_int8"]
+    assert row.delta_pts == pytest.approx(sum(want) / 2) and row.seeds == 2 and row.delta_ci_pts is not None
+    assert f"{row.accuracy:.4f}" in text and rows[("quant.ptq_int8", "onnxruntime")].deployed
+    assert (tmp_path / "smoke" / "runtimes.csv").read_text().count("\n") == len(rows) + 1

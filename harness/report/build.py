@@ -17,7 +17,7 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference
-from slimbench.harness.report import explanations, layer_tables, robustness, sweep
+from slimbench.harness.report import explanations, layer_tables, robustness, runtimes, sweep
 from slimbench.harness.report.distillation import distillation_markdown
 from slimbench.harness.report.leaderboards import (
     by_method_csv,
@@ -389,4 +389,5 @@ def build_report(suite_dir: Path, run_ids: set[str] | None = None) -> list[Leade
         robustness.plot(rows, task, suite_dir / f"robustness_{task}.png")
         explanations.plot(rows, task, suite_dir / f"explanations_{task}.png")
         sweep.plot(rows, task, suite_dir / f"sweep_{task}.png")
+    runtimes.write(records, suite_dir)
     return rows
