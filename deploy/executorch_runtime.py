@@ -2,9 +2,11 @@
 
 `torch.export` → edge dialect → XNNPACK partition → `.pte` program, run through ExecuTorch's Python runtime. The
 program is exported with a dynamic batch axis up to `max_batch`; larger batches run in chunks of that size.
-Lowering takes seconds per model, so programs are kept per process by the model's weights and architecture (a
-cell's reference is lowered once per worker, not once per cell). An ONNX graph has no torch program to export, so
-a method that produced one (int8 QDQ) cannot deploy here; the record says so.
+Lowering takes seconds per model, so programs are kept by the model's weights and architecture and the ExecuTorch
+version: in memory per process, and on disk (`$XDG_CACHE_HOME/slimbench/executorch`), so the process that
+evaluates a model and the one that times it lower it once between them, and a reference once per machine. An ONNX
+graph has no torch program to export, so a method that produced one (int8 QDQ) cannot deploy here; the record
+says so.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import collections
 import contextlib
 import hashlib
 import io
+import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,14 +42,25 @@ def _program_key(model: nn.Module, example: torch.Tensor, max_batch: int) -> str
     return h.hexdigest()
 
 
+def program_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "slimbench" / "executorch"
+
+
 def lower_to_xnnpack(model: nn.Module, example: torch.Tensor, max_batch: int) -> bytes:
     """The `.pte` program of `model` with every operator XNNPACK supports delegated to it."""
-    key = _program_key(model, example, max_batch)
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.version import __version__ as et_version
+
+    key = _program_key(model, example, max_batch) + "-" + et_version
     if key in _PROGRAMS:
         _PROGRAMS.move_to_end(key)
         return _PROGRAMS[key]
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    path = program_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pte"
+    if path.is_file():
+        data = path.read_bytes()
+        _remember(key, data)
+        return data
 
     x = example[:1].repeat(max_batch, *([1] * (example.dim() - 1)))
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -53,10 +68,18 @@ def lower_to_xnnpack(model: nn.Module, example: torch.Tensor, max_batch: int) ->
         program = torch.export.export(model.eval(), (x,),
                                       dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=max_batch)},))
         data = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)   # atomic: a concurrent reader sees the whole program or none
+    _remember(key, data)
+    return data
+
+
+def _remember(key: str, data: bytes) -> None:
     _PROGRAMS[key] = data
     while len(_PROGRAMS) > _PROGRAMS_KEPT:
         _PROGRAMS.popitem(last=False)
-    return data
 
 
 class ExecutorchModel(nn.Module):

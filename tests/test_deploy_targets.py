@@ -200,3 +200,22 @@ def test_a_runtimes_suite_reports_every_model_in_every_runtime_from_its_records(
     assert row.delta_pts == pytest.approx(sum(want) / 2) and row.seeds == 2 and row.delta_ci_pts is not None
     assert f"{row.accuracy:.4f}" in text and rows[("quant.ptq_int8", "onnxruntime")].deployed
     assert (tmp_path / "smoke" / "runtimes.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_an_executorch_program_is_lowered_once_and_reread_from_disk(model, task, tmp_path, monkeypatch):
+    """The evaluating process and the timing process share lowered programs through the disk cache."""
+    from slimbench.deploy import executorch_runtime as et
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    x = task.example_input(4)
+    first = et.lower_to_xnnpack(model, x, 64)
+    assert len(list((tmp_path / "slimbench" / "executorch").glob("*.pte"))) == 1
+    et._PROGRAMS.clear()   # a fresh process: nothing in memory
+
+    def must_not_lower(*args, **kwargs):
+        raise AssertionError("lowered again instead of reading the cached program")
+
+    import executorch.exir
+
+    monkeypatch.setattr(executorch.exir, "to_edge_transform_and_lower", must_not_lower)
+    assert et.lower_to_xnnpack(model, x, 64) == first
