@@ -91,6 +91,14 @@ def _unavailable(record: RunRecord) -> dict[tuple[str, ...], Any]:
     return {(runtime,): timed["unavailable"] for runtime, timed in latency.items() if "unavailable" in timed}
 
 
+def _in_runtime(field: str) -> Callable[[RunRecord], dict[tuple[str, ...], Any]]:
+    def read(record: RunRecord) -> dict[tuple[str, ...], Any]:
+        by_runtime = record.metrics.by_runtime if record.metrics else {}
+        return {(runtime,): value for runtime, quality in by_runtime.items()
+                if (value := getattr(quality, field)) is not None}
+    return read
+
+
 def _band(example: str, stat: str) -> Read:
     def read(record: RunRecord) -> float | None:
         band = record.metrics.band(example) if record.metrics else None
@@ -192,6 +200,14 @@ COLUMNS: tuple[Column | Family, ...] = (
            _speedups),
     Family("latency_kernels.{key}", STR, "how latency was timed: {key}",
            lambda r: {(k,): v for k, v in r.metrics.latency_kernels.items()} if r.metrics else {}),
+    # the model in each runtime its suite lists (measure.runtime_accuracy)
+    Family("in_runtime.{runtime}.accuracy", FLOAT, "test accuracy evaluated in {runtime}", _in_runtime("accuracy")),
+    Family("in_runtime.{runtime}.agreement", FLOAT, "share of test predictions in {runtime} equal to the deployed "
+           "runtime's", _in_runtime("agreement")),
+    Family("in_runtime.{runtime}.file_bytes", INT, "bytes of the file {runtime} loads the model from",
+           _in_runtime("file_bytes")),
+    Family("in_runtime.{runtime}.unavailable", STR, "why the model cannot run in {runtime}",
+           _in_runtime("unavailable")),
     Column("peak_memory_bytes", INT, "weights plus the largest live activations of one eager forward",
            "metrics.peak_memory_bytes"),
     Column("eval_seconds", FLOAT, "seconds to deploy and evaluate the model on the test split", "metrics.eval_seconds"),
