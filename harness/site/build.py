@@ -104,7 +104,8 @@ def _pages(data: SiteData, out: Output) -> None:
         page(f"suites/{suite.name}.html", "suite.html", title=f"Suite {suite.name}", suite=suite, table=table,
              failed=tables.failed_table(suite.name, suite.broken, "failed") if suite.broken else None,
              not_applicable=tables.not_applicable_table(suite.not_applicable) if suite.not_applicable else None,
-             hardware=_hardware_table(suite), numerics=numerics_line(records) if records else "")
+             hardware=_hardware_table(suite), numerics=numerics_line(records) if records else "",
+             runtimes=tables.runtimes_table(suite.name, records))
     from slimbench.harness.replicate.evaluation import summary_sentence
 
     verdicts = sorted({line.verdict for line in data.lines})

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from slimbench.harness.replicate.evaluation import Line, claim_verdict
 from slimbench.harness.report.build import delta_cell, label_cell, speedup_cell
 from slimbench.harness.report.rows import FailedRow
+from slimbench.harness.report.runtimes import delta_cell as runtime_delta_cell
+from slimbench.harness.report.runtimes import runtime_rows, speedup_text
 from slimbench.harness.report.stats import short_params
+from slimbench.harness.run.records import RunRecord
 from slimbench.harness.site.data import SiteData, SuiteRow, run_command
 
 
@@ -144,6 +147,49 @@ def not_applicable_table(cells: list[FailedRow]) -> Table:
                  Cell(f.error)]) for f in cells]
     return Table("not-applicable", "Cells whose method cannot apply to the model's architecture",
                  [COLUMNS[k] for k in keys], rows)
+
+
+RUNTIME_COLUMNS = [
+    Column("method", "the compression method and the parameters the suite set"),
+    Column("model", "the network architecture before compression"),
+    Column("runtime", "where the model was evaluated and timed (* = where the method deploys it)"),
+    Column("accuracy", "test accuracy evaluated in this runtime, mean over seeds"),
+    Column("Δ vs fp32 here (pts)", "minus the fp32 baseline evaluated in the same runtime, paired by seed; ± the "
+                                   "95 % t-interval half-width"),
+    Column("MB", "the file this runtime loads the model from"),
+    Column("speedup b1", "the baseline's batch-1 latency over this model's in the same runtime"),
+    Column("speedup bN", "the same at the suite's batch size N"),
+    Column("what ran", "the precision the runtime ran in, or why it could not take the model"),
+]
+
+
+def runtimes_table(suite: str, records: list[RunRecord]) -> Table | None:
+    """Every method in every runtime the suite measured (`measure.runtime_accuracy`), as runtimes.md lists it."""
+    rows = runtime_rows(records)
+    if not rows:
+        return None
+    by_id = {rec.run_id: rec for rec in records}
+
+    def link(run_id: str, runtime: str) -> RecordLink:
+        metrics = by_id[run_id].metrics
+        quality = metrics.by_runtime.get(runtime) if metrics is not None else None
+        text = "n/a" if quality is None or quality.accuracy is None else f"{quality.accuracy:.4f}"
+        return RecordLink(f"records/{suite}/{run_id}.json", text, f"seed {by_id[run_id].seed}: run record {run_id}")
+
+    out = []
+    for r in rows:
+        links = [link(run_id, r.runtime) for run_id in r.run_ids.split()]
+        out.append(Row([
+            Cell(r.method + (f" ({r.params})" if r.params else ""), page=f"methods/{r.method}.html"), Cell(r.model),
+            Cell(r.runtime + (" *" if r.deployed else "")),
+            Cell("—" if r.accuracy is None else f"{r.accuracy:.4f}", sort=None if r.accuracy is None else
+                 f"{r.accuracy:.6f}", links=links),
+            Cell(runtime_delta_cell(r), sort=None if r.delta_pts is None else f"{r.delta_pts:.6f}"),
+            Cell("—" if r.file_mb is None else f"{r.file_mb:.2f}"),
+            Cell(speedup_text(r.speedup_b1, r.speedup_b1_low, r.speedup_b1_high)),
+            Cell(speedup_text(r.speedup_bn, r.speedup_bn_low, r.speedup_bn_high)), Cell(r.ran)],
+            {"data-task": r.task}))
+    return Table("runtimes", "Every model in every runtime (runtimes.md)", RUNTIME_COLUMNS, out)
 
 
 def claim_family(line: Line) -> str:
