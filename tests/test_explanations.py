@@ -106,6 +106,11 @@ def test_deletion_in_the_models_own_order_falls_faster_than_in_a_random_order(ta
     assert np.allclose(own[:, 0], rand[:, 0])                            # both start from the untouched input
     assert own[:, 1:5].mean() < rand[:, 1:5].mean() - 0.1
     assert np.allclose(own[:, -1], rand[:, -1], atol=1e-6)              # and end at the all-removed input
+    ends = (probabilities(trained, x), probabilities(trained, m.apply(x, valid)))   # computed once per explanation
+    for insertion in (False, True):
+        alone = curve(trained, x, target, ranks(scores, valid), valid, m, 16, insertion)
+        assert np.allclose(curve(trained, x, target, ranks(scores, valid), valid, m, 16, insertion, ends), alone,
+                           atol=1e-5)
 
 
 def test_a_model_with_randomized_weights_explains_worse_than_the_trained_one(task, trained, randomized):

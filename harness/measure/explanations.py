@@ -50,8 +50,9 @@ BATCH = 256              # inputs per forward (and per Integrated Gradients chun
 
 @dataclass(frozen=True)
 class ExplainConfig:
-    """The sizes that set an explanation's cost and precision, chosen so that explaining a model costs about a tenth
-    of a baseline cell's measurement (the shortest cell) and a few per cent of a cell that fine-tunes.
+    """The sizes that set an explanation's cost and precision, chosen to keep explaining a model near a tenth of a
+    baseline cell (the shortest cell: nothing trains) and at a few per cent of a cell that fine-tunes; the cost grows
+    linearly with `examples` (the suite's `measure.explanation_examples`).
 
     32 examples: 3-4 per class on ten classes; twice as many moved MobileNetV2's Fashion-MNIST AUCs in the third
     decimal, far inside the seed-to-seed spread the report sets a Δ against. 16 Integrated Gradients steps on
@@ -167,16 +168,24 @@ def ranks(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def curve(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor, order: torch.Tensor,
-          valid: torch.Tensor, m: Modality, steps: int, insertion: bool) -> np.ndarray:
+          valid: torch.Tensor, m: Modality, steps: int, insertion: bool,
+          ends: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
     """The target's probability, `examples × (steps + 1)`, as the first 0, 1/steps, ..., all of each example's
-    features in `order` are removed from the input (deletion) or restored to an all-removed input (insertion)."""
+    features in `order` are removed from the input (deletion) or restored to an all-removed input (insertion).
+
+    `ends`: the probabilities of the untouched and of the all-removed inputs, which every curve of an example starts
+    or ends at whatever the order; computed once by the caller, they spare each curve two of its forward passes.
+    """
     counts = valid.sum(dim=1, keepdim=True)
-    inputs = []
-    for j in range(steps + 1):
-        chosen = order < torch.round(counts * j / steps)
-        inputs.append(m.apply(x, ~chosen & valid if insertion else chosen))
-    probs = probabilities(model, torch.cat(inputs))
-    picked = probs.view(steps + 1, len(x), -1).gather(2, target.view(1, -1, 1).expand(steps + 1, -1, 1))
+    inner = range(1, steps) if ends is not None else range(steps + 1)
+    inputs = [m.apply(x, ~chosen & valid if insertion else chosen)
+              for chosen in (order < torch.round(counts * j / steps) for j in inner)]
+    probs = probabilities(model, torch.cat(inputs)).view(len(inner), len(x), -1)
+    if ends is not None:
+        clean, emptied = ends
+        first, last = (emptied, clean) if insertion else (clean, emptied)
+        probs = torch.cat([first[None], probs, last[None]])
+    picked = probs.gather(2, target.view(1, -1, 1).expand(steps + 1, -1, 1))
     return picked.squeeze(2).T.numpy()
 
 
@@ -187,10 +196,11 @@ def area(probs: np.ndarray) -> float:
 
 
 def faithfulness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: torch.Tensor,
-                 scores: torch.Tensor, valid: torch.Tensor, m: Modality, steps: int) -> Faithfulness:
+                 scores: torch.Tensor, valid: torch.Tensor, m: Modality, steps: int,
+                 ends: tuple[torch.Tensor, torch.Tensor] | None = None) -> Faithfulness:
     order = ranks(scores, valid)
-    return Faithfulness(deletion_auc=area(curve(model, x, target, order, valid, m, steps, insertion=False)),
-                        insertion_auc=area(curve(model, x, target, order, valid, m, steps, insertion=True)))
+    return Faithfulness(deletion_auc=area(curve(model, x, target, order, valid, m, steps, False, ends)),
+                        insertion_auc=area(curve(model, x, target, order, valid, m, steps, True, ends)))
 
 
 def random_scores(shape: torch.Size) -> torch.Tensor:
@@ -243,8 +253,10 @@ def explain(deployed: Callable[[torch.Tensor], torch.Tensor], attributed: nn.Mod
         agreed = {name: agreement(scores[name].numpy(), base_scores[name].numpy(), cfg.top_fraction,
                                   valid.numpy()) for name in scores}
     # the curves last: a runtime's own thread pool computes them, and torch's gradients are done by then
-    faithful = {name: faithfulness(deployed, x, target, s, valid, m, cfg.curve_steps) for name, s in scores.items()}
+    ends = (clean, probabilities(deployed, m.apply(x, valid)))
+    faithful = {name: faithfulness(deployed, x, target, s, valid, m, cfg.curve_steps, ends)
+                for name, s in scores.items()}
     random_order = ranks(random_scores(valid.shape), valid)
-    random_auc = area(curve(deployed, x, target, random_order, valid, m, cfg.curve_steps, insertion=False))
+    random_auc = area(curve(deployed, x, target, random_order, valid, m, cfg.curve_steps, False, ends))
     return replace(described, faithfulness=faithful, random_deletion_auc=random_auc, agreement=agreed,
                    attributions=stored)

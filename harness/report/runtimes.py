@@ -215,9 +215,9 @@ def _matrix(group: list[RuntimeRow]) -> str:
     for r in group:
         if r.method != "baseline":
             by_setting[r.method + (f" ({r.params})" if r.params else "")][r.runtime] = r
-    table = [[setting, *[("—" if (r := cells.get(rt)) is None or r.speedup_b1 is None else
-                          f"{speedup_text(r.speedup_b1, r.speedup_b1_low, r.speedup_b1_high)} / "
-                          f"{speedup_text(r.speedup_bn, r.speedup_bn_low, r.speedup_bn_high)}")
+    table = [[setting, *[("—" if (c := cells.get(rt)) is None or c.speedup_b1 is None else
+                          f"{speedup_text(c.speedup_b1, c.speedup_b1_low, c.speedup_b1_high)} / "
+                          f"{speedup_text(c.speedup_bn, c.speedup_bn_low, c.speedup_bn_high)}")
                          for rt in runtimes]] for setting, cells in by_setting.items()]
     return tabulate(table, headers=["speedup b1 / bN", *runtimes], tablefmt="github")
 
