@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from slimbench.core.errors import ConfigError, UnknownNameError
 from slimbench.core.registry import Registry
 
 
@@ -46,33 +45,3 @@ def register_runtime(name: str, version: int | None = None) -> Any:
         return RUNTIMES.register(name, version=version)(cls)
 
     return decorator
-
-
-def get_runtime(name: str) -> Runtime:
-    _load_builtin()
-    if name not in RUNTIMES:
-        raise UnknownNameError("runtime", name, RUNTIMES.names())
-    return RUNTIMES.get(name)()
-
-
-def runtime_names() -> list[str]:
-    _load_builtin()
-    return RUNTIMES.names()
-
-
-def check_runtimes(names: tuple[str, ...] | list[str], where: str) -> tuple[str, ...]:
-    """A suite's runtime list: known names, no repeats; one ConfigError naming the bad entry and the choices."""
-    known = runtime_names()
-    out: list[str] = []
-    for name in names:
-        if not isinstance(name, str) or name not in known:
-            raise ConfigError(f"{where}: unknown runtime {name!r}; choose from {', '.join(known)}")
-        if name in out:
-            raise ConfigError(f"{where}: runtime {name!r} is listed twice")
-        out.append(name)
-    return tuple(out)
-
-
-def _load_builtin() -> None:
-    """The built-in runtimes register when their modules load; the registry is read through this module."""
-    import slimbench.deploy.runtimes  # noqa: F401  (eager, onnxruntime, compile, openvino, executorch)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimbench.core.errors import NotApplicableError, StoredFormError
+from slimbench.core.errors import ConfigError, NotApplicableError, StoredFormError, UnknownNameError
 from slimbench.deploy.onnx_export import (
     ONNX_PAYLOAD_KEY,
     OnnxModel,
@@ -26,7 +26,7 @@ from slimbench.deploy.onnx_export import (
     optimized_graph,
 )
 from slimbench.deploy.packing import Packed, pack_state_dict, unpack_state_dict
-from slimbench.deploy.runtime_registry import Runtime, get_runtime, register_runtime
+from slimbench.deploy.runtime_registry import RUNTIMES, Runtime, register_runtime
 from slimbench.deploy.structure import load_into
 
 
@@ -244,3 +244,27 @@ def load_artifact(data: bytes, fresh_model: Callable[[], nn.Module]) -> nn.Modul
 
 # the runtimes in their own modules register on import (they import their libraries only when they deploy)
 from slimbench.deploy import executorch_runtime, openvino_runtime  # noqa: E402, F401
+
+
+# read the registry here, where every built-in runtime has registered
+def get_runtime(name: str) -> Runtime:
+    if name not in RUNTIMES:
+        raise UnknownNameError("runtime", name, RUNTIMES.names())
+    return RUNTIMES.get(name)()
+
+
+def runtime_names() -> list[str]:
+    return RUNTIMES.names()
+
+
+def check_runtimes(names: tuple[str, ...] | list[str], where: str) -> tuple[str, ...]:
+    """A suite's runtime list: known names, no repeats; one ConfigError naming the bad entry and the choices."""
+    known = runtime_names()
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise ConfigError(f"{where}: unknown runtime {name!r}; choose from {', '.join(known)}")
+        if name in out:
+            raise ConfigError(f"{where}: runtime {name!r} is listed twice")
+        out.append(name)
+    return tuple(out)

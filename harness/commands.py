@@ -25,8 +25,7 @@ def cmd_list(kind: str, pattern: str, imports: list[str]) -> int:
     elif kind == "tasks":
         from slimbench.tasks import TASKS as registry
     elif kind == "runtimes":
-        from slimbench.deploy import runtimes  # noqa: F401  (the built-in runtimes register on import)
-        from slimbench.deploy.runtime_registry import RUNTIMES as registry
+        from slimbench.deploy.runtimes import RUNTIMES as registry  # the built-in runtimes register on import
     else:
         from slimbench.methods import METHODS as registry
     entries = registry.entries(pattern)

@@ -38,7 +38,7 @@ class MeasureConfig:
     explanation_examples: int = added(32, ge=2)   # the stratified test subset they explain
 
     def __post_init__(self) -> None:
-        from slimbench.deploy.runtime_registry import check_runtimes
+        from slimbench.deploy.runtimes import check_runtimes
 
         self.runtimes = check_runtimes(list(self.runtimes), "measure.runtimes")
 

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError
-from slimbench.deploy.runtime_registry import get_runtime
-from slimbench.deploy.runtimes import deploy
+from slimbench.deploy.runtimes import deploy, get_runtime
 from slimbench.harness.measure.figures import RuntimeQuality
 from slimbench.harness.measure.quality import Evaluation, evaluate_test
 from slimbench.tasks.base import Task
