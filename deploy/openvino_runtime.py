@@ -119,11 +119,24 @@ class _OpenVino(Runtime):
         except ImportError as exc:
             raise NotApplicableError(f"OpenVINO is not installed ({exc}); pip install openvino") from None
         if isinstance(model, OpenVinoModel):
-            return OpenVinoModel(model.onnx_bytes, self.precision_hint, threads, model.float_model,
-                                 model.source_precision)
-        if isinstance(model, OnnxModel):
-            return OpenVinoModel(model.onnx_bytes, self.precision_hint, threads, model.float_model, model.precision)
-        return OpenVinoModel(export_onnx(model, example), self.precision_hint, threads, model)
+            deployed = OpenVinoModel(model.onnx_bytes, self.precision_hint, threads, model.float_model,
+                                     model.source_precision)
+        elif isinstance(model, OnnxModel):
+            deployed = OpenVinoModel(model.onnx_bytes, self.precision_hint, threads, model.float_model,
+                                     model.precision)
+        else:
+            deployed = OpenVinoModel(export_onnx(model, example), self.precision_hint, threads, model)
+        try:   # compiled here, so a graph the plugin has no kernels for is refused with its reason, not a crash later
+            _ = deployed.compiled
+        except RuntimeError as exc:
+            raise NotApplicableError(self.refusal(str(exc))) from None
+        return deployed
+
+    def refusal(self, error: str) -> str:
+        reason = [line for line in error.splitlines() if line.strip()][-1].strip()
+        capped = os.environ.get(ISA_CAP)
+        pinned = f" with the kernels pinned ({ISA_CAP}={capped})" if capped else ""
+        return f"OpenVINO's CPU plugin cannot compile this graph{pinned}: {reason}"
 
     def file_bytes(self, deployed: nn.Module) -> int | None:
         return deployed.ir_bytes() if isinstance(deployed, OpenVinoModel) else None
@@ -148,6 +161,15 @@ class OpenVinoDefault(_OpenVino):
     """OpenVINO CPU plugin at its default precision (bf16 float layers on CPUs that have bf16 units)."""
 
     precision_hint = None
+
+    def refusal(self, error: str) -> str:
+        capped = os.environ.get(ISA_CAP)
+        if not capped:
+            return super().refusal(error)
+        reason = [line for line in error.splitlines() if line.strip()][-1].strip()
+        return (f"OpenVINO's default precision on this CPU cannot compile with the kernels pinned "
+                f"({ISA_CAP}={capped}): {reason}; measured in the native-kernel process (latency) and with "
+                f"--native-kernels (accuracy)")
 
     def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
         deployed = super().deploy(model, example, threads)

@@ -101,6 +101,25 @@ def test_a_model_a_runtime_cannot_take_gets_a_reason(model, task):
     assert isinstance(deploy(graph, "openvino", x, threads=1), OpenVinoModel)   # OpenVINO reads the same graph
 
 
+def test_a_graph_openvino_cannot_compile_is_refused_with_the_plugins_reason(model, task, monkeypatch):
+    """SqueezeNet's ceil-mode MaxPool has no bf16 kernel under AVX2-pinned oneDNN: a reason, not a crash."""
+    def no_kernels(self):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:117:\n"
+                           "Supported primitive descriptors list is empty for node: /features/MaxPool type: Pooling\n")
+
+    monkeypatch.setattr(OpenVinoModel, "compiled", property(no_kernels))
+    monkeypatch.setenv(ISA_CAP, "AVX2")
+    x = task.example_input(4)
+    for runtime in ("openvino", "openvino-default"):
+        with pytest.raises(NotApplicableError, match=r"AVX2.*Supported primitive descriptors list is empty for node"):
+            deploy(model, runtime, x, threads=1)
+    monkeypatch.delenv(ISA_CAP)
+    with pytest.raises(NotApplicableError, match=r"cannot compile this graph: Supported primitive"):
+        deploy(model, "openvino", x, threads=1)
+    out = quality_by_runtime(model, ("openvino",), "eager", model, evaluate_test(model, task), task, x)
+    assert "/features/MaxPool" in out["openvino"].unavailable and out["openvino"].accuracy is None
+
+
 def test_deployed_models_travel_to_the_latency_process(model, task):
     x = task.example_input(4)
     for runtime in ("openvino", "executorch"):
