@@ -119,7 +119,12 @@ def resolve_path(model: nn.Module, path: str, role: str) -> str:
 
 
 class FeatureTap:
-    """A forward hook that keeps the latest output of one named submodule."""
+    """A forward hook that keeps the latest output of one named submodule.
+
+    A transformer block's `[B, N, D]` tokens are kept as a `[B, D, N, 1]` map (width as channels, one position per
+    token), so hints (TinyBERT's hidden-state loss: a learned projection of the width, then MSE) and attention transfer
+    (which tokens are active) apply to them as to a convolution's map.
+    """
 
     def __init__(self, model: nn.Module, path: str, role: str):
         self.path, self.role = resolve_path(model, path, role), role
@@ -131,7 +136,7 @@ class FeatureTap:
         if not isinstance(output, torch.Tensor):
             raise NotApplicableError(f"{self.role} module {self.path!r} returns {type(output).__name__}, not a tensor; "
                                      "pick a module whose output is one feature map")
-        self.output = output
+        self.output = output.transpose(1, 2).unsqueeze(-1) if output.dim() == 3 else output
 
     def take(self) -> torch.Tensor:
         out, self.output = self.output, None

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from slimbench.deploy.packing import Packed
 
@@ -25,9 +25,20 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, nonzero
 
 
+def _attention_flops(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *_args: object,
+                     **_kwargs: object) -> int:
+    return int(sdpa_flop_count(query.shape, key.shape, value.shape))
+
+
+_attention_flops._get_raw = True  # type: ignore[attr-defined]   # FlopCounterMode passes tensors, not shapes
+# On CPU `scaled_dot_product_attention` runs as one fused kernel that torch has no FLOP formula for (only its CUDA
+# kernels have one): without this entry an attention layer's QKᵀ and AV products would count zero.
+_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+
+
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     """Multiply-accumulates for one input: FlopCounterMode counts 2 FLOPs per MAC."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=_ATTENTION) as counter:
         model.eval()(example[:1])
     return int(counter.get_total_flops() // 2)
 

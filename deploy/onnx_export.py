@@ -218,13 +218,18 @@ def kernel_precisions(onnx_bytes: bytes) -> dict[str, int]:
     """Compute kernels by the element type of their weight operand, in the graph ORT executes.
 
     This is what the runtime computes in, whatever the file stores: ORT's CPU provider has no fp16
-    convolution, so an fp16 file's convolutions show up here as float32 (it casts the weights on load).
+    convolution, so an fp16 file's convolutions show up here as float32 (it casts the weights on load). A
+    MatMulNBits kernel (packed 4/8-bit weights, float32 arithmetic) counts as "int4 weight-only" / "int8 weight-only".
     """
     graph = optimized_graph(onnx_bytes).graph
     types = {init.name: init.data_type for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     counts: collections.Counter[str] = collections.Counter()
     for node in graph.node:
+        if node.op_type == "MatMulNBits":   # packed low-bit weights, unpacked to float32 inside the kernel
+            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            counts[f"int{bits} weight-only"] += 1
+            continue
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         weight = node.input[3] if node.op_type in ("QLinearConv", "QLinearMatMul", "QGemm") else node.input[1]

@@ -22,7 +22,7 @@ register_method = METHODS.register
 
 # Method families in the order reports list them; a family not named here sorts after these, by name.
 FAMILIES: tuple[str, ...] = ("baseline", "pruning", "quantization", "distillation", "weight_sharing", "low_rank",
-                             "chain", "peer")
+                             "token_merging", "chain", "peer")
 
 
 def family_rank(family: str) -> tuple[int, str]:

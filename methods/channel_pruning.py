@@ -33,6 +33,7 @@ from torch import nn
 
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.distillation import DistillLoss, FeaturePair
+from slimbench.baselines.transformers import HeadAttention
 from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.core.params import added, bounded, check_ranges
 from slimbench.deploy.counting import count_macs
@@ -365,7 +366,18 @@ class ChannelPruning(Method):
             raise ConfigError(f"{self.name}: kd_features are hints from the unpruned model, used while recovering "
                               f"by distillation; set recover: distill (got recover: {self.recover})")
 
+    def not_applicable(self, model: nn.Module) -> str | None:
+        if any(isinstance(m, HeadAttention) for m in model.modules()):
+            return ("its attention layers split channels into heads, which channel pruning would cut across "
+                    "(prune.heads removes whole heads)")
+        if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+            return "torch-pruning's dependency graph does not shrink a recurrent layer's hidden units"
+        return None
+
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        reason = self.not_applicable(model)
+        if reason:
+            raise NotApplicableError(f"{self.name}: {reason}")
         example = ctx.task.example_input(1)
         layout = Layout.of(model, example)
         keep = self.shared_channels == "keep"

@@ -324,6 +324,14 @@ class LowRank(Method):
         """Ranks chosen across layers at once (none: each layer by its own rule)."""
         return {}
 
+    def not_applicable(self, model: nn.Module) -> str | None:
+        classifier = output_layer(model)
+        layers = [m for name, m in model.named_modules() if name and self.is_target(m)]
+        if any(m is not classifier or self.include_classifier for m in layers):
+            return None
+        return (f"{type(model).__name__} has no layer {self.decomposition} factorizes"
+                + (" besides its classifier (include_classifier: false)" if layers else ""))
+
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         example = ctx.task.example_input(1)
         classifier = output_layer(model, example)

@@ -51,9 +51,18 @@ def output_layer(model: nn.Module, example: torch.Tensor | None = None) -> nn.Mo
 
 
 def prunable_weights(model: nn.Module, include_classifier: bool = True,
-                     example: torch.Tensor | None = None) -> Pairs:
-    """Every (module, "weight") of conv / linear / embedding layers, in model order (the classifier optional)."""
+                     example: torch.Tensor | None = None, every_matrix: bool = False) -> Pairs:
+    """Every (module, "weight") of conv / linear / embedding layers, in model order (the classifier optional).
+
+    `every_matrix` adds every other parameter of two or more dimensions (a GRU's input and recurrent matrices, a
+    ViT's position embedding and class token): the tensors the stored form counts as weights, so a sparsity
+    claimed over these is the sparsity measured.
+    """
     pairs: Pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE)]
+    if every_matrix:
+        layers = {id(m) for m, _ in pairs}
+        pairs += [(m, name) for m in model.modules() for name, p in m.named_parameters(recurse=False)
+                  if p.dim() >= 2 and not (id(m) in layers and name == "weight")]
     if not include_classifier:
         head = output_layer(model, example)
         pairs = [(m, n) for m, n in pairs if m is not head]
@@ -240,7 +249,7 @@ class UnstructuredPruning(Method):
 
     def apply(self, model: nn.Module, ctx: MethodContext | None) -> Outcome:
         example = ctx.task.example_input(1) if ctx is not None else None
-        pairs = prunable_weights(model, self.include_classifier, example)
+        pairs = prunable_weights(model, self.include_classifier, example, every_matrix=True)
         if not pairs:
             raise NotApplicableError(f"{self.name} needs Conv/Linear/Embedding layers; {type(model).__name__} has none")
         seed = ctx.seed if ctx is not None else 0

@@ -110,9 +110,20 @@ class WeightSummary:
 
 
 def weight_summary(onnx_bytes: bytes) -> WeightSummary:
-    """Classify weight initializers (inputs of Conv/Gemm/MatMul/Gather or of a weight DequantizeLinear)."""
+    """Classify weight initializers (inputs of Conv/Gemm/MatMul/Gather or of a weight DequantizeLinear).
+
+    A float weight may reach its MatMul through a Transpose (a Linear on a token sequence exports so, unfolded),
+    which a quantizer may then quantize at run time like an activation: it is stored float all the same, and counts
+    as that MatMul's float weight.
+    """
     model = onnx.load_from_string(onnx_bytes)
     arrays = initializer_arrays(onnx_bytes)
+    float_source: dict[str, str] = {}    # tensor computed from a float initializer by layout / quantize ops only
+    for node in model.graph.node:
+        if node.op_type in ("Transpose", "QuantizeLinear", "DequantizeLinear") and node.input:
+            source = float_source.get(node.input[0], node.input[0])
+            if source in arrays and arrays[source].dtype not in INT8_DTYPES:
+                float_source[node.output[0]] = source
     out = WeightSummary()
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in arrays and arrays[node.input[0]].ndim >= 2:
@@ -124,6 +135,7 @@ def weight_summary(onnx_bytes: bytes) -> WeightSummary:
         elif node.op_type in ("Conv", "Gemm", "MatMul", "Gather", "ConvTranspose"):
             idx = 0 if node.op_type == "Gather" else 1
             name = node.input[idx] if len(node.input) > idx else ""
+            name = float_source.get(name, name)
             arr = arrays.get(name)
             if arr is None or arr.ndim < 2:
                 continue
@@ -132,6 +144,12 @@ def weight_summary(onnx_bytes: bytes) -> WeightSummary:
             else:
                 out.float_weights += arr.size
                 out.float_weight_names.append(name)
+        elif node.op_type in ("GRU", "LSTM", "RNN"):   # input and recurrent matrices of a recurrent op left float
+            for name in node.input[1:3]:
+                arr = arrays.get(name)
+                if arr is not None and arr.dtype not in INT8_DTYPES:
+                    out.float_weights += arr.size
+                    out.float_weight_names.append(name)
     # dynamic quantization keeps int8 weights as direct inputs of MatMulInteger / ConvInteger / Gather
     for node in model.graph.node:
         if node.op_type in ("MatMulInteger", "ConvInteger"):

@@ -155,13 +155,23 @@ class KMeansSharing(Method):
                 chosen[name] = (module, self.depthwise_clusters)
             else:
                 chosen[name] = (module, self.clusters)
+        layers = {id(m) for m, _ in prunable_weights(model)}
+        for name, module in model.named_modules():   # the stored form counts these as weights too: say they stay
+            for param, value in module.named_parameters(recurse=False):
+                if value.dim() >= 2 and not (id(module) in layers and param == "weight"):
+                    kept[f"{name}.{param}" if name else param] = "not a Conv/Linear/Embedding weight"
         return chosen, kept
+
+    def not_applicable(self, model: nn.Module) -> str | None:
+        chosen, kept = self.plan(model)
+        if chosen:
+            return None
+        return f"no layer to cluster in {type(model).__name__}: {kept or 'it has no Conv/Linear/Embedding'}"
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
         chosen, kept = self.plan(model)
         if not chosen:
-            raise NotApplicableError(f"share.kmeans: no layer to cluster in {type(model).__name__}: "
-                                     f"{kept or 'it has no Conv/Linear/Embedding'}")
+            raise NotApplicableError(f"share.kmeans: {self.not_applicable(model)}")
         clustered = {name: share_weights(module, k, self.init, self.keep_zeros) for name, (module, k) in chosen.items()}
         if self.finetune:
             model = ctx.finetune(model)

@@ -23,7 +23,10 @@ from slimbench.harness.run.suite import parse_suite
 from slimbench.methods import METHODS
 from tests.conftest import SMOKE
 
-MODEL_PARAMS = {"mobilenetv2": {"width_mult": 0.25}}
+# the sequence models at a few thousand weights: every method that runs on them (`example`) stays seconds long
+TINY_SEQUENCE = {"dim": 32, "depth": 2, "heads": 4}
+MODEL_PARAMS = {"mobilenetv2": {"width_mult": 0.25}, "vit": {**TINY_SEQUENCE, "patch": 2}, "kwt": TINY_SEQUENCE,
+                "text-encoder": TINY_SEQUENCE, "gru": {"hidden": 16}}
 # every registered method except throw-away ones other test modules register for their own tests
 METHOD_NAMES = [name for name in METHODS.names() if not name.startswith("test.")]
 RECORD_FIELDS = ("run_id", "suite", "status", "task", "model", "method", "family", "seed", "config", "metrics",

@@ -1,10 +1,13 @@
-"""configs/standard.yaml parses and covers the grid it promises: every registered method, every embedded task, the
-three backbones (distillation from the suite's teacher), seeds 0-2, with the resources a Ray worker is asked for."""
+"""configs/standard.yaml parses and covers the grid it promises: every registered method that applies to a CNN, every
+embedded task, the three backbones (distillation from the suite's teacher), seeds 0-2, with the resources a Ray worker
+is asked for."""
 
 from __future__ import annotations
 
+from slimbench.baselines import build_model
 from slimbench.harness.run.suite import load_suite
-from slimbench.methods import METHODS
+from slimbench.methods import METHODS, build_method
+from slimbench.tasks import InputSpec
 
 EMBEDDED_TASKS = {"fashion-mnist", "rotten-tomatoes", "synth-kws"}
 BACKBONES = {"mobilenetv2", "squeezenet", "efficientnet_b0"}
@@ -13,7 +16,11 @@ BACKBONES = {"mobilenetv2", "squeezenet", "efficientnet_b0"}
 def test_standard_suite_is_every_method_on_every_task_and_backbone():
     suite = load_suite("standard")
     assert suite.name == "standard" and suite.resources.cpus == 1
-    builtin = {e.name for e in METHODS.entries("*") if e.source.get("kind") == "builtin"}
+    mobilenet = build_model("mobilenetv2", InputSpec(1, 28, 28), 10)
+    # every built-in method that applies to a CNN backbone (the attention-only ones are the transformers suite's)
+    builtin = {e.name for e in METHODS.entries("*") if e.source.get("kind") == "builtin"
+               and build_method(e.name, METHODS.get(e.name).example[1]).not_applicable(mobilenet) is None}
+    assert {"prune.heads", "tokens.merge"}.isdisjoint(builtin) and "prune.channel" in builtin
     grid: dict[str, set[tuple[str, str]]] = {}
     for cell in suite.cells:
         grid.setdefault(cell.method.name, set()).add((cell.task.name, cell.model.name))

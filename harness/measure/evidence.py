@@ -2,11 +2,12 @@
 
 A method returns a model and may say what it did (`Outcome.compute`, `requested`, `achieved`); those words
 are kept as the claim. The figures and the two labels come from here:
-- storage: what the stored file holds for the weight tensors (dense fp32 / sparse / codebook / int8 / fp16
-  / bf16, and tied tensors stored once), read from the packed form's encodings;
+- storage: what the stored file holds for the weight tensors (dense fp32 / sparse / codebook / int8 / int4 / fp16
+  / bf16, and tied tensors stored once), read from the packed form's encodings (packed low-bit weights: from the
+  stored graph's MatMulNBits nodes, which say how many weights their bytes hold);
 - compute: what kernels the deployed runtime executes (dense fp32 / masked — zeros in dense kernels / smaller
-  dense — fewer multiply-adds than the reference / int8 / fp16 / bf16), read from the ONNX Runtime graph it
-  really runs, from the layers OpenVINO compiled, or from the torch model's layers.
+  dense — fewer multiply-adds than the reference / int8 / int4 weight-only / fp16 / bf16), read from the ONNX Runtime
+  graph it really runs, from the layers OpenVINO compiled, or from the torch model's layers.
 A claim the measurement contradicts is recorded and shown as "claim not verified".
 """
 
@@ -15,9 +16,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
+import onnx
 import torch
 from torch import nn
 
+from slimbench.deploy.matmul_nbits import NbitsWeight, nbits_weights
 from slimbench.deploy.onnx_export import OnnxModel, kernel_precisions
 from slimbench.deploy.openvino_runtime import OpenVinoModel
 from slimbench.deploy.packing import Packed, unpack_state_dict
@@ -58,6 +62,12 @@ def _encoding(meta: dict[str, Any]) -> str:
     return fmt
 
 
+def _nbits_weights(packed: Packed) -> dict[str, NbitsWeight]:
+    """The MatMulNBits weights of an ONNX model's stored graph (none for a torch model's state)."""
+    graph = getattr(packed, "graph", b"")
+    return nbits_weights(onnx.load_from_string(graph).graph) if graph else {}
+
+
 def storage_evidence(packed: Packed) -> StorageEvidence:
     """Read from the stored encodings, and from the decoded tensors (exactly what was stored)."""
     decoded = unpack_state_dict(packed)
@@ -68,8 +78,17 @@ def storage_evidence(packed: Packed) -> StorageEvidence:
     encodings: Counter[str] = Counter()
     distinct: dict[str, int] = {}
     tied = 0
+    nbits = _nbits_weights(packed)
+    side = {name for w in nbits.values() for name in (w.scales, w.zero_points) if name}
+    for name, w in nbits.items():   # packed low-bit codes: K·N weights in their bytes plus scales and zero points
+        codes, values = w.decode({k: decoded[k].numpy() for k in (w.b, w.scales, w.zero_points) if k})
+        weights += codes.size
+        zeros += int((values == 0).sum())
+        stored_bits += 8 * sum(part_bytes[k] for k in (w.b, w.scales, w.zero_points) if k)
+        encodings[f"int{w.bits}"] += codes.size
+        distinct[name] = int(np.unique(codes).size)
     for name, meta in packed.meta.items():
-        if not _is_weight(meta):
+        if not _is_weight(meta) or name in nbits or name in side:
             continue
         if meta["format"] == "alias":
             tied += 1
