@@ -10,7 +10,12 @@ OpenVINO's int8 kernels either way; the record counts the layers that ran in i8/
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,16 +60,19 @@ class OpenVinoModel(nn.Module):
             path.write_bytes(self.onnx_bytes)
             return ov.Core().read_model(str(path))
 
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                                  "INFERENCE_NUM_THREADS": self.threads or (os.cpu_count() or 1)}
+        if self.precision_hint:
+            config["INFERENCE_PRECISION_HINT"] = self.precision_hint
+        return config
+
     @property
     def compiled(self) -> Any:
         if self._compiled is None:
             import openvino as ov
 
-            config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
-                                      "INFERENCE_NUM_THREADS": self.threads or (os.cpu_count() or 1)}
-            if self.precision_hint:
-                config["INFERENCE_PRECISION_HINT"] = self.precision_hint
-            self._compiled = ov.Core().compile_model(self._model(), "CPU", config)
+            self._compiled = ov.Core().compile_model(self._model(), "CPU", self.config())
         return self._compiled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +118,39 @@ class OpenVinoModel(nn.Module):
         return f"precision_hint={self.precision_hint}, bytes={len(self.onnx_bytes)}, threads={self.threads}"
 
 
+# Compiles the graph and runs one input, alone in a child process: argv = ONNX path, input .npy path, config JSON.
+PROBE = """
+import json, sys
+import numpy as np
+import openvino as ov
+core = ov.Core()
+core.compile_model(core.read_model(sys.argv[1]), "CPU", json.loads(sys.argv[3]))(np.load(sys.argv[2]))
+"""
+_PROBED: dict[str, str | None] = {}
+
+
+def crash_in_child(model: OpenVinoModel, example: torch.Tensor) -> str | None:
+    """The signal that killed a child process running `model` once, or None when it ran (or raised an exception).
+
+    OpenVINO's CPU plugin can die with a segmentation fault on a graph it compiled (seen on EfficientNet-B0's int8
+    QDQ graph under AVX2-pinned oneDNN): no exception reaches Python, so the probe runs where a crash costs only
+    the child, and the cell records a refusal instead of losing the process. Probed once per graph, input shape,
+    configuration and kernel cap.
+    """
+    x = example[:1].detach().cpu().numpy()
+    config = json.dumps(model.config(), sort_keys=True)
+    key = hashlib.sha256(model.onnx_bytes + f"{x.shape}{config}{os.environ.get(ISA_CAP)}".encode()).hexdigest()
+    if key not in _PROBED:
+        with tempfile.TemporaryDirectory() as tmp:
+            graph, data = Path(tmp) / "model.onnx", Path(tmp) / "input.npy"
+            graph.write_bytes(model.onnx_bytes)
+            np.save(data, x)
+            code = subprocess.run([sys.executable, "-c", PROBE, str(graph), str(data), config],
+                                  capture_output=True, timeout=900).returncode
+        _PROBED[key] = signal.Signals(-code).name if code < 0 else None
+    return _PROBED[key]
+
+
 class _OpenVino(Runtime):
     precision_hint: str | None = "f32"
 
@@ -126,6 +167,9 @@ class _OpenVino(Runtime):
                                      model.precision)
         else:
             deployed = OpenVinoModel(export_onnx(model, example), self.precision_hint, threads, model)
+        crashed = crash_in_child(deployed, example)
+        if crashed:
+            raise NotApplicableError(self.refusal(f"the plugin crashed the process running it ({crashed})"))
         try:   # compiled here, so a graph the plugin has no kernels for is refused with its reason, not a crash later
             _ = deployed.compiled
         except RuntimeError as exc:
@@ -136,7 +180,7 @@ class _OpenVino(Runtime):
         reason = [line for line in error.splitlines() if line.strip()][-1].strip()
         capped = os.environ.get(ISA_CAP)
         pinned = f" with the kernels pinned ({ISA_CAP}={capped})" if capped else ""
-        return f"OpenVINO's CPU plugin cannot compile this graph{pinned}: {reason}"
+        return f"OpenVINO's CPU plugin cannot run this graph{pinned}: {reason}"
 
     def file_bytes(self, deployed: nn.Module) -> int | None:
         return deployed.ir_bytes() if isinstance(deployed, OpenVinoModel) else None
@@ -167,7 +211,7 @@ class OpenVinoDefault(_OpenVino):
         if not capped:
             return super().refusal(error)
         reason = [line for line in error.splitlines() if line.strip()][-1].strip()
-        return (f"OpenVINO's default precision on this CPU cannot compile with the kernels pinned "
+        return (f"OpenVINO's default precision on this CPU cannot run this graph with the kernels pinned "
                 f"({ISA_CAP}={capped}): {reason}; measured in the native-kernel process (latency) and with "
                 f"--native-kernels (accuracy)")
 

@@ -114,10 +114,28 @@ def test_a_graph_openvino_cannot_compile_is_refused_with_the_plugins_reason(mode
         with pytest.raises(NotApplicableError, match=r"AVX2.*Supported primitive descriptors list is empty for node"):
             deploy(model, runtime, x, threads=1)
     monkeypatch.delenv(ISA_CAP)
-    with pytest.raises(NotApplicableError, match=r"cannot compile this graph: Supported primitive"):
+    with pytest.raises(NotApplicableError, match=r"cannot run this graph: Supported primitive"):
         deploy(model, "openvino", x, threads=1)
     out = quality_by_runtime(model, ("openvino",), "eager", model, evaluate_test(model, task), task, x)
     assert "/features/MaxPool" in out["openvino"].unavailable and out["openvino"].accuracy is None
+
+
+def test_a_graph_that_crashes_openvino_is_refused_and_the_process_survives(model, task, monkeypatch):
+    """The probe runs the graph in a child first: a child killed by a signal becomes a refusal naming it."""
+    from slimbench.deploy import openvino_runtime as ovr
+
+    real_probe = ovr.PROBE
+    monkeypatch.setattr(ovr, "_PROBED", {})
+    monkeypatch.setattr(ovr, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    x = task.example_input(4)
+    with pytest.raises(NotApplicableError, match=r"crashed the process running it \(SIGSEGV\)"):
+        deploy(model, "openvino", x, threads=1)
+    with pytest.raises(NotApplicableError, match="SIGSEGV"):   # remembered: the graph is not probed twice
+        deploy(model, "openvino", x, threads=1)
+    monkeypatch.setattr(ovr, "_PROBED", {})
+    monkeypatch.setattr(ovr, "PROBE", real_probe)
+    assert isinstance(deploy(model, "openvino", x, threads=1), OpenVinoModel)
+    assert list(ovr._PROBED.values()) == [None]   # the real probe ran the graph in its child and it survived
 
 
 def test_deployed_models_travel_to_the_latency_process(model, task):
