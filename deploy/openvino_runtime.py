@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import NotApplicableError
+from slimbench.deploy.executorch_runtime import only_in_executorch
 from slimbench.deploy.onnx_export import OnnxModel, export_onnx
 from slimbench.deploy.runtime_registry import Runtime, register_runtime
 
@@ -159,6 +160,7 @@ class _OpenVino(Runtime):
             import openvino  # noqa: F401
         except ImportError as exc:
             raise NotApplicableError(f"OpenVINO is not installed ({exc}); pip install openvino") from None
+        only_in_executorch(model, "OpenVINO")
         if isinstance(model, OpenVinoModel):
             deployed = OpenVinoModel(model.onnx_bytes, self.precision_hint, threads, model.float_model,
                                      model.source_precision)

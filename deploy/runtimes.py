@@ -17,6 +17,15 @@ import torch
 from torch import nn
 
 from slimbench.core.errors import ConfigError, NotApplicableError, StoredFormError, UnknownNameError
+from slimbench.deploy.executorch_runtime import (
+    EXECUTORCH_PAYLOAD_KEY,
+    ExecutorchModel,
+    check_program,
+    lower_to_xnnpack,
+    only_in_executorch,
+    program_from_payload,
+    program_packed,
+)
 from slimbench.deploy.onnx_export import (
     ONNX_PAYLOAD_KEY,
     OnnxModel,
@@ -37,6 +46,7 @@ class Eager(Runtime):
     def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
         if isinstance(model, OnnxModel):
             raise NotApplicableError(f"this {model.precision} ONNX Runtime graph has no eager form")
+        only_in_executorch(model, "eager")
         return model
 
 
@@ -47,6 +57,7 @@ class OnnxRuntime(Runtime):
     def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
         if isinstance(model, OnnxModel):
             return model.with_threads(threads)
+        only_in_executorch(model, "ONNX Runtime")
         return OnnxModel(export_onnx(model, example), float_model=model, threads=threads)
 
     def file_bytes(self, deployed: nn.Module) -> int | None:
@@ -63,6 +74,7 @@ class Compile(Runtime):
     def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
         if isinstance(model, OnnxModel):
             raise NotApplicableError(f"this {model.precision} ONNX Runtime graph has no compile form")
+        only_in_executorch(model, "torch.compile")
         return cast(nn.Module, torch.compile(model))   # a module compiles to a module (OptimizedModule)
 
 
@@ -90,18 +102,22 @@ def deploy(model: nn.Module, runtime: str, example: torch.Tensor, threads: int |
 
 
 def torch_form(model: nn.Module) -> nn.Module:
-    """The torch module that parameters and MACs are counted on (an ONNX graph counts its source architecture)."""
-    if isinstance(model, OnnxModel):
+    """The torch module that parameters and MACs are counted on (an ONNX graph or an ExecuTorch program counts its
+    source architecture)."""
+    if isinstance(model, (OnnxModel, ExecutorchModel)):
         if model.float_model is None:
-            raise NotApplicableError("an ONNX Runtime model without its source torch model cannot be counted")
+            raise NotApplicableError(f"a {type(model).__name__} without its source torch model cannot be counted")
         return model.float_model
     return model
 
 
 def stored_form(model: nn.Module) -> Packed:
-    """The real stored representation: ONNX initializers for an ONNX graph, the packed state dict otherwise."""
+    """The real stored representation: ONNX initializers for an ONNX graph, the `.pte` file for an ExecuTorch
+    program, the packed state dict otherwise."""
     if isinstance(model, OnnxModel):
         return onnx_packed(model.onnx_bytes)
+    if isinstance(model, ExecutorchModel):
+        return program_packed(model)
     return pack_state_dict(model.state_dict())
 
 
@@ -118,6 +134,11 @@ def check_packed(packed: Packed, model: nn.Module) -> None:
     if not isinstance(packed, Packed):
         raise StoredFormError(f"a method's Outcome.packed must be a slimbench Packed (deploy.packing), got "
                               f"{type(packed).__name__}")
+    if isinstance(model, ExecutorchModel):
+        check_program(packed, model)
+        return
+    if getattr(packed, "program", None):
+        raise StoredFormError("it carries an ExecuTorch program, but the model is not one")
     if isinstance(model, OnnxModel):
         expected = {k: torch.from_numpy(v.copy()) for k, v in model.initializers().items()}
         _check_onnx_graph(packed, model)
@@ -229,9 +250,18 @@ def reference_stored_like(reference: nn.Module, example: torch.Tensor) -> Packed
     return onnx_packed(optimized_graph(export_onnx(reference, example), level="basic").SerializeToString())
 
 
+def reference_program_like(reference: nn.Module, example: torch.Tensor, model: ExecutorchModel) -> Packed:
+    """The fp32 reference in the stored form of an ExecuTorch program: lowered to XNNPACK the same way (same batch
+    axis), its `.pte` file."""
+    return program_packed(ExecutorchModel(lower_to_xnnpack(reference.eval(), example, model.max_batch), model.max_batch,
+                                          None, reference))
+
+
 def load_artifact(data: bytes, fresh_model: Callable[[], nn.Module]) -> nn.Module:
     """A saved cell artifact back as a runnable model (never unpickles code: `weights_only=True`)."""
     payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    if EXECUTORCH_PAYLOAD_KEY in payload:
+        return program_from_payload(payload)
     if ONNX_PAYLOAD_KEY in payload:
         return OnnxModel(onnx_from_payload(payload))
     state = unpack_state_dict(Packed.from_payload(payload))
@@ -243,7 +273,7 @@ def load_artifact(data: bytes, fresh_model: Callable[[], nn.Module]) -> nn.Modul
 
 
 # the runtimes in their own modules register on import (they import their libraries only when they deploy)
-from slimbench.deploy import executorch_runtime, openvino_runtime  # noqa: E402, F401
+from slimbench.deploy import openvino_runtime  # noqa: E402, F401
 
 
 # read the registry here, where every built-in runtime has registered

@@ -11,6 +11,7 @@ from torch import nn
 
 from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel
+from slimbench.core.errors import NotApplicableError
 from slimbench.core.registry import Registry, parse_params
 from slimbench.deploy.packing import Packed
 from slimbench.tasks.base import MethodView
@@ -124,6 +125,13 @@ class Method(abc.ABC):
         Override it only where the architecture alone decides, with the same rule `apply` refuses by.
         """
         return None
+
+    def require_applicable(self, model: nn.Module) -> None:
+        """Raise NotApplicableError with `not_applicable`'s reason, so `apply` refuses by the very rule the harness
+        asked before training."""
+        reason = self.not_applicable(model)
+        if reason:
+            raise NotApplicableError(f"{getattr(self, 'name', type(self).__name__)}: {reason}")
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:

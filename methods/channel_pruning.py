@@ -375,9 +375,7 @@ class ChannelPruning(Method):
         return None
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        reason = self.not_applicable(model)
-        if reason:
-            raise NotApplicableError(f"{self.name}: {reason}")
+        self.require_applicable(model)
         example = ctx.task.example_input(1)
         layout = Layout.of(model, example)
         keep = self.shared_channels == "keep"

@@ -21,10 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from slimbench.baselines.transformers import HeadAttention, MergingBlock
-from slimbench.core.errors import NotApplicableError
 from slimbench.core.params import bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.layer_inputs import hooked_eval, hooked_pass
 
 Importance = Literal["gradient", "output_norm"]
 
@@ -53,9 +53,7 @@ def head_scores(model: nn.Module, loader: DataLoader, criterion: Importance) -> 
         return gate_heads
 
     handles = [m.proj.register_forward_pre_hook(hook(name, m)) for name, m in layers.items()]
-    training = model.training
-    model.eval()
-    try:
+    with hooked_eval(model, handles):
         for x, y in loader:
             if criterion == "gradient":
                 with torch.enable_grad():
@@ -66,10 +64,6 @@ def head_scores(model: nn.Module, loader: DataLoader, criterion: Importance) -> 
             else:
                 with torch.no_grad():
                     model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(training)
     return scores
 
 
@@ -135,12 +129,7 @@ def attention_macs(model: nn.Module, example: torch.Tensor) -> int:
 
     handles = [blocks[id(m)].norm1.register_forward_hook(capture(name)) for name, m in layers.items()
                if id(m) in blocks]
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_pass(model, handles, example)
     return sum(count_macs(layers[name], x) for name, x in inputs.items())
 
 
@@ -173,9 +162,7 @@ class HeadPruning(Method):
         return None
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        reason = self.not_applicable(model)
-        if reason:
-            raise NotApplicableError(f"{self.name}: {reason}")
+        self.require_applicable(model)
         example = ctx.task.example_input(1)
         macs_before, params_before = count_macs(model, example), sum(p.numel() for p in model.parameters())
         attn_before, attn_macs_before = attention_weights(model), attention_macs(model, example)

@@ -7,11 +7,13 @@ do. Forward hooks on the layers collect them from the task's training-split cali
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from slimbench.methods.base import MethodContext
 from slimbench.methods.pruning import output_layer
@@ -59,6 +61,25 @@ class InputStats:
         return self.sq_sum.sqrt()
 
 
+@contextmanager
+def hooked_eval(model: nn.Module, handles: list[RemovableHandle]) -> Iterator[nn.Module]:
+    """`model` in eval mode while the hooks behind `handles` observe it; afterwards, even if a pass failed, the
+    hooks are removed and the model is back in the mode it came in, so measuring it leaves no trace on it."""
+    training = model.training
+    try:
+        yield model.eval()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(training)
+
+
+def hooked_pass(model: nn.Module, handles: list[RemovableHandle], example: torch.Tensor) -> None:
+    """One forward pass of `example`'s first item, without gradients, for the hooks behind `handles` to observe."""
+    with hooked_eval(model, handles), torch.no_grad():
+        model(example[:1])
+
+
 @torch.no_grad()
 def collect(model: nn.Module, layers: dict[str, nn.Linear], batches: list[torch.Tensor],
             gram: bool = False) -> dict[str, InputStats]:
@@ -66,15 +87,9 @@ def collect(model: nn.Module, layers: dict[str, nn.Linear], batches: list[torch.
     stats = {name: InputStats(m.in_features, gram) for name, m in layers.items()}
     handles = [m.register_forward_pre_hook(lambda _m, args, s=stats[name]: s.add(args[0]))
                for name, m in layers.items()]
-    training = model.training
-    model.eval()
-    try:
+    with hooked_eval(model, handles):
         for x in batches:
             model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(training)
     return stats
 
 
@@ -83,14 +98,7 @@ def forward_order(model: nn.Module, layers: dict[str, nn.Linear], example: torch
     seen: list[str] = []
     handles = [m.register_forward_pre_hook(lambda _m, _a, n=name: seen.append(n) if n not in seen else None)
                for name, m in layers.items()]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(training)
+    hooked_pass(model, handles, example)
     return seen + [n for n in layers if n not in seen]
 
 

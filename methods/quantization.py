@@ -442,6 +442,7 @@ class DynamicInt8(Method):
     """
 
     family: ClassVar[str] = "quantization"
+    name: ClassVar[str] = "quant.dynamic_int8"
     uses_finetune = False
     produces = "onnx-int8"
     # 2: claims the average bits of its int8 and float weights, not 8; 3: exact int8 arithmetic on every CPU
@@ -467,9 +468,7 @@ class DynamicInt8(Method):
                 f"({', '.join(sorted({k.__name__ for op in self.op_types for k in DYNAMIC_LAYERS[op]}))})")
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        reason = self.not_applicable(model)
-        if reason:
-            raise NotApplicableError(f"quant.dynamic_int8: {reason}")
+        self.require_applicable(model)
         fp32 = export_onnx(model, ctx.task.example_input(2))
         with tempfile.TemporaryDirectory() as tmp_dir:
             tmp = Path(tmp_dir)

@@ -260,6 +260,7 @@ class CrossLayerSharing(Method):
     """
 
     family: ClassVar[str] = "weight_sharing"
+    name: ClassVar[str] = "share.cross_layer"
     example: ClassVar[tuple[str, dict[str, Any]]] = ("mobilenetv2", {})   # needs repeated identical blocks
     stages: list[int] | None = None
     group_size: int = 0
@@ -286,9 +287,7 @@ class CrossLayerSharing(Method):
         return None
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        reason = self.not_applicable(model)
-        if reason:
-            raise NotApplicableError(f"share.cross_layer: {reason}")
+        self.require_applicable(model)
         runs = repeated_runs(model)
         wanted = range(len(runs)) if self.stages is None else self.stages
         before = sum(p.numel() for p in model.parameters())

@@ -25,7 +25,7 @@ from torch import nn
 from slimbench.core.errors import NotApplicableError
 from slimbench.core.params import bounded
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
-from slimbench.methods.layer_inputs import calibration_batches, collect
+from slimbench.methods.layer_inputs import calibration_batches, collect, hooked_pass
 from slimbench.methods.quantization import StaticInt8Params, int8_outcome, static_int8
 
 
@@ -48,14 +48,7 @@ def norm_consumers(model: nn.Module, example: torch.Tensor) -> dict[str, list[st
         return hook
 
     handles += [m.register_forward_pre_hook(reads(n)) for n, m in linears.items()]
-    training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(training)
+    hooked_pass(model, handles, example)
     return pairs
 
 

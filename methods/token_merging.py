@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from slimbench.baselines.transformers import MergingBlock, SequenceEncoder
-from slimbench.core.errors import NotApplicableError
 from slimbench.core.params import bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.layer_inputs import hooked_pass
 
 
 def merging_blocks(model: nn.Module) -> dict[str, MergingBlock]:
@@ -31,12 +31,7 @@ def tokens_per_block(model: nn.Module, example: torch.Tensor) -> list[int]:
     counts: list[int] = []
     handles = [block.norm1.register_forward_pre_hook(lambda _m, args: counts.append(int(args[0].shape[1])))
                for block in merging_blocks(model).values()]
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_pass(model, handles, example)
     return counts
 
 
@@ -65,9 +60,7 @@ class TokenMerging(Method):
         return None
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
-        reason = self.not_applicable(model)
-        if reason:
-            raise NotApplicableError(f"{self.name}: {reason}")
+        self.require_applicable(model)
         example = ctx.task.example_input(1)
         before, macs_before = tokens_per_block(model, example), count_macs(model, example)
         for block in merging_blocks(model).values():

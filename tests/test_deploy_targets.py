@@ -203,8 +203,9 @@ def test_weights_auto_is_ptq_only():
 
 
 def test_a_runtimes_suite_reports_every_model_in_every_runtime_from_its_records(smoke_config, tmp_path):
-    """Two seeds of baseline, slimbench's int8 and ONNX Runtime's own quantizer, measured in three runtimes: every
-    figure of runtimes.md comes from the records (accuracy in each runtime, Δ paired with the baseline there)."""
+    """Two seeds of baseline, slimbench's int8, ONNX Runtime's and ExecuTorch's own quantizers, measured in three
+    runtimes (and ExecuTorch, where its peer deploys): every figure of runtimes.md comes from the records (accuracy in
+    each runtime, Δ paired with the baseline there), and each peer has its row beside slimbench's int8."""
     from slimbench.harness.report.build import build_report
     from slimbench.harness.report.runtimes import runtime_rows
     from slimbench.harness.run.records import load_records
@@ -213,13 +214,14 @@ def test_a_runtimes_suite_reports_every_model_in_every_runtime_from_its_records(
 
     calibration = {"calibration_samples": 64}
     smoke_config.update(seeds=[0, 1], methods=["baseline", {"name": "quant.ptq_int8", "params": calibration},
-                                              {"name": "peer.ort_quantize_static", "params": calibration}])
+                                              {"name": "peer.ort_quantize_static", "params": calibration},
+                                              {"name": "peer.xnnpack_int8", "params": calibration}])
     smoke_config["measure"].update(runtimes=["eager", "onnxruntime", "openvino"], runtime_accuracy=True,
                                    peak_memory=False, robustness=False)
     runner = SuiteRunner(parse_suite(smoke_config), tmp_path, wandb_mode="disabled", progress=False)
     runner.run()
     records = load_records(tmp_path / "smoke" / "runs")
-    assert len(records) == 6 and all(r.status == "ok" for r in records)
+    assert len(records) == 8 and all(r.status == "ok" for r in records)
     int8 = next(r for r in records if r.method == "quant.ptq_int8" and r.seed == 0)
     assert int8.metrics is not None and set(int8.metrics.by_runtime) == {"eager", "onnxruntime", "openvino"}
     assert int8.metrics.by_runtime["onnxruntime"].accuracy == int8.metrics.accuracy
@@ -227,6 +229,17 @@ def test_a_runtimes_suite_reports_every_model_in_every_runtime_from_its_records(
     build_report(tmp_path / "smoke")
     text = (tmp_path / "smoke" / "runtimes.md").read_text()
     assert "peer.ort_quantize_static" in text and "## slimbench's int8 beside the peers'" in text
+    from slimbench.harness.report.runtimes import versus_peers
+
+    versus = {row[3]: row for row in versus_peers(records)}
+    assert set(versus) == {"peer.ort_quantize_static (calibration_samples=64)",
+                           "peer.xnnpack_int8 (calibration_samples=64)"}
+    xnnpack = versus["peer.xnnpack_int8 (calibration_samples=64)"]
+    assert xnnpack[4] == "onnxruntime vs executorch" and xnnpack[-1] == "2" and xnnpack[3] in text
+    program = next(r for r in records if r.method == "peer.xnnpack_int8" and r.seed == 0)
+    assert "runs only in ExecuTorch" in (program.metrics.by_runtime["openvino"].unavailable or "")
+    assert program.reference.stored_form == "executorch fp32 .pte (XNNPACK)"
+    assert program.metrics.stored_bytes == program.metrics.by_runtime["executorch"].file_bytes
     rows = {(r.method, r.runtime): r for r in runtime_rows(records)}
     row = rows[("quant.ptq_int8", "openvino")]
     bases = {r.seed: r for r in records if r.method == "baseline"}

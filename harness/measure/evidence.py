@@ -4,10 +4,12 @@ A method returns a model and may say what it did (`Outcome.compute`, `requested`
 are kept as the claim. The figures and the two labels come from here:
 - storage: what the stored file holds for the weight tensors (dense fp32 / sparse / codebook / int8 / int4 / fp16
   / bf16, and tied tensors stored once), read from the packed form's encodings (packed low-bit weights: from the
-  stored graph's MatMulNBits nodes, which say how many weights their bytes hold);
+  stored graph's MatMulNBits nodes, which say how many weights their bytes hold; an ExecuTorch program: from the
+  constants its `.pte` stores, with their element types);
 - compute: what kernels the deployed runtime executes (dense fp32 / masked — zeros in dense kernels / smaller
   dense — fewer multiply-adds than the reference / int8 / int4 weight-only / fp16 / bf16), read from the ONNX Runtime
-  graph it really runs, from the layers OpenVINO compiled, or from the torch model's layers.
+  graph it really runs, from the layers OpenVINO compiled, from the kernels of an ExecuTorch program (its XNNPACK
+  nodes by the element type of their weight, and its own float operators), or from the torch model's layers.
 A claim the measurement contradicts is recorded and shown as "claim not verified".
 """
 
@@ -21,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from slimbench.deploy.executorch_runtime import ExecutorchModel, ProgramPacked, program_contents
 from slimbench.deploy.matmul_nbits import NbitsWeight, nbits_weights
 from slimbench.deploy.onnx_export import OnnxModel, kernel_precisions
 from slimbench.deploy.openvino_runtime import OpenVinoModel
@@ -68,8 +71,42 @@ def _nbits_weights(packed: Packed) -> dict[str, NbitsWeight]:
     return nbits_weights(onnx.load_from_string(graph).graph) if graph else {}
 
 
+def _label(encodings: Counter[str], weights: int, tied: int = 0) -> str:
+    shares = [(enc, n) for enc, n in encodings.most_common() if n >= SHARE * weights]
+    label = "+".join(enc for enc, _ in shares) or encodings.most_common(1)[0][0]
+    return label + " (tied)" if tied else label
+
+
+_PROGRAM_ENCODINGS = {"int8": "int8", "uint8": "int8", "int4": "int4", "float32": "dense fp32", "float16": "fp16",
+                      "bfloat16": "bf16"}
+
+
+def program_storage_evidence(packed: ProgramPacked) -> StorageEvidence:
+    """An ExecuTorch program's weights (its constants of two or more dimensions), read from the `.pte`: each one's
+    stored element type, its bytes (per-channel scales aside, as an ONNX graph's scales are), and its stored values."""
+    weights = zeros = stored_bits = 0
+    encodings: Counter[str] = Counter()
+    distinct: dict[str, int] = {}
+    for constant in program_contents(packed.program).constants:
+        if len(constant.shape) < 2:
+            continue
+        n = int(np.prod(constant.shape, dtype=np.int64))
+        weights += n
+        stored_bits += 8 * constant.nbytes
+        encodings[_PROGRAM_ENCODINGS.get(constant.dtype, f"dense {constant.dtype}")] += n
+        if constant.values is not None:
+            zeros += int((constant.values == 0).sum())
+            distinct[constant.name] = int(np.unique(constant.values).size)
+    if weights == 0:
+        return StorageEvidence("empty", 0, 0.0, 0.0, 0, {}, {}, 0)
+    return StorageEvidence(_label(encodings, weights), weights, zeros / weights, stored_bits / weights,
+                           max(distinct.values(), default=0), distinct, dict(encodings), 0)
+
+
 def storage_evidence(packed: Packed) -> StorageEvidence:
     """Read from the stored encodings, and from the decoded tensors (exactly what was stored)."""
+    if isinstance(packed, ProgramPacked):
+        return program_storage_evidence(packed)
     decoded = unpack_state_dict(packed)
     part_bytes: Counter[str] = Counter()
     for key, tensor in packed.tensors.items():
@@ -101,12 +138,8 @@ def storage_evidence(packed: Packed) -> StorageEvidence:
         distinct[name] = int(torch.unique(t).numel())
     if weights == 0:
         return StorageEvidence("empty", 0, 0.0, 0.0, 0, {}, {}, tied)
-    shares = [(enc, n) for enc, n in encodings.most_common() if n >= SHARE * weights]
-    label = "+".join(enc for enc, _ in shares) or encodings.most_common(1)[0][0]
-    if tied:
-        label += " (tied)"
-    return StorageEvidence(label, weights, zeros / weights, stored_bits / weights, max(distinct.values()),
-                           distinct, dict(encodings), tied)
+    return StorageEvidence(_label(encodings, weights, tied), weights, zeros / weights, stored_bits / weights,
+                           max(distinct.values()), distinct, dict(encodings), tied)
 
 
 def compute_evidence(deployed: nn.Module, counted: nn.Module, macs: int, reference_macs: int,
@@ -116,6 +149,8 @@ def compute_evidence(deployed: nn.Module, counted: nn.Module, macs: int, referen
         kernels = kernel_precisions(deployed.onnx_bytes)
     elif isinstance(deployed, OpenVinoModel):
         kernels = deployed.kernel_precisions()
+    elif isinstance(deployed, ExecutorchModel):
+        kernels = program_contents(deployed.pte).kernels
     else:
         kernels = dict(Counter(str(m.weight.dtype).removeprefix("torch.") for m in counted.modules()
                                if isinstance(m, _LAYER_KINDS) and isinstance(getattr(m, "weight", None), torch.Tensor)))

@@ -29,6 +29,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerGradientXActivation, LayerIntegratedGradients, Saliency
 from torch import nn
 
+from slimbench.deploy.executorch_runtime import ExecutorchModel
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.harness.measure.explanation_data import (
     DEPLOYED_MODEL,
@@ -212,8 +213,9 @@ def explain_deployed(model: nn.Module, deployed: nn.Module, task: Task, baseline
     """`explain` for a cell's model as its runtime runs it. An ONNX Runtime graph computes the curves itself (int8
     kernels and all) and is attributed through its float source; eager and torch.compile run the same function, so
     the eager model computes both (a compiled model would recompile for every new batch shape)."""
-    if isinstance(model, OnnxModel):
-        return explain(deployed, model.float_model, "the float model the ONNX Runtime graph was made from (a runtime "
+    if isinstance(model, (OnnxModel, ExecutorchModel)):
+        made = "ONNX Runtime graph" if isinstance(model, OnnxModel) else "ExecuTorch program"
+        return explain(deployed, model.float_model, f"the float model the {made} was made from (a runtime "
                        "graph has no gradients)", task, baseline, cfg)
     return explain(deployed if isinstance(deployed, OnnxModel) else model, model, DEPLOYED_MODEL, task, baseline,
                    cfg)

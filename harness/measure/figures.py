@@ -139,6 +139,6 @@ class Reference:
     latency_bn_ms: float
     runtime: str
     stored_bytes: int                # like for like: the fp32 reference in the model's stored form
-    stored_form: str                 # "state dict", or "onnx fp32, BatchNorm folded" for a runtime graph
+    stored_form: str                 # "state dict", "onnx fp32, BatchNorm folded" or "executorch fp32 .pte (XNNPACK)"
     state_dict_stored_bytes: int     # the raw state dict's packed size beside it
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)   # every runtime's timings, as `Metrics.latency`

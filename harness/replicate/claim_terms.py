@@ -27,7 +27,9 @@ PER_RECORD = ("compression_x", "gzip_x", "macs_x", "connections_x", "accuracy_pt
 # two baseline seeds (Hooker et al.'s "the damage is concentrated in a few classes", net of retraining's churn); the
 # attributions' agreement with the same-seed baseline, less the same agreement between two baseline seeds
 PAIRED_ONLY = ("worst_class_excess_pts", "agreement_minus_floor_pts")
-ROW_VALUES = ("speedup_b1_x", "macs_x_over_speedup_b1")
+# read from the leaderboard row (its timing band): the batch-1 speedup, the batch-N one (throughput, the measure of
+# papers that time large batches), and the MACs ratio over the batch-1 speedup
+ROW_VALUES = ("speedup_b1_x", "speedup_bn_x", "macs_x_over_speedup_b1")
 NOISY = ("accuracy_pts", "delta_accuracy_pts", "delta_macro_f1_pts", "delta_vs_teacher_pts", "corrupted_accuracy_pts",
          "corrupted_minus_clean_pts", "worst_class_excess_pts")   # carry the seeds' spread
 DELTA_VS_BASELINE = ("delta_accuracy_pts", "delta_macro_f1_pts")   # a Δ against the row's own baseline

@@ -22,6 +22,7 @@ from slimbench.baselines.classifier import TrainConfig
 from slimbench.baselines.training import TrainedModel, current_devices, fit
 from slimbench.core.errors import SlimbenchError
 from slimbench.deploy.counting import count_macs, count_params, peak_memory_bytes, serialized_sizes
+from slimbench.deploy.executorch_runtime import ExecutorchModel
 from slimbench.deploy.latency import measure_latency, speedup_bands
 from slimbench.deploy.onnx_export import OnnxModel
 from slimbench.deploy.packing import Packed, pack_state_dict
@@ -29,6 +30,7 @@ from slimbench.deploy.runtimes import (
     check_packed,
     check_runtime,
     deploy,
+    reference_program_like,
     reference_stored_like,
     stored_form,
     torch_form,
@@ -300,7 +302,8 @@ class SuiteRunner:
             stages = [self.measure_stage(stage, base, task, cell,
                                          measured if stage.outcome.model is result.model else None)
                       for stage in result.stages]
-            artifact = self.save_artifact(cell, measured.data, not isinstance(result.model, OnnxModel))
+            artifact = self.save_artifact(cell, measured.data,
+                                          not isinstance(result.model, (OnnxModel, ExecutorchModel)))
             measure_seconds = time.perf_counter() - t_measure
             compression = Compression(baseline=family == "baseline", storage_formats=measured.packed.formats(),
                                       evidence=measured.evidence)
@@ -357,10 +360,15 @@ class SuiteRunner:
         if cfg.runtime_accuracy:
             by_runtime = quality_by_runtime(model, cfg.runtimes, runtime, deployed, evaluation, task, xn)
             lap("runtimes")
-        data, gz = serialized_sizes(packed, structure=None if isinstance(model, OnnxModel) else describe(model))
+        runtime_graph = isinstance(model, (OnnxModel, ExecutorchModel))   # rebuilt from its own file, no structure
+        data, gz = serialized_sizes(packed, structure=None if runtime_graph else describe(model))
         ref_packed = pack_state_dict(reference_model.state_dict())
         ref_data, ref_gz = serialized_sizes(ref_packed, structure=describe(reference_model))
-        like = reference_stored_like(reference_model, xn) if isinstance(model, OnnxModel) else None
+        like, like_form = None, "state dict"
+        if isinstance(model, OnnxModel):
+            like, like_form = reference_stored_like(reference_model, xn), "onnx fp32, BatchNorm folded"
+        elif isinstance(model, ExecutorchModel):
+            like, like_form = reference_program_like(reference_model, xn, model), "executorch fp32 .pte (XNNPACK)"
         lap("sizes")
         latency, latency_kernels = measure_latency(model, None if model_is_reference else reference_model, runtime,
                                                    {"b1": x1, "bn": xn}, cfg)
@@ -388,7 +396,7 @@ class SuiteRunner:
             # like for like: the fp32 reference in the model's stored form (an ONNX graph with the same graph
             # optimisations, BatchNorm folded, for a runtime graph); the raw state dict's size beside it
             stored_bytes=like.nbytes if like is not None else ref_packed.nbytes,
-            stored_form="onnx fp32, BatchNorm folded" if like is not None else "state dict",
+            stored_form=like_form,
             state_dict_stored_bytes=ref_packed.nbytes, latency=latency["reference"],
         )
         metrics.speedup = {rt: {example: SpeedupBand(**band) for example, band in by_example.items()}
