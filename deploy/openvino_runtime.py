@@ -128,6 +128,12 @@ core = ov.Core()
 core.compile_model(core.read_model(sys.argv[1]), "CPU", json.loads(sys.argv[3]))(np.load(sys.argv[2]))
 """
 _PROBED: dict[str, str | None] = {}
+MEASURED_NATIVELY = "measured in the native-kernel process (latency) and with --native-kernels (accuracy)"
+
+
+def plugin_reason(error: str) -> str:
+    """The last non-empty line of an OpenVINO exception: the plugin's own reason, below its source locations."""
+    return [line for line in error.splitlines() if line.strip()][-1].strip()
 
 
 def crash_in_child(model: OpenVinoModel, example: torch.Tensor) -> str | None:
@@ -179,10 +185,9 @@ class _OpenVino(Runtime):
         return deployed
 
     def refusal(self, error: str) -> str:
-        reason = [line for line in error.splitlines() if line.strip()][-1].strip()
         capped = os.environ.get(ISA_CAP)
         pinned = f" with the kernels pinned ({ISA_CAP}={capped})" if capped else ""
-        return f"OpenVINO's CPU plugin cannot run this graph{pinned}: {reason}"
+        return f"OpenVINO's CPU plugin cannot run this graph{pinned}: {plugin_reason(error)}"
 
     def file_bytes(self, deployed: nn.Module) -> int | None:
         return deployed.ir_bytes() if isinstance(deployed, OpenVinoModel) else None
@@ -212,10 +217,8 @@ class OpenVinoDefault(_OpenVino):
         capped = os.environ.get(ISA_CAP)
         if not capped:
             return super().refusal(error)
-        reason = [line for line in error.splitlines() if line.strip()][-1].strip()
         return (f"OpenVINO's default precision on this CPU cannot run this graph with the kernels pinned "
-                f"({ISA_CAP}={capped}): {reason}; measured in the native-kernel process (latency) and with "
-                f"--native-kernels (accuracy)")
+                f"({ISA_CAP}={capped}): {plugin_reason(error)}; {MEASURED_NATIVELY}")
 
     def deploy(self, model: nn.Module, example: torch.Tensor, threads: int | None) -> nn.Module:
         deployed = super().deploy(model, example, threads)
@@ -225,8 +228,7 @@ class OpenVinoDefault(_OpenVino):
                 and any(p not in INT8_PRECISIONS for p in deployed.layer_precisions()):
             raise NotApplicableError(
                 f"OpenVINO's default precision on this CPU is {deployed.inference_precision()}, which its oneDNN "
-                f"cannot run with the kernels pinned ({ISA_CAP}={capped}); measured in the native-kernel process "
-                f"(latency) and with --native-kernels (accuracy)")
+                f"cannot run with the kernels pinned ({ISA_CAP}={capped}); {MEASURED_NATIVELY}")
         return deployed
 
 
