@@ -226,6 +226,9 @@ def test_pair_train_overrides_apply_after_task_and_model_budgets(smoke_config):
     assert all(b.lr == 0.2 and b.epochs == smoke_config["train"]["epochs"]
                for k, b in budgets.items() if k[1] == "bag-of-embeddings")   # the rule outranks the task's lr
 
+    # a registered model the suite does not list: a base file's budget for another suite, applied to no cell here
+    smoke_config["train_overrides"] = [{"model": "mobilenetv2", "train": {"epochs": 9}}]
+    assert {c.train.epochs for c in parse_suite(smoke_config).cells} == {smoke_config["train"]["epochs"]}
     smoke_config["train_overrides"] = [{"task": "digit", "train": {"epochs": 2}}]
     with pytest.raises(ConfigError, match="matches no task × model of this suite; tasks: digits"):
         parse_suite(smoke_config)

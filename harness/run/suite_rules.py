@@ -24,7 +24,9 @@ class Entry(Protocol):
 def pair_overrides(raw: Any, tasks: Sequence[Entry], models: Sequence[Entry], where: str) -> list[dict[str, Any]]:
     """`train_overrides: [{task: fashion-mnist, model: mobilenetv2, train: {...}}]`: a budget for some pairs only.
 
-    A rule that matches no task × model pair of the suite is an error: it is almost always a misspelt name.
+    A rule that matches no task × model pair of the suite is an error (almost always a misspelt name) unless its
+    patterns name registered tasks and models: a base file then holds the budget of a model only some of the suites
+    that extend it list.
     """
     if raw is None:
         return []
@@ -35,11 +37,19 @@ def pair_overrides(raw: Any, tasks: Sequence[Entry], models: Sequence[Entry], wh
                 or not ({"task", "model"} & set(rule)) or not isinstance(rule["train"], dict)):
             raise ConfigError(f"{where}: each `train_overrides` rule needs `train:` (a mapping) and a `task` "
                               f"and/or `model` pattern, got {rule!r}")
-        if not any(matches_pair(rule, t.name, m.name) for t in tasks for m in models):
+        if not any(matches_pair(rule, t.name, m.name) for t in tasks for m in models) and not _names_registered(rule):
             raise ConfigError(
                 f"{where}: `train_overrides` rule {rule!r} matches no task × model of this suite; tasks: "
                 f"{', '.join(t.name for t in tasks)}; models: {', '.join(m.name for m in models)}")
     return raw
+
+
+def _names_registered(rule: dict[str, Any]) -> bool:
+    from slimbench.baselines import MODELS
+    from slimbench.tasks import TASKS
+
+    return all(any(fnmatch.fnmatchcase(name, str(rule[key])) for name in registry.names())
+               for key, registry in (("task", TASKS), ("model", MODELS)) if key in rule)
 
 
 def matches_pair(rule: dict[str, Any], task: str, model: str) -> bool:
