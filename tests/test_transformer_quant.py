@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -25,6 +26,7 @@ from slimbench.deploy.matmul_nbits import nbits_weights
 from slimbench.deploy.onnx_export import OnnxModel, onnx_from_payload
 from slimbench.deploy.runtimes import stored_form
 from slimbench.harness.measure.evidence import compute_evidence, storage_evidence
+from slimbench.harness.report.low_bit import packed_bits_per_weight
 from slimbench.methods import build_method
 from slimbench.methods.gptq import gptq, reconstruction_error, rtn
 from slimbench.methods.layer_inputs import InputStats
@@ -120,6 +122,10 @@ def test_int4_weights_are_packed_two_per_byte_in_matmul_nbits(int4):
     assert storage.label.startswith("int4") and storage.encodings["int4"] == weights   # the rest: float head, embeds
     compute = compute_evidence(int4.model, int4.model.float_model, 1, 1, 0.0)
     assert compute.kernels["int4 weight-only"] == 8
+    # the report's per-layer figure, read back from the storage evidence alone, is the ratio counted from the graph
+    record = SimpleNamespace(compression=SimpleNamespace(evidence=SimpleNamespace(storage=storage)))
+    encoding, n, bits = packed_bits_per_weight(record)  # type: ignore[arg-type]
+    assert (encoding, n) == ("int4", weights) and 32 / bits == pytest.approx(ratio, rel=1e-9)
 
 
 def test_int4_model_reloads_and_onnx_runtime_matches_the_dequantized_torch_model(int4, task):

@@ -17,7 +17,7 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference
-from slimbench.harness.report import explanations, layer_tables, robustness, runtimes, sweep, training
+from slimbench.harness.report import explanations, layer_tables, low_bit, robustness, runtimes, sweep, training
 from slimbench.harness.report.distillation import distillation_markdown
 from slimbench.harness.report.leaderboards import (
     by_method_csv,
@@ -257,6 +257,7 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
         lines += [f"## {task}", "", tabulate(table, headers=headers, tablefmt="github"), ""]
         lines += robustness.markdown(rows, task)
         lines += explanations.markdown(rows, task)
+        lines += low_bit.markdown(records, task)
         lines += training.markdown(records, task)
         task_na = [f for f in failed if f.task == task and f.status == NOT_APPLICABLE]
         if task_na:

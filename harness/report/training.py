@@ -91,7 +91,7 @@ def fit_table(records: list[RunRecord], task: str) -> list[list[str]]:
 def markdown(records: list[RunRecord], task: str) -> list[str]:
     """The task's training-time section; empty where no record of it carries timed training."""
     bases, fits = baseline_table(records, task), fit_table(records, task)
-    if not bases and not fits:
+    if not fits and all(row[5] == "not timed" for row in bases):   # records from before epochs were timed
         return []
     lines = ["### Training time", "",
              "Seconds per epoch and per 1k training examples (mean ± std over seeds), validation left out. "
