@@ -27,6 +27,7 @@ from slimbench.harness.report.explanations import explained
 from slimbench.harness.report.robustness import per_class
 from slimbench.harness.report.rows import LeaderboardRow
 from slimbench.harness.report.stats import RUN_TO_RUN_SPEEDUP, mean, short_params, std, widened
+from slimbench.harness.run.record_parts import fits_seconds_per_example
 from slimbench.harness.run.records import RunRecord, load_records
 
 
@@ -115,12 +116,11 @@ def _explained(rec: RunRecord) -> Explanations:
 def training_speedup(rec: RunRecord) -> float:
     """The baseline's training seconds per example ÷ this cell's own training (its fine-tunes or its student's fit),
     each over every epoch it ran: what the method's model costs to train beside the model it came from."""
-    base, fits = rec.baseline_training, rec.fits
-    if base is None or not base.epoch_seconds or not base.train_batches or not fits:
+    base = rec.baseline_training.seconds_per_example() if rec.baseline_training is not None else None
+    own = fits_seconds_per_example(rec.fits)
+    if base is None or not own:
         raise SlimbenchError(f"run record {rec.run_id} has no timed training beside a timed baseline")
-    base_examples = base.train_batches * int(base.train["batch_size"]) * len(base.epoch_seconds)
-    examples = sum(f.train_batches * f.batch_size * len(f.epoch_seconds) for f in fits)
-    return (sum(base.epoch_seconds) / base_examples) / (sum(sum(f.epoch_seconds) for f in fits) / examples)
+    return base / own
 
 
 def timed(rec: RunRecord) -> bool:

@@ -7,12 +7,11 @@ as stored), never from the method's claim.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 from tabulate import tabulate
 
-from slimbench.harness.report.stats import mean, short_params
+from slimbench.harness.report.stats import mean, params_given_json, short_params
 from slimbench.harness.run.records import RunRecord
 
 LOW_BIT = ("int4", "int2", "int3")
@@ -37,16 +36,15 @@ def rows(records: list[RunRecord], task: str) -> list[list[str]]:
     groups: dict[tuple[str, str, str], list[tuple[RunRecord, tuple[str, int, float]]]] = defaultdict(list)
     for rec in records:
         if rec.status == "ok" and rec.task == task and (part := packed_bits_per_weight(rec)) is not None:
-            given = rec.details.get("params_given", rec.config["method"]["params"])
-            groups[(rec.model, rec.method, json.dumps(given, sort_keys=True))].append((rec, part))
+            groups[(rec.model, rec.method, params_given_json(rec))].append((rec, part))
     out = []
     for (model, method, params), found in sorted(groups.items()):
         found.sort(key=lambda p: p[0].seed)
         rec, (encoding, n_low, _) = found[0]
         bits = [p[2] for _, p in found]
-        whole = [r.compression.evidence.storage.weights for r, _ in found if r.compression is not None]
+        weights = rec.compression.evidence.storage.weights if rec.compression is not None else n_low
         out.append([model, method, short_params(params), " ".join(str(r.seed) for r, _ in found), encoding,
-                    f"{n_low:,}", f"{n_low / whole[0]:.1%}", f"{mean(bits):.3f}",
+                    f"{n_low:,}", f"{n_low / weights:.1%}", f"{mean(bits):.3f}",
                     f"{32 / max(bits):.2f}×" if min(bits) == max(bits) else
                     f"{32 / mean(bits):.2f}× ({32 / max(bits):.2f}–{32 / min(bits):.2f})"])
     return out

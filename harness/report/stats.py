@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import statistics
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slimbench.harness.run.records import RunRecord
 
 
 def mean(values: list[float]) -> float:
@@ -24,6 +28,11 @@ def knobs() -> frozenset[str]:
     from slimbench.methods import METHODS
 
     return frozenset(k for name in METHODS.names() for k in METHODS.get(name).knobs)
+
+
+def params_given_json(rec: RunRecord) -> str:
+    """The parameters the suite gave a cell's method (its defaults left out where the record says so), as a key."""
+    return json.dumps(rec.details.get("params_given", rec.config["method"]["params"]), sort_keys=True)
 
 
 def short_params(params_json: str) -> str:

@@ -14,21 +14,13 @@ from collections import defaultdict
 
 from tabulate import tabulate
 
-from slimbench.harness.report.stats import mean, short_params, std
-from slimbench.harness.run.record_parts import BaselineTraining, Fit
+from slimbench.harness.report.stats import mean, params_given_json, short_params, std
+from slimbench.harness.run.record_parts import BaselineTraining, Fit, fits_seconds_per_example
 from slimbench.harness.run.records import RunRecord
 
 
-def _base_ms_per_1k(base: BaselineTraining) -> float | None:
-    if not base.epoch_seconds or not base.train_batches:
-        return None
-    examples = base.train_batches * int(base.train["batch_size"]) * len(base.epoch_seconds)
-    return 1e6 * sum(base.epoch_seconds) / examples
-
-
-def _fits_ms_per_1k(fits: list[Fit]) -> float | None:
-    examples = sum(f.train_batches * f.batch_size * len(f.epoch_seconds) for f in fits)
-    return 1e6 * sum(sum(f.epoch_seconds) for f in fits) / examples if examples else None
+def _ms_per_1k(seconds_per_example: float | None) -> float | None:
+    return 1e6 * seconds_per_example if seconds_per_example is not None else None
 
 
 def _reached(fit: Fit, target: float) -> int | None:
@@ -51,7 +43,7 @@ def baseline_table(records: list[RunRecord], task: str) -> list[list[str]]:
     for (model, _), seeds in sorted(by_model.items()):
         bases = [seeds[s] for s in sorted(seeds)]
         epoch_s = [sum(b.epoch_seconds) / len(b.epoch_seconds) for b in bases if b.epoch_seconds]
-        per_1k = [v for b in bases if (v := _base_ms_per_1k(b)) is not None]
+        per_1k = [v for b in bases if (v := _ms_per_1k(b.seconds_per_example())) is not None]
         rows.append([model, " ".join(str(s) for s in sorted(seeds)),
                      _spread([b.test_accuracy for b in bases], ".4f"), str(bases[0].epochs),
                      str(bases[0].train_batches * int(bases[0].train["batch_size"])) if bases[0].train_batches else "—",
@@ -66,15 +58,14 @@ def fit_table(records: list[RunRecord], task: str) -> list[list[str]]:
     groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
     for rec in records:
         if rec.status == "ok" and rec.task == task and rec.fits and rec.family != "baseline":
-            given = rec.details.get("params_given", rec.config["method"]["params"])
-            groups[(rec.model, rec.method, json.dumps(given, sort_keys=True))].append(rec)
+            groups[(rec.model, rec.method, params_given_json(rec))].append(rec)
     rows = []
     for (model, method, params), recs in sorted(groups.items()):
         recs.sort(key=lambda r: r.seed)
-        own = [v for r in recs if (v := _fits_ms_per_1k(r.fits)) is not None]
+        own = [v for r in recs if (v := _ms_per_1k(fits_seconds_per_example(r.fits))) is not None]
         ratios = [b / o for r in recs if r.baseline_training is not None
-                  and (b := _base_ms_per_1k(r.baseline_training)) is not None
-                  and (o := _fits_ms_per_1k(r.fits)) is not None and o > 0]
+                  and (b := r.baseline_training.seconds_per_example()) is not None
+                  and (o := fits_seconds_per_example(r.fits))]
         reached = []
         for r in recs:
             target = r.baseline_training.val_acc if r.baseline_training is not None else None

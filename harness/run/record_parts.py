@@ -86,6 +86,12 @@ class BaselineTraining:
     epoch_seconds: list[float] | None = None
     train_batches: int | None = None
 
+    def seconds_per_example(self) -> float | None:
+        """Training wall seconds per example over every epoch; None where the epochs were not timed."""
+        if not self.epoch_seconds or not self.train_batches:
+            return None
+        return sum(self.epoch_seconds) / (self.train_batches * int(self.train["batch_size"]) * len(self.epoch_seconds))
+
     @staticmethod
     def without_untimed(data: dict[str, Any]) -> dict[str, Any]:
         """The part as a record writes it: the timings left out while unknown, so older records keep their bytes."""
@@ -103,6 +109,12 @@ class Fit:
     val_acc: list[float]             # validation accuracy after each epoch (when it reached the baseline's)
     selected_epoch: int              # the epoch whose weights were kept
     seconds: float                   # the whole fit, validation included
+
+
+def fits_seconds_per_example(fits: list[Fit]) -> float | None:
+    """A cell's training wall seconds per example over all its fits and epochs; None where nothing was trained."""
+    examples = sum(f.train_batches * f.batch_size * len(f.epoch_seconds) for f in fits)
+    return sum(sum(f.epoch_seconds) for f in fits) / examples if examples else None
 
 
 @dataclass
