@@ -225,6 +225,7 @@ class MixedPrecision(StaticInt8Params, Method):
         return given or {"max_accuracy_drop": 0.0}
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        self.require_applicable(model)
         model = model.eval()
         x, y = ctx.task.val.x[:self.sensitivity_samples], ctx.task.val.y[:self.sensitivity_samples]
         with static_int8_graph(model, ctx.task, self) as graph:

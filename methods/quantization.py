@@ -66,6 +66,7 @@ DYNAMIC_LAYERS: dict[str, tuple[type[nn.Module], ...]] = {
     "MatMul": (nn.Linear,), "Gemm": (nn.Linear,), "Gather": (nn.Embedding, nn.EmbeddingBag),
     "Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
 }
+STATIC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Embedding, nn.EmbeddingBag)   # QDQ int8 reaches
 INT8_DTYPES = (np.int8, np.uint8)
 MOSTLY_INT8 = 0.5        # below this share of int8 weights the model is mostly float: not labelled physical
 
@@ -218,6 +219,20 @@ class StaticInt8Params:
             raise ConfigError(f"{name}: weights must be per_channel, the granularity its fake-quant training "
                               f"learns under (torchao's X86InductorQuantizer); got {self.weights!r}")
 
+    def not_applicable(self, model: nn.Module) -> str | None:
+        """Refused where the int8 graph would be mostly float: the static quantizer reaches conv, linear and
+        embedding weights only (ONNX Runtime has no int8 recurrent kernel), so a recurrent model keeps most of
+        its weights fp32 and an int8 label would misstate it."""
+        reached = sum(m.weight.numel() for m in model.modules() if isinstance(m, STATIC_LAYERS))
+        matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+        if reached >= MOSTLY_INT8 * matrices:
+            return None
+        rest = sorted({f"{n} ({type(m).__name__})" for n, m in model.named_modules()
+                       if not isinstance(m, STATIC_LAYERS) and any(p.dim() >= 2 for p in m.parameters(recurse=False))})
+        return (f"static int8 reaches only Conv/Linear/Embedding weights, {reached} of {matrices} here "
+                f"({reached / max(matrices, 1):.0%}), so the model would stay mostly float; the rest are in "
+                f"{', '.join(rest)}, which ONNX Runtime has no int8 kernel for")
+
 
 class StaticInt8Graph:
     """A model exported, pre-processed and calibrated once, then quantized to QDQ int8 as often as needed.
@@ -360,6 +375,7 @@ class PtqInt8(StaticInt8Params, Method):
     auto_validation_samples: int = added(3000, ge=1)
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        self.require_applicable(model)
         requested = {"weight_bits": 8, "observer": self.observer, "calibration_samples": self.calibration_samples}
         if self.weights != "auto":
             onnx_model, info = static_int8(model, ctx.task, self, self.name)
@@ -415,6 +431,7 @@ class QatInt8(StaticInt8Params, Method):
     max_train_batches: int | None = None  # cap per epoch: fake-quant training is ~10x slower than float on CPU
 
     def apply(self, model: nn.Module, ctx: MethodContext) -> Outcome:
+        self.require_applicable(model)
         budget = dataclasses.replace(ctx.budget, epochs=self.epochs or ctx.budget.epochs,
                                      max_train_batches=self.max_train_batches or ctx.budget.max_train_batches)
         qat = prepare_qat(model, ctx.task.example_input(8))

@@ -88,6 +88,24 @@ def test_16_clusters_store_over_6x_smaller_and_keep_accuracy(task, trained):
     assert after >= before - 0.03, (before, after)
 
 
+def test_recurrent_matrices_are_clustered_and_stored_as_codebooks(task):
+    """A GRU's input and hidden-state matrices hold most of its weights: they get codebooks like any layer."""
+    gru = build_model("gru", task.spec, task.num_classes, {"hidden": 32})
+    out = build_method("share.kmeans", {"clusters": 16}).apply(copy.deepcopy(gru), make_ctx(task, gru))
+    recurrent = {"features.gru.weight_ih_l0", "features.gru.weight_hh_l0"}
+    assert recurrent <= set(out.details["clustered"]), out.details
+    assert not any(name.startswith("features.gru.weight") for name in out.details["kept_fp32"])
+    rnn = out.model.get_submodule("features.gru")
+    for param in ("weight_ih_l0", "weight_hh_l0"):
+        weight = getattr(rnn, param)
+        assert isinstance(weight, nn.Parameter) and len(torch.unique(weight)) <= 16
+    assert out.achieved["clustered_share"] > 0.9
+    packed = pack_state_dict(out.model.state_dict())
+    assert packed.formats().get("codebook", 0) + packed.formats().get("huffman", 0) >= 3
+    assert stored_bytes(gru) / stored_bytes(out.model) >= 4.0
+    out.model.eval()(task.val.x[:4])   # the recurrent kernel runs on the plain clustered weights
+
+
 def test_pruned_zeros_stay_zero_outside_the_clusters(task, trained):
     model = copy.deepcopy(trained)
     ctx = make_ctx(task, trained)

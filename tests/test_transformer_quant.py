@@ -21,7 +21,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from slimbench.baselines import build_model
-from slimbench.core.errors import ConfigError
+from slimbench.core.errors import ConfigError, NotApplicableError
 from slimbench.deploy.matmul_nbits import nbits_weights
 from slimbench.deploy.onnx_export import OnnxModel, onnx_from_payload
 from slimbench.deploy.runtimes import stored_form
@@ -32,6 +32,7 @@ from slimbench.methods.gptq import gptq, reconstruction_error, rtn
 from slimbench.methods.layer_inputs import InputStats
 from slimbench.methods.smoothquant import norm_consumers, smooth
 from slimbench.methods.wanda import is_nm, nm_decode, nm_encode, nm_mask, wanda_scores
+from slimbench.tasks.base import InputSpec
 from tests.conftest import method_context, train_tiny
 
 torch.set_num_threads(1)
@@ -245,3 +246,15 @@ def test_cnns_and_recurrent_models_are_declared_not_applicable(task, method):
         assert reason and ("nn.Linear" in reason or "LayerNorm" in reason), (name, reason)
     for name in ("vit", "kwt", "text-encoder"):
         assert m.not_applicable(build_model(name, task.spec, task.num_classes, VIT)) is None, name
+
+
+@pytest.mark.parametrize("method", ["quant.ptq_int8", "quant.qat_int8", "quant.mixed"])
+def test_static_int8_refuses_a_model_whose_weights_are_mostly_recurrent(task, method):
+    """On spectrogram frames a GRU holds nearly all its weights in the recurrence, which no int8 kernel reaches."""
+    m = build_method(method)
+    gru = build_model("gru", InputSpec(1, 40, 98, modality="audio"), 12)
+    reason = m.not_applicable(gru) or ""
+    assert "features.gru (GRU)" in reason and "mostly float" in reason, reason
+    with pytest.raises(NotApplicableError, match="mostly float"):
+        m.apply(gru, method_context(task, gru))
+    assert m.not_applicable(build_model("tiny-cnn", task.spec, task.num_classes)) is None
