@@ -17,7 +17,7 @@ from tabulate import tabulate
 from slimbench.core.errors import SlimbenchError
 from slimbench.harness.measure.evidence_data import Compression
 from slimbench.harness.measure.figures import Metrics, Reference
-from slimbench.harness.report import explanations, layer_tables, low_bit, robustness, runtimes, sweep, training
+from slimbench.harness.report import explanations, layer_tables, low_bit, profile, robustness, runtimes, sweep, training
 from slimbench.harness.report.distillation import distillation_markdown
 from slimbench.harness.report.leaderboards import (
     by_method_csv,
@@ -278,6 +278,7 @@ def markdown_text(rows: list[LeaderboardRow], records: list[RunRecord], suite: s
     lines += sweep.controls_markdown(records)
     lines += layer_tables.markdown(records)
     lines += distillation_markdown(rows, records)
+    lines += profile.markdown(records)
     return "\n".join(lines)
 
 
