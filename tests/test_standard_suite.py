@@ -27,8 +27,16 @@ def test_standard_suite_is_every_method_on_every_task_and_backbone():
         grid.setdefault(cell.method.name, set()).add((cell.task.name, cell.model.name))
     assert set(grid) == builtin
     for method, pairs in grid.items():
-        tasks = EMBEDDED_TASKS - {"rotten-tomatoes"} if method == "prune.channel" else EMBEDDED_TASKS
-        assert pairs == {(t, m) for t in tasks for m in BACKBONES}, method
+        assert pairs == {(t, m) for t in EMBEDDED_TASKS for m in BACKBONES}, method
+    # the controls: the fine-tune alone wherever a fine-tuned method runs, and random pruning at magnitude's settings
+    pruning = {(c.task.name, c.model.name, c.seed, c.method.name, c.method.params["sparsity"])
+               for c in suite.cells if c.method.name in ("prune.magnitude", "prune.random")}
+    for task, model, seed, name, sparsity in pruning:
+        assert (task, model, seed, "prune.magnitude", 0.0) in pruning
+        if sparsity > 0:
+            assert (task, model, seed, "prune.random" if name == "prune.magnitude" else "prune.magnitude",
+                    sparsity) in pruning
+    assert {c.finetune.max_train_batches for c in suite.cells if c.method.name != "baseline"} == {94}
     assert {c.seed for c in suite.cells} == {0, 1, 2}
     assert all(len([c for c in suite.cells if (c.task, c.model, c.method) == (cell.task, cell.model, cell.method)]) == 3
                for cell in suite.cells[:30])
