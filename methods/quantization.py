@@ -221,9 +221,10 @@ class StaticInt8Params:
 
     def not_applicable(self, model: nn.Module) -> str | None:
         """Refused where the int8 graph would be mostly float: the static quantizer reaches conv, linear and
-        embedding weights only (ONNX Runtime has no int8 recurrent kernel), so a recurrent model keeps most of
-        its weights fp32 and an int8 label would misstate it."""
-        reached = sum(m.weight.numel() for m in model.modules() if isinstance(m, STATIC_LAYERS))
+        embedding weights only (ONNX Runtime's QDQ quantizer has no recurrent op), so a recurrent model keeps most
+        of its weights fp32 and an int8 label would misstate it."""
+        weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, STATIC_LAYERS)}   # tied once
+        reached = sum(w.numel() for w in weights.values())
         matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
         if reached >= MOSTLY_INT8 * matrices:
             return None
@@ -231,7 +232,7 @@ class StaticInt8Params:
                        if not isinstance(m, STATIC_LAYERS) and any(p.dim() >= 2 for p in m.parameters(recurse=False))})
         return (f"static int8 reaches only Conv/Linear/Embedding weights, {reached} of {matrices} here "
                 f"({reached / max(matrices, 1):.0%}), so the model would stay mostly float; the rest are in "
-                f"{', '.join(rest)}, which ONNX Runtime has no int8 kernel for")
+                f"{', '.join(rest)}, which ONNX Runtime's static int8 quantizer does not quantize")
 
 
 class StaticInt8Graph:

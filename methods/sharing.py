@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -90,13 +90,14 @@ def layer_weight(module: nn.Module, param: str = "weight") -> torch.Tensor:
 
 
 def clusterable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The matrices that multiply a layer's input: conv / linear / embedding weights and a recurrent layer's input
-    and hidden-state matrices (position embeddings and class tokens are added, not multiplied: they stay fp32)."""
+    """The matrices that multiply a layer's input: conv / linear / embedding weights and a recurrent layer's input,
+    hidden-state and projection matrices (position embeddings and class tokens are added, not multiplied: they stay
+    fp32)."""
     pairs = prunable_weights(model)
     for module in model.modules():
         if isinstance(module, nn.RNNBase):
             pairs += [(module, name) for name, _ in module.named_parameters(recurse=False)
-                      if name.startswith(("weight_ih_l", "weight_hh_l"))]
+                      if name.startswith(("weight_ih_l", "weight_hh_l", "weight_hr_l"))]
     return pairs
 
 
@@ -191,10 +192,8 @@ class KMeansSharing(Method):
                      for name, (module, param, k) in chosen.items()}
         if self.finetune:
             model = ctx.finetune(model)
-        for module in model.modules():
-            if parametrize.is_parametrized(module):
-                for param in list(cast(nn.ModuleDict, module.parametrizations)):
-                    parametrize.remove_parametrizations(module, param, leave_parametrized=True)
+        for path, param in where.values():   # only the codebooks added here: a model's own parametrizations stay
+            parametrize.remove_parametrizations(model.get_submodule(path), param, leave_parametrized=True)
         distinct = {name: int(torch.unique(layer_weight(model.get_submodule(path), param).detach()).numel())
                     for name, (path, param) in where.items()}
         total = sum(p.numel() for p in model.parameters())

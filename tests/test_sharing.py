@@ -255,3 +255,30 @@ def test_group_size_splits_a_run_into_shared_sets():
     assert out.details["tied_blocks"] == [["0", "1"], ["2", "3"]]
     assert model[0][0].weight is model[1][0].weight and model[2][0].weight is model[3][0].weight
     assert model[1][0].weight is not model[2][0].weight and model[4][0].weight is not model[3][0].weight
+
+
+def test_every_recurrent_matrix_is_clustered_and_a_models_own_parametrizations_stay(task):
+    class Projected(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(8, 32, proj_size=16, bidirectional=True, batch_first=True)
+            self.head = nn.Linear(32, 24)
+            self.extra = nn.Linear(24, 24)
+            parametrize.register_parametrization(self.extra, "bias", _Doubled())
+
+    model = Projected()
+    matrices = {f"rnn.{n}" for n, p in model.rnn.named_parameters() if p.dim() == 2}
+    assert any(".weight_hr_l0" in m for m in matrices) and any("_reverse" in m for m in matrices)
+    out = build_method("share.kmeans", {"clusters": 8, "finetune": False}).apply(model, make_ctx(task, model))
+    assert matrices <= set(out.details["clustered"]), out.details
+    assert not any(name.startswith("rnn.") for name in out.details["kept_fp32"])
+    for name in matrices:
+        weight = getattr(out.model.rnn, name.removeprefix("rnn."))
+        assert isinstance(weight, nn.Parameter) and len(torch.unique(weight)) <= 8
+    assert parametrize.is_parametrized(out.model.extra, "bias")   # what the method did not add is not its to remove
+    assert not parametrize.is_parametrized(out.model.rnn)
+
+
+class _Doubled(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x

@@ -2,8 +2,9 @@
 with its fine-tune, and each measurement) summed per method family, so the cost of a measurement is a read figure,
 not a guess, and a change that makes one cheaper can be checked against the same table.
 
-Baselines are trained once per task × model × seed before the cells that use them (the model cache); their training
-time comes from the cache's record of it and is listed beside the cells', not inside them.
+A baseline is trained once per task × model × seed (the model cache): by Ray before the cells that use it, or inside
+the first cell that needs it (its "baseline" phase) when cells run one by one. The footer adds only the trainings that
+no cell's time holds, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from slimbench.harness.run.records import RunRecord
 # phases as the runner names them, in the order a cell runs them; whatever else a record names joins "other"
 PHASES = ("task", "baseline", "apply", "measure.deploy", "measure.evaluate", "measure.robustness",
           "measure.explanations", "measure.runtimes", "measure.sizes", "measure.latency", "measure.counting")
-LABELS = {"task": "load task", "baseline": "load baseline", "apply": "method + fine-tune",
+LABELS = {"task": "load task", "baseline": "baseline (load or train)", "apply": "method + fine-tune",
           "measure.deploy": "deploy", "measure.evaluate": "evaluate", "measure.robustness": "robustness",
           "measure.explanations": "explanations", "measure.runtimes": "other runtimes", "measure.sizes": "sizes",
           "measure.latency": "latency", "measure.counting": "MACs"}
@@ -36,9 +37,15 @@ def recorded_phases(records: list[RunRecord]) -> tuple[str, ...]:
     return tuple(p for p in PHASES if any(p in r.wall_seconds for r in records))
 
 
-def profile_rows(records: list[RunRecord]) -> list[list[str]]:
-    """Per family and for all cells: cells, mean seconds per cell, and each phase's share of the family's total."""
-    timed = [r for r in records if r.status == "ok" and r.wall_seconds.get("total")]
+def timed_records(records: list[RunRecord]) -> list[RunRecord]:
+    """Finished cells with phase timings (failed and n/a cells stop early: their time says nothing of a phase)."""
+    return [r for r in records if r.status == "ok" and r.wall_seconds.get("total")]
+
+
+def profile_rows(records: list[RunRecord]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """(phases, rows): per family and for all cells, cells, mean seconds per cell and each phase's share of the
+    family's total."""
+    timed = timed_records(records)
     phases = recorded_phases(timed)
     groups: dict[str, list[RunRecord]] = defaultdict(list)
     for rec in timed:
@@ -54,33 +61,39 @@ def profile_rows(records: list[RunRecord]) -> list[list[str]]:
         total = sum(sums.values())
         rows.append([family, str(len(recs)), f"{total / len(recs):.1f}", f"{total / 3600:.2f}",
                      *(f"{100 * sums[p] / total:.0f} %" for p in (*phases, "other"))])
-    return rows
+    return phases, rows
 
 
 def baseline_training_hours(records: list[RunRecord]) -> tuple[int, float]:
-    """(baselines, hours) of the distinct cached baselines the records were measured against (their training's
-    wall time as the cache recorded it)."""
+    """(baselines, hours) of the distinct cached baselines the records were measured against and that no cell
+    trained inside its own time (a cell that trained its baseline spent at least the training's seconds in its
+    "baseline" phase), with their training's wall time as the cache recorded it."""
     seen: dict[str, float] = {}
+    inside: set[str] = set()
     for rec in records:
-        if rec.status == "ok" and rec.baseline_training is not None:
-            seen[rec.baseline_training.checkpoint] = rec.baseline_training.train_seconds
-    return len(seen), sum(seen.values()) / 3600
+        base = rec.baseline_training
+        if rec.status == "ok" and base is not None:
+            seen[base.checkpoint] = base.train_seconds
+            if rec.wall_seconds.get("baseline", 0.0) >= base.train_seconds:
+                inside.add(base.checkpoint)
+    outside = {k: v for k, v in seen.items() if k not in inside}
+    return len(outside), sum(outside.values()) / 3600
 
 
 def markdown(records: list[RunRecord]) -> list[str]:
     """The suite's time profile; empty where no record carries phase timings."""
-    rows = profile_rows(records)
+    phases, rows = profile_rows(records)
     if not rows:
         return []
-    phases = recorded_phases([r for r in records if r.status == "ok"])
     n_base, base_hours = baseline_training_hours(records)
     lines = ["## Where the time goes", "",
-             "Each cell's wall time by phase (from its record's `wall_seconds`), as a share of its family's total; "
-             "'method + fine-tune' includes any training the method does, 'other' is setup, saving and tracking. "
-             "Cells timed beside other cells on the same cores run slower in every phase alike.", "",
+             "Each finished cell's wall time by phase (from its record's `wall_seconds`), as a share of its family's "
+             "total; failed and n/a cells are left out. 'method + fine-tune' includes any training the method does; "
+             "'other' is setup, saving and tracking and, for a chain, measuring each intermediate stage. Cells that "
+             "shared the cores with other cells ran slower, the compute-bound phases most.", "",
              tabulate(rows, headers=["family", "cells", "s / cell", "cell hours",
                                      *(LABELS[p] for p in phases), "other"], tablefmt="github"), ""]
     if n_base:
-        lines += [f"Baselines trained for these cells (the model cache, outside the cells' time): {n_base}, "
-                  f"{base_hours:.2f} h of training.", ""]
+        lines += [f"Baselines trained for these cells outside any cell's time (the model cache, before the cells): "
+                  f"{n_base}, {base_hours:.2f} h of training.", ""]
     return lines
