@@ -452,3 +452,21 @@ def test_every_shipped_claim_on_real_rows_keeps_the_rules(tiny):
     text = markdown(lines, [_suite(name, tiny) for name in names])
     for kind in terms.VERDICTS:
         assert f"**{kind}**" in text
+
+
+def test_a_claim_about_models_that_keep_their_accuracy_reads_no_row_that_lost_it(tiny):
+    """Frankle & Bau's "until accuracy begins to drop": a row below its baseline beyond the spread is outside it."""
+    claim = _shipped("robustness-pruning", max_accuracy_loss=0.0, records={
+        "value": "corrupted_accuracy_pts", "where": {"method": "prune.magnitude", "params": {"sparsity": 0.5}},
+        "versus": {"method": "baseline"}})
+    assert "accuracy kept: the row loses at most 0 pts beyond the seed spread" in claim.premises
+    mag = _pick(tiny, "prune.magnitude", sparsity=0.5)
+    _set_accuracy(mag, [0.60, 0.62], [0.80, 0.80])
+    (line,) = _judge(claim, _suite("overview", _pick(tiny, "baseline") + mag))
+    assert line.verdict == terms.NOT_TESTABLE and line.reason.startswith("accuracy already dropped: Δ -19.00 pts")
+    mag = _pick(tiny, "prune.magnitude", sparsity=0.5)
+    _set_accuracy(mag, [0.79, 0.81], [0.80, 0.80])   # inside the spread: the row is judged
+    (line,) = _judge(claim, _suite("overview", _pick(tiny, "baseline") + mag))
+    assert "accuracy already dropped" not in line.reason
+    with pytest.raises(ConfigError, match="max_accuracy_loss is in points"):
+        _shipped("robustness-pruning", max_accuracy_loss=-1)

@@ -282,6 +282,8 @@ class Claim:
     requires: Requires | None = None
     min_accuracy_over_chance: float | None = None   # points: the row's model or its baseline within this of chance
     min_compressed_fraction: float | None = None    # share of the baseline's non-zero parameters removed
+    # points: a claim about models whose accuracy holds reads no row that lost more than this beyond the seed spread
+    max_accuracy_loss: float | None = None
     exclude_params: dict[str, Any] = field(default_factory=dict)   # rows with these params are left out
     condition: Condition | None = None
 
@@ -321,12 +323,15 @@ class Claim:
         given = [k for k, v in (("requires", self.requires),
                                 ("min_accuracy_over_chance", self.min_accuracy_over_chance),
                                 ("min_compressed_fraction", self.min_compressed_fraction),
+                                ("max_accuracy_loss", self.max_accuracy_loss is not None),
                                 ("exclude_params", self.exclude_params), ("condition", self.condition)) if v]
         if given and self.records is None:
             raise ConfigError(f"{', '.join(given)} check records rows: this claim has no records")
         if self.min_accuracy_over_chance is not None and not 0 < self.min_accuracy_over_chance < 100:
             raise ConfigError(f"min_accuracy_over_chance is in points, between 0 and 100, got "
                               f"{self.min_accuracy_over_chance:g}")
+        if self.max_accuracy_loss is not None and not 0 <= self.max_accuracy_loss < 100:
+            raise ConfigError(f"max_accuracy_loss is in points, between 0 and 100, got {self.max_accuracy_loss:g}")
         if self.min_compressed_fraction is not None and not 0 < self.min_compressed_fraction < 1:
             raise ConfigError(f"min_compressed_fraction is a share of the baseline's non-zero parameters, between 0 "
                               f"and 1, got {self.min_compressed_fraction:g}")
@@ -353,6 +358,8 @@ class Claim:
             out.append(f"the row's model and its baseline > {self.min_accuracy_over_chance:g} pts above chance")
         if self.min_compressed_fraction is not None:
             out.append(f"≥ {self.min_compressed_fraction:.0%} of the baseline's non-zero parameters removed")
+        if self.max_accuracy_loss is not None:
+            out.append(f"accuracy kept: the row loses at most {self.max_accuracy_loss:g} pts beyond the seed spread")
         if self.exclude_params:
             out.append("rows with " + ", ".join(f"{k}={v}" for k, v in self.exclude_params.items()) + " left out")
         return out

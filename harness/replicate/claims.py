@@ -20,10 +20,10 @@ claim):
 An interval across the deciding bound is "inconclusive"; a row from one seed with no measured spread is
 inconclusive at best (`judge`).
 
-Premises (`requires`, `min_accuracy_over_chance`, `min_compressed_fraction`) make a row "not testable here" before it
-is judged, naming the premise that is absent; `exclude_params` leaves rows out; `condition` is a second figure the
-claim states beside its main one (Han's 9× is "without loss of accuracy"). A records claim reads only the suites it
-names.
+Premises (`requires`, `min_accuracy_over_chance`, `min_compressed_fraction`, `max_accuracy_loss`) make a row "not
+testable here" before it is judged, naming the premise that is absent; `exclude_params` leaves rows out; `condition`
+is a second figure the claim states beside its main one (Han's 9× is "without loss of accuracy"). A records claim
+reads only the suites it names.
 """
 
 from __future__ import annotations

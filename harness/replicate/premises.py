@@ -101,6 +101,16 @@ def _compressed_premise(recs: list[RunRecord], least: float) -> str | None:
     return None
 
 
+def _accuracy_kept_premise(a: LeaderboardRow, suite: SuiteData, most: float) -> str | None:
+    """The row's accuracy holds: its Δ against the baseline is not below −`most` beyond the seed spread."""
+    acc = single("delta_accuracy_pts", a, suite)
+    if acc.high is not None and acc.high < -most:
+        limit = -most if most else 0.0   # never "-0"
+        return (f"accuracy already dropped: Δ {acc.value:+.2f} pts {acc.spread}, below {limit:g} pts beyond the "
+                f"spread (the claim speaks of models whose accuracy holds)")
+    return None
+
+
 def check_premises(claim: Claim, m: Measurement, a: LeaderboardRow, b: LeaderboardRow | None, suite: SuiteData) -> None:
     """Absent premises, in words, onto the measurement (the row is then "not testable here")."""
     spec = claim.records
@@ -115,6 +125,8 @@ def check_premises(claim: Claim, m: Measurement, a: LeaderboardRow, b: Leaderboa
         m.not_testable.append(_ptq_premise(b, suite) or "")
     if claim.min_compressed_fraction is not None:
         m.not_testable.append(_compressed_premise(ra, claim.min_compressed_fraction) or "")
+    if claim.max_accuracy_loss is not None:
+        m.not_testable.append(_accuracy_kept_premise(a, suite, claim.max_accuracy_loss) or "")
     if claim.min_accuracy_over_chance is not None:
         # the row's model and the baseline it was made from; a versus row other than the baseline may sit at chance
         # (random pruning collapsing at 95 % is what "magnitude beats random" measures there)
