@@ -38,6 +38,7 @@ SHARED_METHOD_ENTRIES = {
     "params: {params_ratio: 2.0, whiten: true, allocation: global}",
     "- {name: prune.magnitude, params: {sparsity: 0.9, schedule: gradual, scope: lamp}}",
     "- {name: prune.random, params: {sparsity: 0.9, schedule: gradual, scope: lamp}}",
+    "- {name: prune.magnitude, params: {sparsity: 0.7, schedule: gradual, scope: lamp}}",
 }
 
 
