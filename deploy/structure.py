@@ -29,6 +29,7 @@ LAYERS: dict[type[nn.Module], tuple[str, ...]] = {
     nn.BatchNorm1d: _NORM, nn.BatchNorm2d: _NORM,
     nn.Embedding: ("num_embeddings", "embedding_dim", "padding_idx"),
     nn.LayerNorm: ("normalized_shape", "eps", "elementwise_affine"),
+    nn.AvgPool2d: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
     nn.Sequential: (),
     nn.Identity: (),
 }

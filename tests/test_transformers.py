@@ -7,6 +7,7 @@ padding kept out of what a text model computes."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from slimbench.deploy.runtimes import load_artifact, stored_form
 from slimbench.deploy.structure import describe
 from slimbench.methods import build_method
 from slimbench.methods.head_pruning import attention_layers, attention_macs
+from slimbench.methods.step_pooling import recurrent_steps
 from slimbench.methods.token_merging import tokens_per_block
 from slimbench.tasks.base import InputSpec
 from tests.conftest import method_context, train_tiny
@@ -273,6 +275,30 @@ def test_gru_stride_halves_the_time_steps_and_the_recurrent_work():
     assert steps == [25] and ratio == pytest.approx(2.0, rel=0.01)
     with pytest.raises(ConfigError, match="stride 64 exceeds the 50 steps"):
         build_model("gru", spec, 3, {"stride": 64})
+
+
+def test_step_pooling_gives_a_trained_gru_stride_times_fewer_steps_and_fine_tunes_it(task):
+    """steps.pool on a trained GRU: the recurrence runs over half the steps, the work halves, the fine-tune ran, and
+    the model equals one built with `stride: 2` carrying the same weights (the pooling is the model's own kind)."""
+    baseline = train_tiny(task, lambda: build_model("gru", task.spec, task.num_classes, {"hidden": 16}), epochs=3)
+    fits: list[int] = []
+    out = build_method("steps.pool", {"stride": 2}).apply(
+        copy.deepcopy(baseline), method_context(task, baseline, on_fit=lambda: fits.append(1)))
+    x = task.val.x[:1]
+    assert recurrent_steps(baseline, x) == [task.spec.width] and recurrent_steps(out.model, x) == [
+        math.ceil(task.spec.width / 2)]
+    assert out.achieved["step_ratio"] == pytest.approx(task.spec.width / math.ceil(task.spec.width / 2))
+    assert out.achieved["macs_ratio"] > 1.5 and fits == [1]
+    strided = build_model("gru", task.spec, task.num_classes, {"hidden": 16, "stride": 2})
+    strided.load_state_dict(out.model.state_dict())
+    torch.testing.assert_close(strided.eval()(task.val.x[:8]), out.model.eval()(task.val.x[:8]))
+    accuracy = (out.model(task.val.x).argmax(1) == task.val.y).float().mean()
+    assert accuracy > 0.5, accuracy   # the fine-tuned GRU still reads the digits (chance is 0.1)
+    method = build_method("steps.pool", {"stride": 2})
+    assert "no recurrence" in (method.not_applicable(build_model("vit", task.spec, task.num_classes, TINY_VIT)) or "")
+    assert "already averages" in (method.not_applicable(strided) or "")
+    with pytest.raises(ConfigError, match="stride"):
+        build_method("steps.pool", {"stride": 1})
 
 
 # -- every model on every embedded input layout -------------------------------------------------------------------
