@@ -304,13 +304,18 @@ def text_encoder(spec: InputSpec, num_classes: int, params: TransformerParams) -
     return SequenceClassifier(encoder, params.dim, num_classes, params.dropout)
 
 
+def step_pool(stride: int) -> nn.Module:
+    """The average over `stride` time steps (the last one partial) that shortens a sequence before a recurrence."""
+    return nn.AvgPool2d((1, stride), ceil_mode=True) if stride > 1 else nn.Identity()
+
+
 class RecurrentFeatures(nn.Module):
     """An optional average over `stride` steps (fewer time steps before the recurrence), then a GRU; the outputs
     as a `hidden × 1 × T` map. Padding at the end of a text cannot reach the word positions of a forward GRU."""
 
     def __init__(self, features: int, hidden: int, layers: int, stride: int, dropout: float):
         super().__init__()
-        self.pool: nn.Module = nn.AvgPool2d((1, stride), ceil_mode=True) if stride > 1 else nn.Identity()
+        self.pool = step_pool(stride)
         self.gru = nn.GRU(features, hidden, num_layers=layers, batch_first=True,
                           dropout=dropout if layers > 1 else 0.0)
 

@@ -66,7 +66,8 @@ DYNAMIC_LAYERS: dict[str, tuple[type[nn.Module], ...]] = {
     "MatMul": (nn.Linear,), "Gemm": (nn.Linear,), "Gather": (nn.Embedding, nn.EmbeddingBag),
     "Conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
 }
-STATIC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.Embedding, nn.EmbeddingBag)   # QDQ int8 reaches
+# what the static (QDQ) quantizer reaches: every layer whose weight the export makes some op's weight input
+STATIC_LAYERS: tuple[type[nn.Module], ...] = tuple(dict.fromkeys(k for kinds in DYNAMIC_LAYERS.values() for k in kinds))
 INT8_DTYPES = (np.int8, np.uint8)
 MOSTLY_INT8 = 0.5        # below this share of int8 weights the model is mostly float: not labelled physical
 
@@ -223,7 +224,8 @@ class StaticInt8Params:
         """Refused where the int8 graph would be mostly float: the static quantizer reaches conv, linear and
         embedding weights only (ONNX Runtime's QDQ quantizer has no recurrent op), so a recurrent model keeps most
         of its weights fp32 and an int8 label would misstate it."""
-        weights = {id(m.weight): m.weight for m in model.modules() if isinstance(m, STATIC_LAYERS)}   # tied once
+        weights = {id(w): w for m in model.modules()   # a tied weight once
+                   if isinstance(m, STATIC_LAYERS) and isinstance(w := m.weight, torch.Tensor)}
         reached = sum(w.numel() for w in weights.values())
         matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
         if reached >= MOSTLY_INT8 * matrices:

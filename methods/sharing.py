@@ -146,12 +146,12 @@ class KMeansSharing(Method):
                               f"({self.depthwise_clusters}) would be ignored; set one of them")
         self.uses_finetune = self.finetune
 
-    def plan(self, model: nn.Module) -> tuple[dict[str, tuple[nn.Module, str, int]], dict[str, str]]:
-        """(tensor → (module, parameter, k) to cluster, tensor → why it stays fp32), keyed by layer name for a
+    def plan(self, model: nn.Module) -> tuple[dict[str, tuple[str, str, int]], dict[str, str]]:
+        """(tensor → (layer path, parameter, k) to cluster, tensor → why it stays fp32), keyed by layer name for a
         layer's `weight` and by `layer.parameter` for a recurrent layer's matrices."""
         names = {id(m): n for n, m in model.named_modules()}
         tied = tied_parameters(model)
-        chosen: dict[str, tuple[nn.Module, str, int]] = {}
+        chosen: dict[str, tuple[str, str, int]] = {}
         kept: dict[str, str] = {}
         pairs = clusterable_weights(model)
         for module, param in pairs:
@@ -166,9 +166,9 @@ class KMeansSharing(Method):
             elif not weight.detach().any():
                 kept[name] = "all weights zero"
             elif is_depthwise(module) and self.depthwise_clusters is not None:
-                chosen[name] = (module, param, self.depthwise_clusters)
+                chosen[name] = (names[id(module)], param, self.depthwise_clusters)
             else:
-                chosen[name] = (module, param, self.clusters)
+                chosen[name] = (names[id(module)], param, self.clusters)
         covered = {(id(m), p) for m, p in pairs}
         for name, module in model.named_modules():   # the stored form counts these as weights too: say they stay
             for param, value in module.named_parameters(recurse=False):
@@ -186,16 +186,14 @@ class KMeansSharing(Method):
         chosen, kept = self.plan(model)
         if not chosen:
             raise NotApplicableError(f"share.kmeans: {self.not_applicable(model)}")
-        paths = {id(m): n for n, m in model.named_modules()}
-        where = {name: (paths[id(module)], param) for name, (module, param, _) in chosen.items()}
-        clustered = {name: share_weights(module, k, self.init, self.keep_zeros, param)
-                     for name, (module, param, k) in chosen.items()}
+        clustered = {name: share_weights(model.get_submodule(path), k, self.init, self.keep_zeros, param)
+                     for name, (path, param, k) in chosen.items()}
         if self.finetune:
             model = ctx.finetune(model)
-        for path, param in where.values():   # only the codebooks added here: a model's own parametrizations stay
+        for path, param, _ in chosen.values():   # only the codebooks added here: a model's own parametrizations stay
             parametrize.remove_parametrizations(model.get_submodule(path), param, leave_parametrized=True)
         distinct = {name: int(torch.unique(layer_weight(model.get_submodule(path), param).detach()).numel())
-                    for name, (path, param) in where.items()}
+                    for name, (path, param, _) in chosen.items()}
         total = sum(p.numel() for p in model.parameters())
         # the harness checks `distinct_values` against every weight tensor it stores, so claim it under that
         # name only when every weight tensor was clustered (zeros kept by pruning count as one more value)

@@ -12,10 +12,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from slimbench.baselines.transformers import RecurrentFeatures
+from slimbench.baselines.transformers import RecurrentFeatures, step_pool
 from slimbench.core.params import bounded, check_ranges
 from slimbench.deploy.counting import count_macs
 from slimbench.methods.base import Method, MethodContext, Outcome, register_method
+from slimbench.methods.layer_inputs import hooked_pass
 
 
 def recurrences(model: nn.Module) -> dict[str, RecurrentFeatures]:
@@ -23,16 +24,11 @@ def recurrences(model: nn.Module) -> dict[str, RecurrentFeatures]:
 
 
 def recurrent_steps(model: nn.Module, example: torch.Tensor) -> list[int]:
-    """The sequence length each recurrent layer runs over for `example` (one forward pass)."""
+    """The sequence length each recurrent layer runs over for `example` (forward pre-hooks on the GRUs)."""
     steps: list[int] = []
-    hooks = [m.gru.register_forward_hook(lambda _m, args, _o: steps.append(int(args[0].shape[1])))
-             for m in recurrences(model).values()]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    handles = [m.gru.register_forward_pre_hook(lambda _m, args: steps.append(int(args[0].shape[1])))
+               for m in recurrences(model).values()]
+    hooked_pass(model, handles, example)
     return steps
 
 
@@ -67,7 +63,7 @@ class StepPooling(Method):
         example = ctx.task.example_input(1)
         steps_before, macs_before = recurrent_steps(model, example), count_macs(model, example)
         for layer in recurrences(model).values():
-            layer.pool = nn.AvgPool2d((1, self.stride), ceil_mode=True)   # parameter-free: the same kind as `stride`
+            layer.pool = step_pool(self.stride)   # parameter-free: what a model built with `stride` has
         if self.finetune:
             model = ctx.finetune(model)
         steps, macs = recurrent_steps(model, example), count_macs(model, example)

@@ -104,7 +104,7 @@ def _compressed_premise(recs: list[RunRecord], least: float) -> str | None:
 def _accuracy_kept_premise(a: LeaderboardRow, suite: SuiteData, most: float) -> str | None:
     """The row's accuracy holds: its Δ against the baseline is not below −`most` beyond the seed spread."""
     acc = single("delta_accuracy_pts", a, suite)
-    if acc.high is not None and acc.high < -most:
+    if acc.low is not None and acc.high is not None and side(acc.low, acc.high, -most, -1, strict=True) == "holds":
         limit = -most if most else 0.0   # never "-0"
         return (f"accuracy already dropped: Δ {acc.value:+.2f} pts {acc.spread}, below {limit:g} pts beyond the "
                 f"spread (the claim speaks of models whose accuracy holds)")
